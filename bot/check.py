@@ -1,0 +1,86 @@
+"""`mentiondesk check`: validate the configuration and every connection it names."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Config
+from bot.mastodon_client import MastodonClient
+from storage.db import DatabaseError, create_engine, current_revision, head_revision, safe_url
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+async def _check_mastodon(config: Config) -> str:
+    token = config.secrets.mastodon_token
+    if not token:
+        raise RuntimeError("MENTIONDESK_MASTODON_TOKEN is not set")
+    client = MastodonClient(config.settings.mastodon.base_url, token,
+                            timeout_s=config.settings.mastodon.request_timeout_s)
+    account = await client.verify_credentials()
+    return f"signed in as @{account.acct} on {config.settings.mastodon.base_url}"
+
+
+async def _check_slack(config: Config) -> str:
+    slack = config.settings.slack
+    if slack.dry_run:
+        return "dry run: cards are printed, Slack is not contacted"
+    if not config.secrets.slack_bot_token:
+        raise RuntimeError("MENTIONDESK_SLACK_BOT_TOKEN is not set")
+    client = AsyncWebClient(token=config.secrets.slack_bot_token, base_url=slack.base_url,
+                            timeout=int(slack.request_timeout_s))
+    try:
+        response = await client.auth_test()
+    except SlackApiError as exc:
+        raise RuntimeError(f"auth.test failed: {exc.response.get('error') or exc.response.status_code}") from None
+    return f"bot {response.get('user')} in workspace {response.get('team')}"
+
+
+async def _check_database(config: Config) -> str:
+    url = config.settings.database.url
+    engine = create_engine(url)
+    try:
+        current = await current_revision(engine)
+    finally:
+        await engine.dispose()
+    head = head_revision()
+    if current != head:
+        if config.settings.database.auto_migrate:
+            return f"{safe_url(url)} reachable; schema {current or 'empty'} will be upgraded to {head} at start"
+        raise DatabaseError(f"{safe_url(url)}: schema is at {current or 'nothing'}, needs {head}: "
+                            "run `mentiondesk db upgrade`")
+    return f"{safe_url(url)} reachable, schema current ({head})"
+
+
+CHECKS: list[tuple[str, Callable[[Config], Awaitable[str]]]] = [
+    ("mastodon", _check_mastodon),
+    ("slack", _check_slack),
+    ("database", _check_database),
+]
+
+
+async def run_checks(config: Config) -> list[CheckResult]:
+    results = []
+    for name, check in CHECKS:
+        try:
+            results.append(CheckResult(name, True, await check(config)))
+        except Exception as exc:
+            results.append(CheckResult(name, False, str(exc) or type(exc).__name__))
+    return results
+
+
+def report(results: list[CheckResult], out: TextIO) -> bool:
+    for result in results:
+        mark = "ok  " if result.ok else "FAIL"
+        out.write(f"{mark} {result.name}: {result.detail}\n")
+    return all(r.ok for r in results)

@@ -1,0 +1,368 @@
+"""Complaint classifier: decides whether a post addressed to the brand is a complaint.
+
+The model is TF-IDF over hashed word and character n-grams with a logistic regression on top,
+trained by ``scripts/train_classifier.py`` on the complaints corpus of Preoțiuc-Pietro, Găman and
+Aletras, "Automatically Identifying Complaints in Social Media" (ACL 2019).
+
+The artifact is deliberately not a pickle: a pickle ties the model to the exact scikit-learn version
+that wrote it and can run arbitrary code when loaded. Instead ``complaint_model.npz`` holds plain
+numeric arrays (IDF weights and coefficients, stored sparsely) and ``complaint_model.json`` holds the
+feature settings. ``HashingVectorizer`` is stateless, so rebuilding it from those settings reproduces
+the training-time features in any scikit-learn version that keeps its hashing scheme; the probe texts
+recorded in the JSON check exactly that at load time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import unicodedata
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import HashingVectorizer
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "DEFAULT_MODEL_PATH",
+    "Classification",
+    "ClassifierError",
+    "ComplaintClassifier",
+    "FeatureBlock",
+    "hash_counts",
+    "make_hashers",
+    "normalise_text",
+    "weight_block",
+]
+
+ARTIFACT_FORMAT = "mentiondesk-complaint-tfidf-lr/1"
+DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "complaint_model.npz"
+COMPLAINT = "complaint"
+OTHER = "other"
+
+# Mastodon's default post limit is 500 characters; anything far beyond that is not a post we can
+# classify better by reading further, and an unbounded input would let one line stall a batch.
+MAX_CHARS = 5000
+# Big enough to amortise the per-call overhead of the vectorizers, small enough that a huge input
+# list does not build one huge sparse matrix.
+SCORE_BATCH = 1024
+# float32 storage changes scores by ~1e-7; the probes only need to catch a different feature space.
+PROBE_TOLERANCE = 1e-4
+
+_HANDLE_RE = re.compile(r"(?<![\w@])@\w+(?:@[\w.-]+\w)?")
+_URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_WS_RE = re.compile(r"\s+")
+
+
+class ClassifierError(Exception):
+    """The model artifact is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str  # "complaint" | "other"
+    score: float  # probability of complaint, 0..1
+
+
+@dataclass(frozen=True)
+class FeatureBlock:
+    """Settings of one hashed n-gram block; the JSON stores a list of these."""
+
+    name: str
+    analyzer: str  # "word" | "char" | "char_wb"
+    ngram_range: tuple[int, int]
+    n_features: int
+    token_pattern: str | None = None  # word blocks only
+    sublinear_tf: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "analyzer": self.analyzer,
+            "ngram_range": list(self.ngram_range),
+            "n_features": self.n_features,
+            "token_pattern": self.token_pattern,
+            "sublinear_tf": self.sublinear_tf,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> FeatureBlock:
+        lo, hi = raw["ngram_range"]
+        block = cls(
+            name=str(raw["name"]),
+            analyzer=str(raw["analyzer"]),
+            ngram_range=(int(lo), int(hi)),
+            n_features=int(raw["n_features"]),
+            token_pattern=None if raw.get("token_pattern") is None else str(raw["token_pattern"]),
+            sublinear_tf=bool(raw["sublinear_tf"]),
+        )
+        if block.analyzer not in {"word", "char", "char_wb"}:
+            raise ValueError(f"unknown analyzer {block.analyzer!r}")
+        lo, hi = block.ngram_range
+        if not 1 <= lo <= hi <= 10 or not 1 <= block.n_features <= 2**24:
+            raise ValueError(f"implausible settings for block {block.name!r}")
+        return block
+
+
+def _drop_control(ch: str) -> str:
+    # Control/format characters (NUL, bidi overrides, ...) carry no meaning for the model but would
+    # otherwise create junk n-grams; the zero-width joiner is kept because emoji sequences need it.
+    if ch == "\u200d":
+        return ch
+    return " " if unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} else ch
+
+
+def normalise_text(text: str) -> str:
+    """Canonical form used at training and inference time; must stay identical for both."""
+    # Lone surrogates (legal in JSON, not in UTF-8) would make the hashing vectorizer raise.
+    text = text[: MAX_CHARS * 2].encode("utf-8", "replace").decode("utf-8")
+    text = unicodedata.normalize("NFKC", text)
+    if not text.isprintable():  # fast path: most posts need no per-character scan
+        text = "".join(ch if ch.isprintable() else _drop_control(ch) for ch in text)
+    text = _URL_RE.sub(" http ", text)
+    text = _HANDLE_RE.sub(" @user ", text)
+    text = _WS_RE.sub(" ", text).strip().lower()
+    return text[:MAX_CHARS]
+
+
+def make_hashers(blocks: Sequence[FeatureBlock]) -> list[HashingVectorizer]:
+    hashers = []
+    for block in blocks:
+        kwargs: dict[str, Any] = {}
+        if block.token_pattern is not None:
+            kwargs["token_pattern"] = block.token_pattern
+        hashers.append(
+            HashingVectorizer(
+                analyzer=block.analyzer,
+                ngram_range=block.ngram_range,
+                n_features=block.n_features,
+                # Texts arrive already normalised; a second lowercase pass would only cost time.
+                lowercase=False,
+                # Counts must stay non-negative for IDF weighting and raw for the L2 norm below.
+                alternate_sign=False,
+                norm=None,
+                dtype=np.float64,
+                **kwargs,
+            )
+        )
+    return hashers
+
+
+def hash_counts(hashers: Sequence[HashingVectorizer], normalised: Sequence[str]) -> list[sp.csr_matrix]:
+    return [sp.csr_matrix(h.transform(normalised)) for h in hashers]
+
+
+def weight_block(counts: sp.csr_matrix, idf: npt.NDArray[np.float64], sublinear_tf: bool) -> sp.csr_matrix:
+    """TF-IDF with per-row L2 normalisation, matching sklearn's TfidfVectorizer(norm="l2")."""
+    weighted = counts.copy()
+    if sublinear_tf:
+        np.log(weighted.data, out=weighted.data)
+        weighted.data += 1.0
+    weighted.data *= idf[weighted.indices]
+    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+    norms[norms == 0.0] = 1.0
+    return sp.csr_matrix(sp.diags(1.0 / norms) @ weighted)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    # Written this way so large |z| neither overflows exp nor loses the tail.
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    """Dense per-block IDF and coefficient vectors rebuilt from the sparse artifact arrays."""
+
+    idf: list[npt.NDArray[np.float64]]
+    coef: list[npt.NDArray[np.float64]]
+    intercept: float
+
+
+def _read_npz(npz_path: Path) -> dict[str, npt.NDArray[Any]]:
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ClassifierError(f"{npz_path}: cannot read model arrays ({exc})") from exc
+
+
+def _densify(
+    arrays: Mapping[str, npt.NDArray[Any]], blocks: Sequence[FeatureBlock], npz_path: Path
+) -> _Arrays:
+    def get(name: str) -> npt.NDArray[Any]:
+        if name not in arrays:
+            raise ClassifierError(f"{npz_path}: array {name!r} is missing")
+        return arrays[name]
+
+    idfs, coefs = [], []
+    for i, block in enumerate(blocks):
+        idf_idx, idf_val = get(f"idf_index_{i}"), get(f"idf_value_{i}")
+        coef_idx, coef_val = get(f"coef_index_{i}"), get(f"coef_value_{i}")
+        idf_default = get(f"idf_default_{i}")
+        for idx, val in ((idf_idx, idf_val), (coef_idx, coef_val)):
+            if idx.ndim != 1 or idx.shape != val.shape or idx.dtype.kind not in "iu":
+                raise ClassifierError(f"{npz_path}: block {block.name!r} has malformed sparse arrays")
+            if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= block.n_features):
+                raise ClassifierError(f"{npz_path}: block {block.name!r} indexes beyond n_features")
+            if val.dtype.kind != "f" or not np.all(np.isfinite(val)):
+                raise ClassifierError(f"{npz_path}: block {block.name!r} has non-finite values")
+        if idf_default.shape != () or not math.isfinite(float(idf_default)):
+            raise ClassifierError(f"{npz_path}: block {block.name!r} has a bad default IDF")
+        idf = np.full(block.n_features, float(idf_default), dtype=np.float64)
+        idf[idf_idx] = idf_val
+        coef = np.zeros(block.n_features, dtype=np.float64)
+        coef[coef_idx] = coef_val
+        # Read-only so that concurrent worker threads can share them without surprises.
+        idf.setflags(write=False)
+        coef.setflags(write=False)
+        idfs.append(idf)
+        coefs.append(coef)
+    intercept = get("intercept")
+    if intercept.shape != () or not math.isfinite(float(intercept)):
+        raise ClassifierError(f"{npz_path}: intercept is malformed")
+    return _Arrays(idfs, coefs, float(intercept))
+
+
+def _read_metadata(json_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ClassifierError(f"{json_path}: model metadata file is missing") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ClassifierError(f"{json_path}: cannot read model metadata ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ClassifierError(f"{json_path}: metadata is not a JSON object")
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise ClassifierError(
+            f"{json_path}: unsupported artifact format {meta.get('format')!r}, expected {ARTIFACT_FORMAT!r}"
+        )
+    return meta
+
+
+def _parse_blocks(meta: Mapping[str, Any], json_path: Path) -> list[FeatureBlock]:
+    try:
+        blocks = [FeatureBlock.from_json(raw) for raw in meta["features"]["blocks"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClassifierError(f"{json_path}: feature settings are invalid ({exc!r})") from exc
+    if not blocks:
+        raise ClassifierError(f"{json_path}: no feature blocks")
+    return blocks
+
+
+def _parse_threshold(meta: Mapping[str, Any], json_path: Path) -> float:
+    threshold = meta.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 < threshold < 1.0:
+        raise ClassifierError(f"{json_path}: threshold {threshold!r} is not a number in (0, 1)")
+    return float(threshold)
+
+
+class ComplaintClassifier:
+    """Scores posts; immutable after construction, so one instance can serve many threads."""
+
+    def __init__(
+        self, blocks: Sequence[FeatureBlock], arrays: _Arrays, threshold: float, metadata: dict[str, Any]
+    ):
+        self._blocks = tuple(blocks)
+        self._hashers = make_hashers(self._blocks)
+        self._arrays = arrays
+        self._threshold = threshold
+        self._metadata = metadata
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ComplaintClassifier:
+        """Load ``<name>.npz`` and its ``<name>.json``; ``path`` may name either (default: packaged)."""
+        npz_path = Path(path) if path is not None else DEFAULT_MODEL_PATH
+        npz_path = npz_path.with_suffix(".npz")
+        json_path = npz_path.with_suffix(".json")
+        if not npz_path.is_file():
+            raise ClassifierError(f"{npz_path}: model file is missing")
+        meta = _read_metadata(json_path)
+        expected_sha = meta.get("artifact_sha256")
+        if expected_sha != _sha256(npz_path):
+            raise ClassifierError(
+                f"{npz_path}: checksum does not match {json_path.name} (artifact corrupt or files mismatched)"
+            )
+        blocks = _parse_blocks(meta, json_path)
+        arrays = _densify(_read_npz(npz_path), blocks, npz_path)
+        clf = cls(blocks, arrays, _parse_threshold(meta, json_path), meta)
+        clf._check_probes(json_path)
+        return clf
+
+    def _check_probes(self, json_path: Path) -> None:
+        # Guards against a scikit-learn whose hashing/tokenising differs from the one used in training:
+        # that would not fail loudly, it would just give quietly wrong scores.
+        probes = self._metadata.get("probes")
+        if not isinstance(probes, list) or not probes:
+            raise ClassifierError(f"{json_path}: no probe texts to verify the feature space")
+        try:
+            texts = [str(p["text"]) for p in probes]
+            expected = np.array([float(p["score"]) for p in probes])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClassifierError(f"{json_path}: probe entries are malformed ({exc!r})") from exc
+        got = np.array(self.score_many(texts))
+        if not np.allclose(got, expected, atol=PROBE_TOLERANCE, rtol=0.0):
+            worst = float(np.max(np.abs(got - expected)))
+            raise ClassifierError(
+                f"{json_path}: probe scores differ from training by up to {worst:.4g}; "
+                "the installed scikit-learn featurises text differently from the one that trained the model"
+            )
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        return self._metadata
+
+    def decision_function(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Raw log-odds for one batch; callers wanting probabilities use ``score_many``."""
+        normalised = [normalise_text(t) for t in texts]
+        counts = hash_counts(self._hashers, normalised)
+        z = np.full(len(normalised), self._arrays.intercept, dtype=np.float64)
+        for block, block_counts, idf, coef in zip(
+            self._blocks, counts, self._arrays.idf, self._arrays.coef, strict=True
+        ):
+            z += weight_block(block_counts, idf, block.sublinear_tf) @ coef
+        return z
+
+    def score_many(self, texts: Sequence[str]) -> list[float]:
+        """Probability of complaint for each text, in input order."""
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+        scores: list[float] = []
+        for start in range(0, len(texts), SCORE_BATCH):
+            batch = texts[start : start + SCORE_BATCH]
+            scores.extend(_sigmoid(self.decision_function(batch)).tolist())
+        return scores
+
+    def classify_many(self, texts: Sequence[str], threshold: float | None = None) -> list[Classification]:
+        cut = self._threshold if threshold is None else threshold
+        return [
+            Classification(COMPLAINT if score >= cut else OTHER, score) for score in self.score_many(texts)
+        ]
+
+    def classify(self, text: str, threshold: float | None = None) -> Classification:
+        return self.classify_many([text], threshold)[0]

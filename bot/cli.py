@@ -1,0 +1,167 @@
+"""The `mentiondesk` command. Signals and exit codes live here and nowhere below."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.config import Config, ConfigError, load_config
+
+logger = logging.getLogger("mentiondesk")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _default_config_path() -> Path:
+    env = os.environ.get("MENTIONDESK_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("config.toml")
+    return local if local.exists() else Path("/etc/mentiondesk/config.toml")
+
+
+def _add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, default=None,
+                        help="TOML config file (default: $MENTIONDESK_CONFIG, ./config.toml, "
+                             "/etc/mentiondesk/config.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mentiondesk", description="Turn Mastodon mentions into Slack tickets.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon", description="Run the daemon until SIGTERM or Ctrl-C.")
+    _add_config_arg(run)
+
+    check = sub.add_parser("check", help="validate the config and test every connection",
+                           description="Validate the config file, then check Mastodon (verify_credentials), "
+                                       "Slack (auth.test) and the database (reachable, migrations current).")
+    _add_config_arg(check)
+
+    classify = sub.add_parser("classify", help="classify JSON lines from stdin",
+                              description='Read JSON lines {"text": ...} on stdin; write one JSON line '
+                                          '{"label": "complaint"|"other", "score": 0..1} per input, in order.')
+    classify.add_argument("--threshold", type=float, default=None, help="complaint threshold (default: the model's)")
+    classify.add_argument("--model", type=Path, default=None, help="model artifact (.npz); default: the packaged one")
+
+    db = sub.add_parser("db", help="database schema commands", description="Database schema commands.")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    upgrade = db_sub.add_parser("upgrade", help="apply pending migrations",
+                                description="Apply pending schema migrations to database.url.")
+    _add_config_arg(upgrade)
+    current = db_sub.add_parser("current", help="show the schema revision",
+                                description="Show the database's schema revision and the latest one.")
+    _add_config_arg(current)
+
+    demo = sub.add_parser("demo", help="try mentiondesk without any accounts",
+                          description="Run the real daemon against a local mastodon-mock server with a few "
+                                      "customers posting, SQLite in a temporary folder and Slack in dry-run "
+                                      "mode. Needs: pip install 'mentiondesk[demo]'.")
+    demo.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20; 0 = until Ctrl-C)")
+    return parser
+
+
+def _load(path: Path | None) -> Config:
+    return load_config(path or _default_config_path())
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _run_daemon(config: Config) -> None:
+    from bot.daemon import Daemon
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Daemon(config) as daemon:
+        waiter = asyncio.create_task(daemon.wait())
+        stopper = asyncio.create_task(stop.wait())
+        done, pending = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if waiter in done:
+            waiter.result()
+        logger.info("stopping")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    _setup_logging(config.settings.daemon.log_level)
+    asyncio.run(_run_daemon(config))
+    return EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from bot.check import report, run_checks
+
+    config = _load(args.config)
+    print(f"ok   config: {config.source}")
+    results = asyncio.run(run_checks(config))
+    return EXIT_OK if report(results, sys.stdout) else EXIT_FAILED
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from bot.classifier import ComplaintClassifier
+    from bot.classify_cli import run_classify
+
+    classifier = ComplaintClassifier.load(args.model)
+    return run_classify(sys.stdin, sys.stdout, classifier, threshold=args.threshold)
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from storage.db import create_engine, current_revision, head_revision, safe_url, upgrade
+
+    config = _load(args.config)
+    url = config.settings.database.url
+
+    async def go() -> str | None:
+        engine = create_engine(url)
+        try:
+            if args.db_command == "upgrade":
+                await upgrade(engine)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    revision = asyncio.run(go())
+    print(f"{safe_url(url)}: schema at {revision or 'nothing'} (latest {head_revision()})")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import run_demo
+
+    _setup_logging("WARNING")
+    return asyncio.run(run_demo(seconds=args.seconds, out=sys.stdout))
+
+
+COMMANDS = {"run": _cmd_run, "check": _cmd_check, "classify": _cmd_classify, "db": _cmd_db, "demo": _cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"mentiondesk: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from bot.classifier import ClassifierError
+        from storage.db import DatabaseError
+
+        if isinstance(exc, DatabaseError | ClassifierError):
+            print(f"mentiondesk: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        raise

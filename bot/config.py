@@ -1,0 +1,227 @@
+"""The daemon's configuration: one typed model, loaded from TOML, secrets from the environment."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///mentiondesk.db"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file, the key and the problem."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are almost always typos; silently ignoring them hides misconfiguration.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _http_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    return value
+
+
+class MastodonSettings(_Section):
+    base_url: str
+    hashtags: tuple[str, ...] = ()
+    accept_bots: bool = False
+    streaming: bool = True
+    poll_interval_s: float = Field(default=60.0, gt=0)
+    stream_down_poll_interval_s: float = Field(default=15.0, gt=0)
+    backfill: int = Field(default=40, ge=0, le=80)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    max_backoff_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _http_url(value).rstrip("/")
+
+    @field_validator("hashtags")
+    @classmethod
+    def _normalise_tags(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(t.lstrip("#").strip().lower() for t in tags)
+        bad = [t for t in cleaned if not t or not all(ch.isalnum() or ch == "_" for ch in t)]
+        if bad:
+            raise ValueError(f"hashtags must be letters, digits or '_', got {bad!r}")
+        return cleaned
+
+
+class SlackSettings(_Section):
+    base_url: str = SLACK_API_URL
+    default_channel: str
+    dry_run: bool = False
+    post_interval_s: float = Field(default=1.0, ge=0)
+    max_retry_delay_s: float = Field(default=300.0, gt=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        # slack-sdk joins base_url and the method name, so the slash matters.
+        return _http_url(value).rstrip("/") + "/"
+
+    @field_validator("default_channel")
+    @classmethod
+    def _check_channel(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a channel (ID like C0123 or #name)")
+        return value.strip()
+
+
+class RoutingRule(_Section):
+    channel: str
+    keywords: tuple[str, ...] = ()
+    hashtags: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _needs_a_condition(self) -> RoutingRule:
+        if not (self.keywords or self.hashtags or self.languages):
+            raise ValueError("a rule needs at least one of keywords, hashtags, languages")
+        return self
+
+
+class RoutingSettings(_Section):
+    rules: tuple[RoutingRule, ...] = ()
+
+
+class ClassifierSettings(_Section):
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    model_path: Path | None = None
+    high_priority_score: float = Field(default=0.9, ge=0, le=1)
+
+
+class SlaSettings(_Section):
+    first_response_minutes: int = Field(default=60, gt=0)
+    high_priority_first_response_minutes: int = Field(default=30, gt=0)
+
+
+class DatabaseSettings(_Section):
+    url: str = DEFAULT_DATABASE_URL
+    auto_migrate: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _check_driver(cls, value: str) -> str:
+        if not (value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// (the async drivers mentiondesk uses)"
+            )
+        return value
+
+
+class DaemonSettings(_Section):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class Secrets(BaseModel):
+    """Credentials read from the environment; never part of the file, never logged."""
+
+    model_config = ConfigDict(frozen=True)
+    mastodon_token: str | None = Field(default=None, repr=False)
+    slack_bot_token: str | None = Field(default=None, repr=False)
+    slack_app_token: str | None = Field(default=None, repr=False)
+
+
+class Settings(_Section):
+    mastodon: MastodonSettings
+    slack: SlackSettings
+    routing: RoutingSettings = RoutingSettings()
+    classifier: ClassifierSettings = ClassifierSettings()
+    sla: SlaSettings = SlaSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    daemon: DaemonSettings = DaemonSettings()
+
+
+class Config(BaseModel):
+    """Settings from the file plus secrets from the environment."""
+
+    model_config = ConfigDict(frozen=True)
+    settings: Settings
+    secrets: Secrets
+    source: str = "<memory>"
+
+    def require_secrets(self) -> None:
+        """Raise ConfigError unless the credentials the daemon needs to run are present."""
+        missing = []
+        if not self.secrets.mastodon_token:
+            missing.append("MENTIONDESK_MASTODON_TOKEN")
+        if not self.settings.slack.dry_run and not self.secrets.slack_bot_token:
+            missing.append("MENTIONDESK_SLACK_BOT_TOKEN")
+        if missing:
+            names = " and ".join(missing)
+            raise ConfigError(f"{names} not set (or the matching *_FILE variable naming a file)")
+
+
+SECRET_VARIABLES = {
+    "mastodon_token": "MENTIONDESK_MASTODON_TOKEN",
+    "slack_bot_token": "MENTIONDESK_SLACK_BOT_TOKEN",
+    "slack_app_token": "MENTIONDESK_SLACK_APP_TOKEN",
+}
+
+
+def read_secrets(environ: Mapping[str, str]) -> Secrets:
+    """Read each secret from VAR or from the file named by VAR_FILE (for systemd credentials)."""
+    values: dict[str, str | None] = {}
+    for field, var in SECRET_VARIABLES.items():
+        direct = environ.get(var, "").strip()
+        file_name = environ.get(f"{var}_FILE", "").strip()
+        if direct and file_name:
+            raise ConfigError(f"both {var} and {var}_FILE are set; use one")
+        if file_name:
+            try:
+                direct = Path(file_name).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{var}_FILE: cannot read {file_name}: {exc.strerror}") from exc
+            if not direct:
+                raise ConfigError(f"{var}_FILE: {file_name} is empty")
+        values[field] = direct or None
+    return Secrets(**values)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling against config.example.toml)"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    return f"{key}: {message}"
+
+
+def parse_settings(data: Mapping[str, Any], *, source: str) -> Settings:
+    """Validate a parsed TOML document; ConfigError lists every bad key."""
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(err) for err in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate the TOML file at path, and read secrets from environ."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    settings = parse_settings(data, source=str(path))
+    return Config(settings=settings, secrets=read_secrets(os.environ if environ is None else environ),
+                  source=str(path))

@@ -1,0 +1,142 @@
+"""The daemon: owns every resource, starts them in order and stops them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import TextIO
+
+import aiohttp
+from mastodon.errors import MastodonError
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.classifier import ComplaintClassifier
+from bot.config import Config, ConfigError
+from bot.context import AppContext
+from bot.dispatch import Dispatcher
+from bot.events import MentionReceived, Post
+from bot.mastodon_client import MastodonClient
+from bot.slack_sender import SlackSender
+from bot.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
+from handlers import build_router
+from storage.db import DatabaseError, create_engine, current_revision, head_revision, session_factory, upgrade
+
+logger = logging.getLogger(__name__)
+
+
+class Daemon:
+    """Watch Mastodon, open tickets, post them to Slack. `async with Daemon(config): ...` or start()/stop()."""
+
+    def __init__(self, config: Config, *, dry_run_out: TextIO | None = None) -> None:
+        config.require_secrets()
+        self.config = config
+        self._dry_run_out = dry_run_out or sys.stdout
+        self._engine: AsyncEngine | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ingest_lock = asyncio.Lock()
+        self.context: AppContext | None = None
+        self.watchers: list[FeedWatcher] = []
+        self.sender: SlackSender | None = None
+        self._dispatcher: Dispatcher | None = None
+
+    async def __aenter__(self) -> Daemon:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        settings = self.config.settings
+        secrets = self.config.secrets
+        self._engine = create_engine(settings.database.url)
+        await self._prepare_schema(self._engine)
+        sessions = session_factory(self._engine)
+
+        classifier = await asyncio.to_thread(ComplaintClassifier.load, settings.classifier.model_path)
+        threshold = settings.classifier.threshold if settings.classifier.threshold is not None else classifier.threshold
+
+        assert secrets.mastodon_token is not None
+        mastodon = MastodonClient(settings.mastodon.base_url, secrets.mastodon_token,
+                                  timeout_s=settings.mastodon.request_timeout_s)
+        brand = await mastodon.verify_credentials()
+        logger.info("watching mentions of @%s on %s", brand.acct, settings.mastodon.base_url)
+        self._http = aiohttp.ClientSession(read_bufsize=2**20)
+
+        slack: AsyncWebClient | None = None
+        if not settings.slack.dry_run:
+            slack = AsyncWebClient(token=secrets.slack_bot_token, base_url=settings.slack.base_url,
+                                   timeout=int(settings.slack.request_timeout_s), session=self._http)
+        self.sender = SlackSender(sessions, settings.slack, client=slack, dry_run_out=self._dry_run_out)
+        self.context = AppContext(settings=settings, sessions=sessions, classifier=classifier, threshold=threshold,
+                                  mastodon=mastodon, brand=brand, wake_outbox=self.sender.wake)
+        self._dispatcher = Dispatcher(build_router(), self.context)
+
+        stream_base = await mastodon.streaming_base_url() if settings.mastodon.streaming else mastodon.base_url
+        feeds = [notification_feed(mastodon)] + [hashtag_feed(mastodon, tag) for tag in settings.mastodon.hashtags]
+        self.watchers = [
+            FeedWatcher(feed, client=mastodon, sessions=sessions, ingest=self.ingest, settings=settings.mastodon,
+                        http=self._http, stream_base_url=stream_base)
+            for feed in feeds
+        ]
+        self._tasks.append(asyncio.create_task(self.sender.run(), name="slack sender"))
+        self._tasks.extend(asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers)
+
+    async def _prepare_schema(self, engine: AsyncEngine) -> None:
+        if self.config.settings.database.auto_migrate:
+            await upgrade(engine)
+            return
+        current, head = await current_revision(engine), head_revision()
+        if current != head:
+            raise DatabaseError(f"database schema is at {current or 'nothing'}, this version needs {head}: "
+                                "run `mentiondesk db upgrade`")
+
+    async def ingest(self, post: Post, source: str) -> None:
+        """The unit of work for one post: retryable failures raise IngestError, others are logged and skipped."""
+        assert self._dispatcher is not None
+        # One post at a time: a reply must see the ticket its parent just opened.
+        async with self._ingest_lock:
+            try:
+                await self._dispatcher.dispatch(MentionReceived(post=post, source=source))
+            except (SQLAlchemyError, OSError, MastodonError) as exc:
+                raise IngestError(f"post {post.url} not stored yet: {exc}") from exc
+            except Exception:
+                logger.exception("post %s could not be processed and was skipped", post.url)
+
+    async def wait(self) -> None:
+        """Run until a background task fails (which is a bug) or the daemon is stopped."""
+        if not self._tasks:
+            raise RuntimeError("daemon not started")
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
+
+    async def stop(self) -> None:
+        # Reverse order of start: stop intake and sending, then close clients, then the database.
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            # A task stuck in a worker thread (a hung Mastodon call) must not hold the shutdown forever.
+            await asyncio.wait(self._tasks, timeout=self.config.settings.daemon.shutdown_timeout_s)
+        self._tasks.clear()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+
+__all__ = ["ConfigError", "Daemon"]

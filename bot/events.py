@@ -1,0 +1,56 @@
+"""What flows through the daemon, normalised at the edge: handlers never see raw API payloads.
+
+The names tell the story: MentionReceived -> (classified) -> TicketOpened -> CardPosted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class AccountRef:
+    id: str
+    acct: str
+    display_name: str
+    url: str
+    bot: bool = False
+
+
+@dataclass(frozen=True)
+class Post:
+    """A Mastodon status, reduced to what mentiondesk uses."""
+
+    id: str
+    uri: str
+    url: str
+    account: AccountRef
+    text: str
+    created_at: datetime
+    visibility: str
+    language: str | None
+    in_reply_to_id: str | None
+    in_reply_to_account_id: str | None
+    tags: tuple[str, ...]
+    is_reblog: bool = False
+
+
+@dataclass(frozen=True)
+class MentionReceived:
+    post: Post
+    source: str  # "notification" or "hashtag:<tag>"
+
+
+@dataclass(frozen=True)
+class TicketOpened:
+    ticket_id: int
+    channel: str
+    post: Post
+
+
+@dataclass(frozen=True)
+class CardPosted:
+    ticket_id: int
+    channel: str
+    ts: str

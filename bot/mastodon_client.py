@@ -1,0 +1,156 @@
+"""The brand account on Mastodon: Mastodon.py behind asyncio.to_thread, payloads normalised to Posts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mastodon import Mastodon
+from mastodon.errors import MastodonAPIError
+
+from bot.events import AccountRef, Post
+from bot.text import MentionRef, status_to_text
+
+USER_AGENT = "mentiondesk/0.1 (+https://github.com/mentiondesk/mentiondesk)"
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One entry of a paged feed: the feed's own id (the cursor) and the post it carries."""
+
+    cursor_id: str
+    post: Post | None
+
+
+def _as_datetime(value: Any) -> datetime:
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def account_from_json(data: Mapping[str, Any]) -> AccountRef:
+    return AccountRef(
+        id=str(data["id"]),
+        acct=str(data.get("acct") or data.get("username") or ""),
+        display_name=str(data.get("display_name") or ""),
+        url=str(data.get("url") or ""),
+        bot=bool(data.get("bot")),
+    )
+
+
+def post_from_json(data: Mapping[str, Any]) -> Post:
+    """Normalise a status from the REST API (Mastodon.py dict) or the streaming API (raw JSON)."""
+    mentions = [
+        MentionRef(url=str(m.get("url") or ""), acct=str(m.get("acct") or ""))
+        for m in data.get("mentions") or []
+    ]
+    text = status_to_text(
+        str(data.get("content") or ""),
+        mentions=mentions,
+        spoiler_text=str(data.get("spoiler_text") or ""),
+    )
+    in_reply_to = data.get("in_reply_to_id")
+    in_reply_to_account = data.get("in_reply_to_account_id")
+    return Post(
+        id=str(data["id"]),
+        uri=str(data.get("uri") or data.get("url") or data["id"]),
+        url=str(data.get("url") or data.get("uri") or ""),
+        account=account_from_json(data["account"]),
+        text=text,
+        created_at=_as_datetime(data["created_at"]),
+        visibility=str(data.get("visibility") or "public"),
+        language=str(data["language"]) if data.get("language") else None,
+        in_reply_to_id=str(in_reply_to) if in_reply_to is not None else None,
+        in_reply_to_account_id=str(in_reply_to_account) if in_reply_to_account is not None else None,
+        tags=tuple(str(t.get("name", "")).lower() for t in data.get("tags") or []),
+        is_reblog=data.get("reblog") is not None,
+    )
+
+
+def notification_item(data: Mapping[str, Any]) -> FeedItem:
+    # A deleted status can leave its notification behind with status=null (some servers drop it).
+    status = data.get("status")
+    post = post_from_json(status) if data.get("type") == "mention" and status else None
+    return FeedItem(cursor_id=str(data["id"]), post=post)
+
+
+def status_item(data: Mapping[str, Any]) -> FeedItem:
+    return FeedItem(cursor_id=str(data["id"]), post=post_from_json(data))
+
+
+def _by_id(item: FeedItem) -> int:
+    # Mastodon ids are numeric strings (snowflakes); compare them as numbers, not text.
+    return int(item.cursor_id)
+
+
+class MastodonClient:
+    """Async facade over Mastodon.py for the calls mentiondesk makes as the brand account."""
+
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        # "throw" instead of the default "wait": Mastodon.py would otherwise sleep inside the call,
+        # in a worker thread, for up to five minutes; the daemon's own backoff handles 429s.
+        self._api = Mastodon(
+            access_token=token,
+            api_base_url=self.base_url,
+            request_timeout=timeout_s,
+            ratelimit_method="throw",
+            user_agent=USER_AGENT,
+            version_check_mode="none",
+        )
+
+    @property
+    def auth_header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    @property
+    def ratelimit_reset(self) -> float:
+        """Unix time at which the current rate-limit window resets, from the last response."""
+        return float(self._api.ratelimit_reset)
+
+    @property
+    def ratelimit_remaining(self) -> int:
+        return int(self._api.ratelimit_remaining)
+
+    async def verify_credentials(self) -> AccountRef:
+        data = await asyncio.to_thread(self._api.account_verify_credentials)
+        return account_from_json(data)
+
+    async def streaming_base_url(self) -> str:
+        """Where this instance serves its streaming API; large instances put it on a separate host."""
+        url: object = None
+        try:
+            data = await asyncio.to_thread(self._api.instance_v2)
+            url = ((data.get("configuration") or {}).get("urls") or {}).get("streaming")
+        except MastodonAPIError:
+            data = await asyncio.to_thread(self._api.instance_v1)
+            url = (data.get("urls") or {}).get("streaming_api")
+        if url:
+            return str(url).replace("wss://", "https://", 1).replace("ws://", "http://", 1).rstrip("/")
+        return self.base_url
+
+    async def mentions_after(self, cursor: str | None, *, limit: int = 40) -> list[FeedItem]:
+        """Mention notifications newer than cursor, oldest first (the page adjacent to cursor)."""
+        kwargs: dict[str, Any] = {"types": ["mention"], "limit": limit}
+        if cursor is not None:
+            kwargs["min_id"] = cursor
+        page = await asyncio.to_thread(self._api.notifications, **kwargs)
+        return sorted((notification_item(n) for n in page), key=_by_id)
+
+    async def hashtag_after(self, tag: str, cursor: str | None, *, limit: int = 40) -> list[FeedItem]:
+        """Posts under #tag newer than cursor, oldest first."""
+        kwargs: dict[str, Any] = {"limit": limit}
+        if cursor is not None:
+            kwargs["min_id"] = cursor
+        page = await asyncio.to_thread(self._api.timeline_hashtag, tag, **kwargs)
+        return sorted((status_item(s) for s in page), key=_by_id)
+
+    async def ancestors(self, status_id: str) -> list[str]:
+        """Ids of the posts above status_id in its reply chain, nearest last."""
+        context = await asyncio.to_thread(self._api.status_context, status_id)
+        return [str(s["id"]) for s in context.get("ancestors") or []]

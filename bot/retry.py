@@ -1,0 +1,87 @@
+"""One place that sorts errors from Mastodon and Slack into: wait Retry-After, retry soon, back off, or fail."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import Enum
+
+import aiohttp
+from mastodon.errors import (
+    MastodonNetworkError,
+    MastodonRatelimitError,
+    MastodonServerError,
+    MastodonUnauthorizedError,
+)
+from slack_sdk.errors import SlackApiError
+
+
+class Verdict(Enum):
+    RATE_LIMITED = "rate_limited"  # wait as long as the server said
+    TRANSIENT = "transient"  # network trouble or a 5xx: back off with jitter
+    FATAL = "fatal"  # credentials or a request the server will never accept: say so loudly
+
+
+@dataclass(frozen=True)
+class Sorted:
+    verdict: Verdict
+    reason: str
+    wait_s: float | None = None  # set for RATE_LIMITED
+
+
+def backoff_delay(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) -> float:
+    """Full-jitter exponential backoff: spreads reconnecting clients instead of stampeding together."""
+    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def parse_retry_after(value: str | None, *, default_s: float = 1.0) -> float:
+    """Retry-After is either seconds or an HTTP date."""
+    if not value:
+        return default_s
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return default_s
+
+
+def sort_mastodon_error(exc: BaseException, *, ratelimit_reset: float | None = None) -> Sorted:
+    if isinstance(exc, MastodonRatelimitError):
+        wait = max(1.0, (ratelimit_reset or time.time() + 60) - time.time())
+        return Sorted(Verdict.RATE_LIMITED, "Mastodon rate limit reached", wait_s=wait)
+    if isinstance(exc, MastodonUnauthorizedError):
+        return Sorted(Verdict.FATAL, f"Mastodon refused the access token: {exc}")
+    if isinstance(exc, MastodonNetworkError | MastodonServerError | aiohttp.ClientError | asyncio.TimeoutError
+                  | OSError):
+        return Sorted(Verdict.TRANSIENT, f"{type(exc).__name__}: {exc}")
+    return Sorted(Verdict.FATAL, f"{type(exc).__name__}: {exc}")
+
+
+_SLACK_FATAL = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
+                "no_permission", "missing_scope", "not_allowed_token_type"}
+
+
+def sort_slack_error(exc: BaseException) -> Sorted:
+    if isinstance(exc, SlackApiError):
+        status = exc.response.status_code
+        error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+        if status == 429:
+            wait = parse_retry_after(exc.response.headers.get("Retry-After"))
+            return Sorted(Verdict.RATE_LIMITED, "Slack rate limit", wait_s=wait)
+        if status >= 500:
+            return Sorted(Verdict.TRANSIENT, f"Slack answered HTTP {status}")
+        if error in ("internal_error", "fatal_error", "service_unavailable", "request_timeout"):
+            return Sorted(Verdict.TRANSIENT, f"Slack error {error}")
+        if error == "ratelimited":
+            return Sorted(Verdict.RATE_LIMITED, "Slack rate limit", wait_s=1.0)
+        return Sorted(Verdict.FATAL, f"Slack error {error or status}")
+    if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | OSError):
+        return Sorted(Verdict.TRANSIENT, f"{type(exc).__name__}: {exc}")
+    return Sorted(Verdict.FATAL, f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,245 @@
+"""Watching Mastodon: each feed is streamed for speed and polled from its stored cursor for completeness.
+
+The stream delivers posts within a second, but a stream can drop at any time and says nothing about
+what it missed. So the stored cursor only ever moves after a poll has ingested every post up to it:
+after a restart or a dropped stream, the next poll picks up exactly where the last one stopped, and
+the unique key on each status makes posts that arrived by both routes count once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.config import MastodonSettings
+from bot.events import Post
+from bot.mastodon_client import FeedItem, MastodonClient, notification_item, status_item
+from bot.retry import Verdict, backoff_delay, parse_retry_after, sort_mastodon_error
+from bot.sse import read_events
+from storage.cursors import get_cursor, set_cursor
+from storage.db import transaction
+
+logger = logging.getLogger(__name__)
+
+PAGE_LIMIT = 40
+# Mastodon sends a heartbeat comment every few seconds; this much silence means a dead connection.
+STREAM_READ_TIMEOUT_S = 90.0
+
+Ingest = Callable[[Post, str], Awaitable[None]]
+Fetch = Callable[[str | None, int], Awaitable[list[FeedItem]]]
+
+
+class IngestError(Exception):
+    """A post could not be stored for a reason that may pass (database away): retry, don't skip."""
+
+
+@dataclass(frozen=True)
+class Feed:
+    cursor_name: str
+    source: str
+    stream_path: str
+    stream_event: str
+    fetch: Fetch
+    parse_event: Callable[[Mapping[str, Any]], FeedItem]
+
+
+def notification_feed(client: MastodonClient) -> Feed:
+    return Feed(
+        cursor_name="notifications:mention",
+        source="notification",
+        stream_path="/api/v1/streaming/user/notification",
+        stream_event="notification",
+        fetch=lambda cursor, limit: client.mentions_after(cursor, limit=limit),
+        parse_event=notification_item,
+    )
+
+
+def hashtag_feed(client: MastodonClient, tag: str) -> Feed:
+    return Feed(
+        cursor_name=f"hashtag:{tag}",
+        source=f"hashtag:{tag}",
+        stream_path=f"/api/v1/streaming/hashtag?tag={tag}",
+        stream_event="update",
+        fetch=lambda cursor, limit: client.hashtag_after(tag, cursor, limit=limit),
+        parse_event=status_item,
+    )
+
+
+class FeedWatcher:
+    """Streams and polls one feed until cancelled."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        *,
+        client: MastodonClient,
+        sessions: async_sessionmaker[AsyncSession],
+        ingest: Ingest,
+        settings: MastodonSettings,
+        http: aiohttp.ClientSession,
+        stream_base_url: str,
+    ) -> None:
+        self.feed = feed
+        self._client = client
+        self._sessions = sessions
+        self._ingest = ingest
+        self._settings = settings
+        self._http = http
+        self._stream_url = stream_base_url.rstrip("/") + feed.stream_path
+        self._kick = asyncio.Event()
+        self.stream_connected = asyncio.Event()
+        self.polls_completed = 0
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._poll_loop(), name=f"poll {self.feed.cursor_name}")
+            if self._settings.streaming:
+                group.create_task(self._stream_loop(), name=f"stream {self.feed.cursor_name}")
+
+    def kick(self) -> None:
+        """Ask for a catch-up poll now (after a reconnect, or from outside)."""
+        self._kick.set()
+
+    # --- polling ---------------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.catch_up()
+                attempt = 0
+                self.polls_completed += 1
+                wait_s = (self._settings.poll_interval_s if self.stream_connected.is_set()
+                          else self._settings.stream_down_poll_interval_s)
+            except IngestError as exc:
+                attempt += 1
+                wait_s = backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
+                logger.warning("%s: %s; retrying in %.1fs", self.feed.cursor_name, exc, wait_s)
+            except Exception as exc:
+                attempt += 1
+                wait_s = self._wait_after(exc, attempt)
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=wait_s)
+
+    def _wait_after(self, exc: Exception, attempt: int) -> float:
+        sorted_ = sort_mastodon_error(exc, ratelimit_reset=self._client.ratelimit_reset)
+        if sorted_.verdict is Verdict.RATE_LIMITED and sorted_.wait_s is not None:
+            wait_s = min(sorted_.wait_s, self._settings.max_backoff_s)
+        else:
+            wait_s = backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
+        log = logger.error if sorted_.verdict is Verdict.FATAL else logger.warning
+        log("%s: polling failed: %s; retrying in %.1fs", self.feed.cursor_name, sorted_.reason, wait_s)
+        return wait_s
+
+    async def catch_up(self) -> int:
+        """Ingest everything after the stored cursor, oldest first; returns how many items were read."""
+        async with self._sessions() as session:
+            cursor = await get_cursor(session, name=self.feed.cursor_name)
+        if cursor is None:
+            return await self._first_start()
+        read = 0
+        while True:
+            items = await self.feed.fetch(cursor, PAGE_LIMIT)
+            if not items:
+                return read
+            await self._ingest_items(items)
+            cursor = items[-1].cursor_id
+            read += len(items)
+
+    async def _first_start(self) -> int:
+        # No cursor yet: take the latest `backfill` items rather than the account's whole history.
+        backfill = self._settings.backfill
+        items = await self.feed.fetch(None, max(1, backfill))
+        await self._ingest_items(items if backfill else [])
+        await self._save_cursor(items[-1].cursor_id if items else "0")
+        return len(items) if backfill else 0
+
+    async def _ingest_items(self, items: list[FeedItem]) -> None:
+        for item in items:
+            if item.post is not None:
+                await self._ingest(item.post, self.feed.source)
+        if items:
+            await self._save_cursor(items[-1].cursor_id)
+
+    async def _save_cursor(self, value: str) -> None:
+        try:
+            async with transaction(self._sessions) as session:
+                await set_cursor(session, name=self.feed.cursor_name, value=value)
+        except Exception as exc:
+            raise IngestError(f"cannot store cursor: {exc}") from exc
+
+    # --- streaming -------------------------------------------------------------------------------
+
+    async def _stream_loop(self) -> None:
+        attempt = 0
+        while True:
+            wait_s: float | None = None
+            try:
+                wait_s = await self._stream_once()
+                attempt = 0
+            except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
+                logger.warning("%s: stream dropped: %s", self.feed.cursor_name, exc or type(exc).__name__)
+            finally:
+                self.stream_connected.clear()
+            attempt += 1
+            # Poll at once so the gap while the stream is down is covered.
+            self.kick()
+            delay = wait_s if wait_s is not None else backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
+            await asyncio.sleep(delay)
+
+    async def _stream_once(self) -> float | None:
+        """One streaming connection; returns a server-requested wait when it refused us."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=STREAM_READ_TIMEOUT_S)
+        async with self._http.get(self._stream_url, headers=self._client.auth_header, timeout=timeout) as resp:
+            if resp.status == 429:
+                reset = resp.headers.get("X-RateLimit-Reset")
+                wait_s = parse_retry_after(resp.headers.get("Retry-After"), default_s=60.0)
+                if reset and "Retry-After" not in resp.headers:
+                    wait_s = max(1.0, _reset_in_s(reset))
+                logger.warning("%s: stream rate-limited; waiting %.0fs", self.feed.cursor_name, wait_s)
+                return min(wait_s, self._settings.max_backoff_s)
+            if resp.status >= 400:
+                raise aiohttp.ClientResponseError(resp.request_info, resp.history, status=resp.status,
+                                                  message=f"streaming endpoint answered HTTP {resp.status}")
+            self.stream_connected.set()
+            logger.info("%s: stream connected", self.feed.cursor_name)
+            self.kick()
+            async for event in read_events(resp.content):
+                if event is None or event.name != self.feed.stream_event:
+                    continue
+                await self._on_stream_event(event.data)
+        return None
+
+    async def _on_stream_event(self, data: str) -> None:
+        try:
+            item = self.feed.parse_event(json.loads(data))
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("%s: unreadable stream event skipped (%s); the next poll covers it",
+                           self.feed.cursor_name, exc)
+            return
+        if item.post is None:
+            return
+        try:
+            await self._ingest(item.post, self.feed.source)
+        except IngestError as exc:
+            # The poll will bring this post back once storage is healthy again.
+            logger.warning("%s: %s", self.feed.cursor_name, exc)
+
+
+def _reset_in_s(reset: str) -> float:
+    try:
+        return datetime.fromisoformat(reset.replace("Z", "+00:00")).timestamp() - time.time()
+    except ValueError:
+        return 60.0

@@ -1,0 +1,1 @@
+"""Persistence: models, the database engine, migrations and the queries the daemon runs."""

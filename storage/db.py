@@ -1,0 +1,115 @@
+"""The database engine, sessions and schema migrations; built at start, never at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class DatabaseError(Exception):
+    """The database cannot be used; the message says which and why (never the password)."""
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for logs and error messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the writer; synchronous=NORMAL is durable across crashes of
+    # the process in WAL mode and about 3x faster for commit-per-batch work.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Build the async engine for a sqlite+aiosqlite or postgresql+asyncpg URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    # pre_ping notices connections the server dropped (restart, failover) before we use them.
+    return create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # expire_on_commit=False: touching attributes after commit would otherwise need a new
+    # round trip, which async SQLAlchemy refuses (MissingGreenlet).
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session whose work commits on success and rolls back on error."""
+    async with sessions() as session, session.begin():
+        yield session
+
+
+def _alembic_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The schema revision the database is at (None for an empty database)."""
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_current_revision)
+    except (OperationalError, DBAPIError, OSError) as exc:
+        raise DatabaseError(f"database {safe_url(str(engine.url))} unreachable: {_root_cause(exc)}") from exc
+
+
+def _upgrade(connection: Connection, target: str) -> None:
+    cfg = _alembic_config()
+    # env.py picks this connection up instead of opening its own (Alembic's connection-sharing recipe).
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, target)
+
+
+async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
+    """Apply pending migrations up to target."""
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade, target)
+    except (OperationalError, DBAPIError, OSError) as exc:
+        raise DatabaseError(f"database {safe_url(str(engine.url))}: migration failed: {_root_cause(exc)}") from exc
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,108 @@
+"""The tables: every mention, the tickets they open, the Slack outbox and the stream cursors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+from storage.types import UTCDateTime, utcnow
+
+
+class TicketState:
+    OPEN = "open"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class Ticket(SQLModel, table=True):
+    __tablename__ = "tickets"
+
+    # The primary key doubles as the ticket number agents see ("Ticket #42").
+    id: int | None = Field(default=None, primary_key=True)
+    state: str = Field(default=TicketState.OPEN, max_length=16, index=True)
+    priority: str = Field(default="normal", max_length=16)
+    customer_account_id: str = Field(max_length=64, index=True)
+    customer_acct: str = Field(max_length=512)
+    customer_display_name: str = Field(default="", max_length=512)
+    customer_url: str = Field(default="", max_length=2048)
+    root_status_id: str = Field(max_length=64)
+    posted_at: datetime = Field(sa_type=UTCDateTime)
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    score: float
+    channel: str = Field(max_length=128)
+    slack_ts: str | None = Field(default=None, max_length=64)
+    first_response_due_at: datetime = Field(sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Bumped on every change so concurrent writers can update conditionally.
+    version: int = Field(default=1)
+
+
+class Mention(SQLModel, table=True):
+    __tablename__ = "mentions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # The status URI is globally unique across the fediverse; a unique key on it makes ingest idempotent.
+    status_uri: str = Field(max_length=2048, unique=True)
+    status_id: str = Field(max_length=64, index=True)
+    status_url: str = Field(max_length=2048)
+    in_reply_to_id: str | None = Field(default=None, max_length=64)
+    account_id: str = Field(max_length=64, index=True)
+    account_acct: str = Field(max_length=512)
+    account_display_name: str = Field(default="", max_length=512)
+    account_url: str = Field(default="", max_length=2048)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    language: str | None = Field(default=None, max_length=16)
+    visibility: str = Field(default="public", max_length=16)
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    source: str = Field(max_length=32)
+    posted_at: datetime = Field(sa_type=UTCDateTime)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    label: str = Field(max_length=16)
+    score: float
+    ticket_id: int | None = Field(default=None, foreign_key="tickets.id", index=True)
+
+
+class OutboxState:
+    PENDING = "pending"
+    SENT = "sent"
+
+
+class OutboxKind:
+    CARD = "card"
+    FOLLOWUP = "followup"
+
+
+class SlackOutbox(SQLModel, table=True):
+    """Slack messages waiting to be sent; rows survive restarts and Slack outages."""
+
+    __tablename__ = "slack_outbox"
+    __table_args__ = (Index("ix_slack_outbox_due", "state", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    mention_id: int | None = Field(default=None, foreign_key="mentions.id")
+    channel: str = Field(max_length=128)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    blocks: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    state: str = Field(default=OutboxState.PENDING, max_length=16)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    slack_ts: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Cursor(SQLModel, table=True):
+    """Where each Mastodon feed was last read up to, so a restart resumes there."""
+
+    __tablename__ = "cursors"
+
+    name: str = Field(primary_key=True, max_length=200)
+    value: str = Field(max_length=64)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

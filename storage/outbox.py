@@ -1,0 +1,85 @@
+"""The Slack outbox: messages are written here in the same transaction as the ticket, then sent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import OutboxKind, OutboxState, SlackOutbox, Ticket
+from storage.types import utcnow
+
+
+def enqueue(
+    session: AsyncSession,
+    *,
+    kind: str,
+    ticket_id: int,
+    channel: str,
+    text: str,
+    blocks: list[dict[str, Any]],
+    mention_id: int | None = None,
+) -> SlackOutbox:
+    row = SlackOutbox(kind=kind, ticket_id=ticket_id, mention_id=mention_id, channel=channel, text=text,
+                      blocks=blocks)
+    session.add(row)
+    return row
+
+
+async def due_messages(session: AsyncSession, *, now: datetime, limit: int = 50) -> list[tuple[SlackOutbox, Ticket]]:
+    """Pending messages whose time has come, oldest first, with their ticket."""
+    stmt = (
+        select(SlackOutbox, Ticket)
+        .join(Ticket, col(Ticket.id) == col(SlackOutbox.ticket_id))
+        .where(SlackOutbox.state == OutboxState.PENDING, col(SlackOutbox.next_attempt_at) <= now)
+        .order_by(col(SlackOutbox.id))
+        .limit(limit)
+    )
+    return [(row, ticket) for row, ticket in await session.exec(stmt)]
+
+
+async def next_due_at(session: AsyncSession) -> datetime | None:
+    stmt = (
+        select(SlackOutbox.next_attempt_at)
+        .where(SlackOutbox.state == OutboxState.PENDING)
+        .order_by(col(SlackOutbox.next_attempt_at))
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def mark_sent(session: AsyncSession, *, row_id: int, channel: str, ts: str) -> None:
+    row = await session.get(SlackOutbox, row_id)
+    if row is None or row.state == OutboxState.SENT:
+        return
+    row.state = OutboxState.SENT
+    row.slack_ts = ts
+    row.sent_at = utcnow()
+    row.attempts += 1
+    row.last_error = None
+    session.add(row)
+    if row.kind == OutboxKind.CARD:
+        # The card's channel ID and ts let follow-ups thread under it and later edits find it.
+        await session.exec(
+            update(Ticket)
+            .where(col(Ticket.id) == row.ticket_id)
+            .values(channel=channel, slack_ts=ts, updated_at=utcnow(), version=col(Ticket.version) + 1)
+        )  # type: ignore[call-overload]
+
+
+async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error: str) -> None:
+    row = await session.get(SlackOutbox, row_id)
+    if row is None:
+        return
+    row.attempts += 1
+    row.next_attempt_at = at
+    row.last_error = error[:2000]
+    session.add(row)
+
+
+async def pending_count(session: AsyncSession) -> int:
+    stmt = select(SlackOutbox.id).where(SlackOutbox.state == OutboxState.PENDING)
+    return len(list(await session.exec(stmt)))

@@ -1,0 +1,182 @@
+"""End to end: customers post on a real Mastodon server, tickets land in the database and cards in Slack."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mastodon_mock.testing.server import MockServer
+from sqlmodel import col, select
+
+from bot.config import Config
+from bot.daemon import Daemon
+from storage.models import Mention, SlackOutbox, Ticket
+from tests.conftest import eventually, post_as
+from tests.fakeslack import FakeSlack
+
+COMPLAINT = "@brand my order never arrived and your support keeps ignoring me. This is awful, I want a refund"
+COMPLAINT_2 = "@brand the app crashes every time I open it, totally broken since the update, so frustrating"
+PRAISE = "@brand thank you so much, the new update is lovely! great work team"
+
+Start = Callable[[Config], Awaitable[Daemon]]
+
+
+async def post(server: MockServer, user: str, text: str, **kwargs: Any) -> dict[str, Any]:
+    return await asyncio.to_thread(post_as, server, user, text, **kwargs)
+
+
+async def rows(daemon: Daemon, model: type[Any]) -> list[Any]:
+    assert daemon.context is not None
+    async with daemon.context.sessions() as session:
+        return list(await session.exec(select(model).order_by(col(model.id))))
+
+
+async def test_complaint_becomes_ticket_and_card(mastodon: MockServer, slack: FakeSlack,
+                                                 make_config: Callable[..., Config], start_daemon: Start) -> None:
+    daemon = await start_daemon(make_config())
+    await eventually(lambda: _connected(daemon), what="stream connected")
+    status = await post(mastodon, "alice", COMPLAINT)
+    await post(mastodon, "bob", PRAISE)
+
+    await eventually(lambda: _count(daemon, Mention, 2), what="both mentions stored")
+    tickets = await rows(daemon, Ticket)
+    assert len(tickets) == 1
+    ticket = tickets[0]
+    assert ticket.customer_acct == "alice" and ticket.state == "open"
+    assert ticket.root_status_id == str(status["id"])
+    assert ticket.first_response_due_at > ticket.posted_at
+
+    mentions = {m.account_acct: m for m in await rows(daemon, Mention)}
+    assert mentions["alice"].label == "complaint" and mentions["alice"].ticket_id == ticket.id
+    assert mentions["bob"].label == "other" and mentions["bob"].ticket_id is None
+    assert 0 <= mentions["bob"].score < mentions["alice"].score <= 1
+
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 1, timeout_s=10)
+    card = slack.messages("C0SUPPORT")[0]
+    blob = str(card["blocks"])
+    assert f"#{ticket.id}" in blob and "never arrived" in blob and str(status["url"]) in blob
+    await eventually(lambda: _ticket_has_ts(daemon, ticket.id), what="card ts stored on the ticket")
+    stored = (await rows(daemon, Ticket))[0]
+    assert stored.slack_ts == card["ts"] and stored.channel == "C0SUPPORT"
+
+
+async def test_follow_up_joins_ticket_and_threads_under_card(mastodon: MockServer, slack: FakeSlack,
+                                                             make_config: Callable[..., Config],
+                                                             start_daemon: Start) -> None:
+    daemon = await start_daemon(make_config())
+    first = await post(mastodon, "alice", COMPLAINT)
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 1, timeout_s=10)
+    # A reply in the same conversation, even a calm one, belongs to the open ticket.
+    await post(mastodon, "alice", "@brand order number is 1234, thanks", in_reply_to_id=first["id"])
+    card = slack.messages("C0SUPPORT")[0]
+    await slack.wait_for(lambda: len(slack.thread("C0SUPPORT", card["ts"])) >= 1, timeout_s=10)
+    replies = slack.thread("C0SUPPORT", card["ts"])
+    assert "order number is 1234" in str(replies[-1]["blocks"])
+    tickets = await rows(daemon, Ticket)
+    assert len(tickets) == 1
+    assert [m.ticket_id for m in await rows(daemon, Mention)] == [tickets[0].id, tickets[0].id]
+    # Another customer's complaint is a ticket of its own.
+    await post(mastodon, "bob", COMPLAINT_2, in_reply_to_id=first["id"])
+    await eventually(lambda: _count(daemon, Ticket, 2), what="second ticket")
+
+
+async def test_restart_mid_stream_processes_every_post_once(mastodon: MockServer, slack: FakeSlack,
+                                                            make_config: Callable[..., Config],
+                                                            start_daemon: Start) -> None:
+    config = make_config()
+    daemon = await start_daemon(config)
+    await eventually(lambda: _connected(daemon), what="stream connected")
+    for i in range(3):
+        await post(mastodon, "alice", f"{COMPLAINT} (take {i})")
+    await daemon.stop()  # possibly mid-way through those three
+    for i in range(3, 6):
+        await post(mastodon, "bob", f"{COMPLAINT_2} (take {i})")
+    await post(mastodon, "alice", PRAISE)
+
+    daemon = await start_daemon(config)
+    await eventually(lambda: _count(daemon, Mention, 7), what="all seven mentions")
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 6, timeout_s=20)
+    await asyncio.sleep(1.5)  # room for any duplicate to show up
+    mentions = await rows(daemon, Mention)
+    assert len(mentions) == 7 and len({m.status_uri for m in mentions}) == 7
+    assert len(await rows(daemon, Ticket)) == 6
+    texts = sorted(str(m["blocks"]) for m in slack.messages("C0SUPPORT"))
+    assert all(any(f"take {i}" in t for t in texts) for i in range(6))
+    assert len(slack.messages("C0SUPPORT")) == 6
+
+
+async def test_slack_outage_delays_cards_but_loses_none(mastodon: MockServer, slack: FakeSlack,
+                                                       make_config: Callable[..., Config],
+                                                       start_daemon: Start) -> None:
+    slack.set_down(True)
+    daemon = await start_daemon(make_config())
+    await post(mastodon, "alice", COMPLAINT)
+    await post(mastodon, "bob", COMPLAINT_2)
+    await eventually(lambda: _count(daemon, Ticket, 2), what="tickets opened while Slack is down")
+    await slack.wait_for(lambda: slack.call_count("chat.postMessage") >= 4, timeout_s=10)
+    assert slack.messages() == []
+    outbox = await rows(daemon, SlackOutbox)
+    assert [r.state for r in outbox] == ["pending", "pending"]
+    assert outbox[0].attempts >= 1 and "HTTP 503" in (outbox[0].last_error or "")
+
+    slack.set_down(False)
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 2, timeout_s=10)
+    await asyncio.sleep(1.5)
+    assert len(slack.messages("C0SUPPORT")) == 2
+    assert all(r.state == "sent" for r in await rows(daemon, SlackOutbox))
+
+
+async def test_rate_limits_are_honoured(mastodon: MockServer, make_config: Callable[..., Config],
+                                        start_daemon: Start, slack: FakeSlack) -> None:
+    slack.enforce_rate_limit = True
+    slack.rate_limit_next("chat.postMessage", retry_after_s=1, count=1)
+    daemon = await start_daemon(make_config())
+    for i in range(3):
+        await post(mastodon, "alice" if i % 2 else "bob", f"{COMPLAINT} #{i}")
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 3, timeout_s=15)
+    # The one 429 we injected, and none earned by posting faster than Slack's 1/s per channel.
+    assert slack.rate_limited_count == 0
+    assert len(await rows(daemon, Ticket)) == 3
+
+
+async def test_stream_failure_falls_back_to_polling(mastodon: MockServer, slack: FakeSlack,
+                                                    make_config: Callable[..., Config], start_daemon: Start) -> None:
+    with mastodon.fault(path_regex=r"^/api/v1/streaming/.*", status=502, count=None):
+        daemon = await start_daemon(make_config())
+        await post(mastodon, "alice", COMPLAINT)
+        await eventually(lambda: _count(daemon, Ticket, 1), what="ticket via polling")
+        assert not daemon.watchers[0].stream_connected.is_set()
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 1, timeout_s=10)
+
+
+async def test_hashtags_routing_and_ignored_authors(mastodon: MockServer, slack: FakeSlack,
+                                                    make_config: Callable[..., Config], start_daemon: Start) -> None:
+    config = make_config(
+        mastodon={"hashtags": ["acmehelp"]},
+        routing={"rules": [{"channel": "C0BILLING", "keywords": ["refund", "invoice"]}]},
+    )
+    daemon = await start_daemon(config)
+    await post(mastodon, "alice", "my invoice is wrong and nobody answers, terrible service #acmehelp")
+    await post(mastodon, "brand", "We are looking into the outage #acmehelp")
+    await post(mastodon, "robot", f"{COMPLAINT}")
+    await post(mastodon, "bob", COMPLAINT_2)
+    await slack.wait_for(lambda: len(slack.messages()) == 2, timeout_s=10)
+    assert [m["channel"] for m in slack.messages("C0BILLING")] == ["C0BILLING"]
+    assert "invoice is wrong" in str(slack.messages("C0BILLING")[0]["blocks"])
+    assert len(slack.messages("C0SUPPORT")) == 1
+    mentions = await rows(daemon, Mention)
+    assert sorted(m.account_acct for m in mentions) == ["alice", "bob"]
+    assert {m.source for m in mentions} == {"hashtag:acmehelp", "notification"}
+
+
+async def _count(daemon: Daemon, model: type[Any], n: int) -> bool:
+    return len(await rows(daemon, model)) == n
+
+
+async def _connected(daemon: Daemon) -> bool:
+    return all(w.stream_connected.is_set() for w in daemon.watchers)
+
+
+async def _ticket_has_ts(daemon: Daemon, ticket_id: int | None) -> bool:
+    return any(t.id == ticket_id and t.slack_ts for t in await rows(daemon, Ticket))

@@ -1,0 +1,465 @@
+"""Tests for the fake Slack server, driven through the real slack-sdk clients.
+
+Using slack-sdk (not raw HTTP) proves the fake understands exactly what the
+product will send, and that its answers parse the way real Slack's do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import aiohttp
+import pytest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from tests.fakeslack import FakeSlack
+
+pytestmark = pytest.mark.timeout(10)
+
+METADATA = {"event_type": "ticket_created", "event_payload": {"ticket_id": 42, "status": "open"}}
+
+
+def section(text: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}, **extra}
+
+
+def modal(title: str = "Close ticket", **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": "close_ticket",
+        "title": {"type": "plain_text", "text": title},
+        "submit": {"type": "plain_text", "text": "Close"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "reason",
+                "label": {"type": "plain_text", "text": "Reason"},
+                "element": {"type": "plain_text_input", "action_id": "reason_input"},
+            }
+        ],
+        **extra,
+    }
+
+
+async def api_error(call: Awaitable[object]) -> SlackApiError:
+    with pytest.raises(SlackApiError) as info:
+        await call
+    return info.value
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as server:
+        yield server
+
+
+@pytest.fixture
+def web(fake: FakeSlack) -> AsyncWebClient:
+    # No shared session: slack-sdk then opens and closes one per call, so nothing can leak.
+    return AsyncWebClient(token=fake.bot_token, base_url=fake.base_url)
+
+
+# ---------------------------------------------------------------- auth
+
+
+async def test_auth_test_identifies_the_bot(web: AsyncWebClient) -> None:
+    resp = await web.auth_test()
+    assert (resp["user_id"], resp["team_id"], resp["bot_id"]) == ("U0BOT", "T0TEST", "B0BOT")
+
+
+@pytest.mark.parametrize(
+    ("token", "error"),
+    [(None, "not_authed"), ("xoxb-wrong", "invalid_auth"), ("xapp-test-app", "not_allowed_token_type")],
+)
+async def test_bad_tokens_are_rejected(fake: FakeSlack, token: str | None, error: str) -> None:
+    client = AsyncWebClient(token=token, base_url=fake.base_url)
+    err = await api_error(client.chat_postMessage(channel="C0SUPPORT", text="hi"))
+    assert err.response.status_code == 200  # Slack reports API errors with HTTP 200
+    assert err.response["error"] == error
+    assert fake.messages() == []
+    assert fake.call_count("chat.postMessage") == 1  # rejected calls are still recorded
+
+
+async def test_token_as_form_field_is_accepted(fake: FakeSlack) -> None:
+    client = AsyncWebClient(base_url=fake.base_url)
+    resp = await client.api_call("auth.test", data={"token": fake.bot_token})
+    assert resp["user_id"] == "U0BOT"
+
+
+async def test_connections_open_wants_the_app_token(fake: FakeSlack, web: AsyncWebClient) -> None:
+    err = await api_error(web.apps_connections_open(app_token=fake.bot_token))
+    assert err.response["error"] == "not_allowed_token_type"
+    resp = await web.apps_connections_open(app_token=fake.app_token)
+    assert resp["url"].startswith(f"ws://127.0.0.1:{fake.port}/socket?ticket=")
+
+
+async def test_unknown_method(web: AsyncWebClient) -> None:
+    err = await api_error(web.api_call("chat.frobnicate", json={"channel": "C0SUPPORT"}))
+    assert err.response["error"] == "unknown_method"
+
+
+# ---------------------------------------------------------------- posting and reading
+
+
+async def test_unknown_channel_is_channel_not_found(web: AsyncWebClient) -> None:
+    err = await api_error(web.chat_postMessage(channel="C0NOPE", text="hi"))
+    assert err.response["error"] == "channel_not_found"
+
+
+async def test_post_accepts_channel_name_but_history_wants_an_id(web: AsyncWebClient) -> None:
+    resp = await web.chat_postMessage(channel="#billing", text="hi")
+    assert resp["channel"] == "C0BILLING"
+    err = await api_error(web.conversations_history(channel="billing"))
+    assert err.response["error"] == "channel_not_found"
+
+
+async def test_post_then_history_with_metadata(fake: FakeSlack, web: AsyncWebClient) -> None:
+    first = await web.chat_postMessage(channel="C0SUPPORT", text="New ticket", metadata=METADATA)
+    await web.chat_postMessage(channel="C0SUPPORT", text="second")
+    await web.chat_postMessage(channel="C0BILLING", text="elsewhere")
+    assert first["message"]["metadata"] == METADATA
+
+    with_meta = await web.conversations_history(channel="C0SUPPORT", include_all_metadata=True)
+    assert [m["text"] for m in with_meta["messages"]] == ["second", "New ticket"]  # newest first
+    assert with_meta["messages"][1]["metadata"] == METADATA
+
+    without = await web.conversations_history(channel="C0SUPPORT")
+    assert all("metadata" not in m for m in without["messages"])
+
+    newer = await web.conversations_history(channel="C0SUPPORT", oldest=first["ts"])
+    assert [m["text"] for m in newer["messages"]] == ["second"]
+    assert fake.messages("support")[0]["metadata"] == METADATA
+
+
+async def test_history_paginates_with_cursor(web: AsyncWebClient) -> None:
+    for text in ("one", "two", "three"):
+        await web.chat_postMessage(channel="C0SUPPORT", text=text)
+    page1 = await web.conversations_history(channel="C0SUPPORT", limit=2)
+    assert [m["text"] for m in page1["messages"]] == ["three", "two"] and page1["has_more"]
+    cursor = page1["response_metadata"]["next_cursor"]
+    page2 = await web.conversations_history(channel="C0SUPPORT", limit=2, cursor=cursor)
+    assert [m["text"] for m in page2["messages"]] == ["one"] and not page2["has_more"]
+
+
+async def test_form_encoded_and_query_string_posts(fake: FakeSlack, web: AsyncWebClient) -> None:
+    blocks = [section("*form* post", block_id="b1")]
+    form = {
+        "channel": "C0SUPPORT",
+        "text": "form",
+        "blocks": json.dumps(blocks),
+        "metadata": json.dumps(METADATA),
+    }
+    await web.api_call("chat.postMessage", data=form)
+    await web.api_call("chat.postMessage", params={"channel": "C0SUPPORT", "text": "query"})
+    posted = fake.messages()
+    assert posted[0]["blocks"] == blocks and posted[0]["metadata"] == METADATA
+    assert posted[1]["text"] == "query"
+
+    bad = {"channel": "C0SUPPORT", "text": "x", "blocks": "[not json"}
+    err = await api_error(web.api_call("chat.postMessage", data=bad))
+    assert err.response["error"] == "invalid_blocks_format"
+
+
+async def test_thread_replies(fake: FakeSlack, web: AsyncWebClient) -> None:
+    parent = await web.chat_postMessage(channel="C0SUPPORT", text="parent")
+    reply = await web.chat_postMessage(channel="C0SUPPORT", text="reply", thread_ts=parent["ts"])
+    assert reply["message"]["thread_ts"] == parent["ts"]
+
+    thread = await web.conversations_replies(channel="C0SUPPORT", ts=parent["ts"])
+    assert [m["text"] for m in thread["messages"]] == ["parent", "reply"]
+    assert thread["messages"][0]["reply_count"] == 1
+    history = await web.conversations_history(channel="C0SUPPORT")
+    assert [m["text"] for m in history["messages"]] == ["parent"]  # replies stay in the thread
+    assert [m["text"] for m in fake.thread("C0SUPPORT", parent["ts"])] == ["reply"]
+    assert [m["text"] for m in fake.messages()] == ["parent"]
+
+
+@pytest.mark.parametrize("where", ["unknown_ts", "reply_ts", "other_channel"])
+async def test_bad_thread_ts_is_thread_not_found(web: AsyncWebClient, where: str) -> None:
+    parent = await web.chat_postMessage(channel="C0SUPPORT", text="parent")
+    reply = await web.chat_postMessage(channel="C0SUPPORT", text="reply", thread_ts=parent["ts"])
+    channel, thread_ts = {
+        "unknown_ts": ("C0SUPPORT", "1600000000.000100"),
+        "reply_ts": ("C0SUPPORT", reply["ts"]),
+        "other_channel": ("C0BILLING", parent["ts"]),
+    }[where]
+    err = await api_error(web.chat_postMessage(channel=channel, text="x", thread_ts=thread_ts))
+    assert err.response["error"] == "thread_not_found"
+
+
+async def test_chat_update_keeps_edit_history(fake: FakeSlack, web: AsyncWebClient) -> None:
+    blocks = [section("ticket #1: *open*")]
+    posted = await web.chat_postMessage(channel="C0SUPPORT", text="v1", blocks=blocks)
+    updated = await web.chat_update(channel="C0SUPPORT", ts=posted["ts"], text="v2")
+    assert updated["message"]["text"] == "v2"
+    stored = fake.messages()[0]
+    assert stored["text"] == "v2" and stored["blocks"] == blocks  # omitted blocks are kept
+    assert fake.updates[0]["previous"]["text"] == "v1"
+
+    err = await api_error(web.chat_update(channel="C0SUPPORT", ts="1600000000.000100", text="x"))
+    assert err.response["error"] == "message_not_found"
+
+
+async def test_cannot_update_a_human_message(fake: FakeSlack, web: AsyncWebClient) -> None:
+    human = fake.inject_message("C0SUPPORT", "U0CUST", "hello")
+    err = await api_error(web.chat_update(channel="C0SUPPORT", ts=human["ts"], text="edited"))
+    assert err.response["error"] == "cant_update_message"
+
+
+async def test_ephemeral_and_channel_info(fake: FakeSlack, web: AsyncWebClient) -> None:
+    resp = await web.chat_postEphemeral(channel="C0SUPPORT", user="U0AGENT", text="only you")
+    assert resp["message_ts"]
+    assert fake.ephemerals[0]["user"] == "U0AGENT" and fake.messages() == []
+    info = await web.conversations_info(channel="C0APPROVE")
+    assert info["channel"]["name"] == "approvals" and info["channel"]["is_member"]
+
+
+# ---------------------------------------------------------------- validation
+
+
+async def test_message_without_content_is_no_text(web: AsyncWebClient) -> None:
+    # Raw api_call: chat_postMessage() itself warns (an error under our filterwarnings) without text.
+    err = await api_error(web.api_call("chat.postMessage", json={"channel": "C0SUPPORT"}))
+    assert err.response["error"] == "no_text"
+
+
+async def test_overlong_text_is_msg_too_long(web: AsyncWebClient) -> None:
+    err = await api_error(web.chat_postMessage(channel="C0SUPPORT", text="x" * 40_001))
+    assert err.response["error"] == "msg_too_long"
+
+
+@pytest.mark.parametrize(
+    ("blocks", "pointer"),
+    [
+        pytest.param([section("x" * 3001)], "/blocks/0/text/text", id="section-text-3001"),
+        pytest.param([{"type": "divider"}] * 51, "/blocks", id="51-blocks"),
+        pytest.param(
+            [section("a", block_id="b"), section("b", block_id="b")], "/blocks/1/block_id", id="dup-id"
+        ),
+        pytest.param(
+            [{"type": "header", "text": {"type": "mrkdwn", "text": "hi"}}],
+            "/blocks/0/text/type",
+            id="mrkdwn-header",
+        ),
+        pytest.param(
+            [
+                {
+                    "type": "actions",
+                    "elements": [
+                        {"type": "button", "text": {"type": "plain_text", "text": "Go"}, "style": "green"}
+                    ],
+                }
+            ],
+            "/blocks/0/elements/0/style",
+            id="button-style",
+        ),
+        pytest.param([{"type": "carousel"}], "/blocks/0/type", id="unknown-type"),
+        pytest.param([{"type": "section"}], "/blocks/0", id="empty-section"),
+    ],
+)
+async def test_block_kit_violations_are_invalid_blocks(
+    fake: FakeSlack, web: AsyncWebClient, blocks: list[dict[str, Any]], pointer: str
+) -> None:
+    err = await api_error(web.chat_postMessage(channel="C0SUPPORT", text="fallback", blocks=blocks))
+    assert err.response["error"] == "invalid_blocks"
+    assert any(e.startswith(f"{pointer}:") for e in err.response["errors"]), err.response["errors"]
+    assert fake.messages() == []
+
+
+async def test_block_kit_limits_are_inclusive(web: AsyncWebClient) -> None:
+    blocks = [section("x" * 3000), *([{"type": "divider"}] * 49)]
+    resp = await web.chat_postMessage(channel="C0SUPPORT", text="fallback", blocks=blocks)
+    assert len(resp["message"]["blocks"]) == 50
+
+
+# ---------------------------------------------------------------- faults and rate limits
+
+
+async def test_rate_limit_next_answers_429_with_retry_after(fake: FakeSlack, web: AsyncWebClient) -> None:
+    fake.rate_limit_next("chat.postMessage", retry_after_s=7)
+    err = await api_error(web.chat_postMessage(channel="C0SUPPORT", text="hi"))
+    assert err.response.status_code == 429
+    assert err.response.headers["Retry-After"] == "7"
+    assert err.response["error"] == "ratelimited"
+    assert fake.messages() == []
+    await web.chat_postMessage(channel="C0SUPPORT", text="hi")
+    assert len(fake.messages()) == 1
+
+
+async def test_fail_next_503_surfaces_as_an_error(fake: FakeSlack, web: AsyncWebClient) -> None:
+    fake.fail_next("chat.postMessage", status=503)
+    err = await api_error(web.chat_postMessage(channel="C0SUPPORT", text="hi"))
+    assert err.response.status_code == 503
+    assert err.response["error"] is None  # an HTML body: slack-sdk has no "error" to show
+    await web.chat_postMessage(channel="C0SUPPORT", text="hi")
+    assert len(fake.messages()) == 1 and fake.call_count("chat.postMessage") == 2
+
+
+async def test_set_down_fails_every_call_until_up(fake: FakeSlack, web: AsyncWebClient) -> None:
+    fake.set_down(True)
+    err = await api_error(web.auth_test())
+    assert err.response.status_code == 503
+    fake.set_down(False)
+    assert (await web.auth_test())["ok"]
+
+
+async def test_enforced_rate_limit_is_per_channel_and_recovers() -> None:
+    async with FakeSlack(enforce_rate_limit=True) as fake:
+        web = AsyncWebClient(token=fake.bot_token, base_url=fake.base_url)
+        await web.chat_postMessage(channel="C0SUPPORT", text="1")
+        err = await api_error(web.chat_postMessage(channel="C0SUPPORT", text="2"))
+        assert err.response.status_code == 429 and err.response.headers["Retry-After"] == "1"
+        # A rejected post does not start an interval, and channels are limited separately.
+        await api_error(web.chat_postMessage(channel="C0BILLING", text="x" * 40_001))
+        await web.chat_postMessage(channel="C0BILLING", text="other channel is fine")
+        assert fake.rate_limited_count == 1
+        await asyncio.sleep(1.1)
+        await web.chat_postMessage(channel="C0SUPPORT", text="3")
+        assert [m["text"] for m in fake.messages("C0SUPPORT")] == ["1", "3"]
+
+
+async def test_wait_for_reports_what_it_waited_for(fake: FakeSlack, web: AsyncWebClient) -> None:
+    await web.chat_postMessage(channel="C0SUPPORT", text="hi")
+    found = await fake.wait_for(lambda: fake.messages("C0SUPPORT"), timeout_s=0.5)
+    assert found[0]["text"] == "hi"
+    with pytest.raises(AssertionError, match=r"(?s)timed out after 0.05s.*C0BILLING.*chat.postMessage"):
+        await fake.wait_for(lambda: fake.messages("C0BILLING"), timeout_s=0.05)
+
+
+# ---------------------------------------------------------------- modals and payloads
+
+
+async def test_views_open_update_and_submission(fake: FakeSlack, web: AsyncWebClient) -> None:
+    trigger = fake.slash_command_payload("U0AGENT", "/ticket", "close 7", "C0SUPPORT")["trigger_id"]
+    opened = await web.views_open(trigger_id=trigger, view=modal(private_metadata="ticket-7"))
+    view_id = opened["view"]["id"]
+    err = await api_error(web.views_open(trigger_id=trigger, view=modal()))
+    assert err.response["error"] == "exchanged_trigger_id"
+
+    await web.views_update(view_id=view_id, view=modal(title="Closing…"))
+    assert [v["method"] for v in fake.views] == ["views.open", "views.update"]
+
+    values = {"reason": {"reason_input": {"type": "plain_text_input", "value": "resolved"}}}
+    payload = fake.view_submission_payload("U0AGENT", "close_ticket", "ticket-7", values)
+    assert payload["view"]["id"] == view_id and payload["view"]["state"]["values"] == values
+
+
+async def test_invalid_modal_is_invalid_arguments(fake: FakeSlack, web: AsyncWebClient) -> None:
+    err = await api_error(web.views_open(trigger_id=fake.new_trigger_id(), view=modal(title="x" * 25)))
+    assert err.response["error"] == "invalid_arguments"
+    assert any("/view/title/text" in m for m in err.response["response_metadata"]["messages"])
+    err = await api_error(web.views_open(trigger_id="123.456.made-up", view=modal()))
+    assert err.response["error"] == "invalid_trigger_id"
+
+
+async def test_payload_builders_reflect_posted_messages(fake: FakeSlack, web: AsyncWebClient) -> None:
+    button = {
+        "type": "button",
+        "action_id": "claim",
+        "value": "t1",
+        "text": {"type": "plain_text", "text": "Claim"},
+    }
+    blocks = [section("ticket"), {"type": "actions", "block_id": "ticket_actions", "elements": [button]}]
+    posted = await web.chat_postMessage(channel="C0SUPPORT", text="ticket", blocks=blocks)
+
+    click = fake.block_actions_payload("U0AGENT", "claim", "t1", "C0SUPPORT", posted["ts"])
+    assert click["actions"][0]["block_id"] == "ticket_actions"
+    assert click["message"]["blocks"] == blocks and click["container"]["message_ts"] == posted["ts"]
+
+    event = fake.message_event_payload("U0CUST", "support", "my order is late")
+    assert event["type"] == "event_callback" and event["event"]["channel"] == "C0SUPPORT"
+    # The event's message exists in the channel, so the bot can answer in its thread.
+    await web.chat_postMessage(channel="C0SUPPORT", text="on it", thread_ts=event["event"]["ts"])
+
+    slash = fake.slash_command_payload("U0AGENT", "/ticket", "list", "C0SUPPORT")
+    assert all(isinstance(v, str) for v in slash.values())
+
+
+# ---------------------------------------------------------------- Socket Mode
+
+
+class Listener:
+    """Records requests and acks them as a Bolt-style app would."""
+
+    def __init__(self) -> None:
+        self.requests: list[SocketModeRequest] = []
+
+    async def __call__(self, client: AsyncBaseSocketModeClient, req: SocketModeRequest) -> None:
+        self.requests.append(req)
+        payload = {"text": "ticket created"} if req.type == "slash_commands" else None
+        await client.send_socket_mode_response(
+            SocketModeResponse(envelope_id=req.envelope_id, payload=payload)
+        )
+
+
+@pytest.fixture
+async def listener(fake: FakeSlack) -> AsyncIterator[Listener]:
+    web_client = AsyncWebClient(base_url=fake.base_url, token=fake.app_token)
+    client = SocketModeClient(app_token=fake.app_token, web_client=web_client)
+    listener = Listener()
+    client.socket_mode_request_listeners.append(listener)
+    await client.connect()
+    try:
+        yield listener
+    finally:
+        await client.close()
+
+
+async def test_socket_mode_delivers_and_gets_acks(fake: FakeSlack, listener: Listener) -> None:
+    await fake.wait_connected(timeout_s=2)
+    event = fake.message_event_payload("U0CUST", "C0SUPPORT", "hello bot")
+    ack = await fake.send_envelope("events_api", event, timeout_s=2)
+    assert ack == {"envelope_id": fake.envelopes[-1]["envelope_id"]}
+    assert listener.requests[0].payload["event"]["text"] == "hello bot"
+
+    slash = fake.slash_command_payload("U0AGENT", "/ticket", "new", "C0SUPPORT")
+    ack = await fake.send_envelope("slash_commands", slash, timeout_s=2)
+    assert fake.envelopes[-1]["accepts_response_payload"] is True
+    assert ack["payload"] == {"text": "ticket created"}
+
+
+async def test_socket_mode_client_reconnects_after_disconnect(fake: FakeSlack, listener: Listener) -> None:
+    await fake.wait_connected(timeout_s=2)
+    await fake.disconnect_clients()
+    await fake.wait_for(lambda: fake.connections_total == 2 and fake.connected_count == 1, timeout_s=3)
+    assert fake.call_count("apps.connections.open") == 2
+    click = fake.block_actions_payload("U0AGENT", "claim", "t1", "C0SUPPORT", "1700000000.000100")
+    await fake.send_envelope("interactive", click, timeout_s=2)
+    assert listener.requests[-1].payload["type"] == "block_actions"
+
+
+async def test_socket_mode_survives_failed_connections_open(fake: FakeSlack, listener: Listener) -> None:
+    await fake.wait_connected(timeout_s=2)
+    # slack-sdk's refresh fails on the 503; it reconnects once the fake drops the old socket.
+    fake.fail_next("apps.connections.open", status=503)
+    await fake.disconnect_clients(grace_s=0.2)
+    await fake.wait_for(lambda: fake.connected_count == 1 and fake.connections_total == 2, timeout_s=3)
+    assert fake.call_count("apps.connections.open") == 3
+
+
+async def test_send_envelope_needs_a_client(fake: FakeSlack) -> None:
+    with pytest.raises(RuntimeError, match="no Socket Mode client"):
+        await fake.send_envelope("events_api", fake.message_event_payload("U0CUST", "C0SUPPORT", "hi"))
+
+
+async def test_send_envelope_times_out_without_ack_and_tickets_are_single_use(
+    fake: FakeSlack, web: AsyncWebClient
+) -> None:
+    app_web = AsyncWebClient(base_url=fake.base_url, token=fake.app_token)
+    url = (await app_web.apps_connections_open(app_token=fake.app_token))["url"]
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url) as ws:
+            hello = await ws.receive_json()
+            assert hello["type"] == "hello" and hello["connection_info"]["app_id"] == "A0TEST"
+            with pytest.raises(TimeoutError, match="no ack"):
+                await fake.send_envelope("events_api", {"type": "event_callback"}, timeout_s=0.1)
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect(url)

@@ -1,0 +1,313 @@
+"""Slack Block Kit ticket cards built from hostile customer input."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from bot.slack_cards import TicketCard, escape_mrkdwn, followup_message, render_plain, ticket_card
+
+WJ = "\u2060"
+POSTED = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+HOSTILE = (
+    "Help <!channel> <!here|here> @here @channel @everyone <@U123> <!subteam^S1> "
+    "<https://evil.example|Click me> *bold* a & b > c"
+)
+
+CARD = TicketCard(
+    number=42,
+    state="open",
+    priority="high",
+    score=0.8712,
+    label="complaint",
+    author_acct="alice@other.example",
+    author_display_name="Alice",
+    author_url="https://other.example/@alice",
+    text="my order is late\nsecond line",
+    post_url="https://other.example/@alice/111",
+    posted_at=POSTED,
+    sla_due_at=POSTED + timedelta(hours=1),
+    language="en",
+    visibility="public",
+)
+
+# The only "<...>" tokens we ever emit ourselves: http(s) links and date formatting.
+_ALLOWED_TOKEN = re.compile(r"<(?:https?://[^<>|\s]+\|[^<>|]+|!date\^-?\d+\^[^<>|]+\|[^<>|]+)>")
+
+
+def walk_strings(obj: Any) -> Iterator[str]:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from walk_strings(key)
+            yield from walk_strings(value)
+    elif isinstance(obj, list | tuple):
+        for item in obj:
+            yield from walk_strings(item)
+
+
+def assert_no_injection(fallback: str, blocks: list[dict]) -> None:
+    for s in walk_strings([fallback, blocks]):
+        leftover = _ALLOWED_TOKEN.sub("", s)
+        assert "<" not in leftover and ">" not in leftover, s
+        for bad in ("<!channel", "<!here", "<!everyone", "<!subteam", "<@", "<#"):
+            assert bad not in s, s
+        assert re.search(r"(?i)@(channel|here|everyone)", s) is None, s
+
+
+def assert_block_kit_limits(fallback: str, blocks: list[dict]) -> None:
+    assert 0 < len(fallback) <= 40000
+    assert 0 < len(blocks) <= 50
+    ids = [b["block_id"] for b in blocks]
+    assert len(set(ids)) == len(ids)
+    for block in blocks:
+        assert 0 < len(block["block_id"]) <= 255
+        if block["type"] == "header":
+            assert block["text"]["type"] == "plain_text"
+            assert 0 < len(block["text"]["text"]) <= 150
+        elif block["type"] == "section":
+            assert 0 < len(block["text"]["text"]) <= 3000
+        elif block["type"] == "context":
+            assert 0 < len(block["elements"]) <= 10
+            for element in block["elements"]:
+                assert 0 < len(element["text"]) <= 2000
+        elif block["type"] == "actions":
+            assert 0 < len(block["elements"]) <= 25
+        else:
+            pytest.fail(f"unexpected block type {block['type']}")
+
+
+def block(blocks: list[dict], block_id: str) -> dict:
+    return next(b for b in blocks if b["block_id"] == block_id)
+
+
+# -- escape_mrkdwn ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "escaped"),
+    [
+        ("<!channel>", "&lt;!channel&gt;"),
+        ("<!here|here>", "&lt;!here|here&gt;"),
+        ("<@U123>", "&lt;@U123&gt;"),
+        ("<!subteam^S1>", "&lt;!subteam^S1&gt;"),
+        ("<https://evil.example|Click me>", "&lt;https://evil.example|Click me&gt;"),
+        ("@here and @Channel, @everyone!", f"@{WJ}here and @{WJ}Channel, @{WJ}everyone!"),
+        ("*bold* _it_ ~s~", "*bold* _it_ ~s~"),
+        ("&amp; stays literal", "&amp;amp; stays literal"),
+        ("mail me@here.example", f"mail me@{WJ}here.example"),
+    ],
+)
+def test_escape_mrkdwn(raw: str, escaped: str) -> None:
+    assert escape_mrkdwn(raw) == escaped
+
+
+# -- ticket_card ------------------------------------------------------------------
+
+
+def test_ticket_card_layout() -> None:
+    fallback, blocks = ticket_card(CARD)
+    assert fallback == "Ticket #42 from @alice@other.example: my order is late second line"
+    assert [b["type"] for b in blocks] == ["header", "section", "section", "context"]
+    assert block(blocks, "ticket-42-header")["text"]["text"] == "Ticket #42 · high priority"
+    assert block(blocks, "ticket-42-author")["text"]["text"] == (
+        "*<https://other.example/@alice|Alice (@alice@other.example)>* wrote:"
+    )
+    assert block(blocks, "ticket-42-text")["text"]["text"] == "&gt; my order is late\n&gt; second line"
+    meta = [e["text"] for e in block(blocks, "ticket-42-meta")["elements"]]
+    assert meta == [
+        "<https://other.example/@alice/111|View post>",
+        "score 0.87",
+        "Label: complaint",
+        "Posted <!date^1714566600^{date_short_pretty} {time}|2024-05-01 12:30 UTC>",
+        "First response due <!date^1714570200^{date_short_pretty} {time}|2024-05-01 13:30 UTC>",
+        "Visibility: public",
+        "Language: en",
+    ]
+    assert_block_kit_limits(fallback, blocks)
+    assert_no_injection(fallback, blocks)
+
+
+def test_ticket_card_optional_fields_and_state() -> None:
+    card = replace(CARD, state="resolved", sla_due_at=None, language=None, label="")
+    fallback, blocks = ticket_card(card)
+    assert block(blocks, "ticket-42-header")["text"]["text"] == "Ticket #42 · high priority · resolved"
+    meta = " ".join(e["text"] for e in block(blocks, "ticket-42-meta")["elements"])
+    assert "due" not in meta and "Language" not in meta and "Label" not in meta
+    assert_block_kit_limits(fallback, blocks)
+
+
+def test_dates_are_converted_to_utc() -> None:
+    cest = timezone(timedelta(hours=2))
+    _, blocks = ticket_card(replace(CARD, posted_at=datetime(2024, 5, 1, 14, 30, tzinfo=cest)))
+    meta = [e["text"] for e in block(blocks, "ticket-42-meta")["elements"]]
+    assert "Posted <!date^1714566600^{date_short_pretty} {time}|2024-05-01 12:30 UTC>" in meta
+
+
+def test_hostile_text_is_escaped() -> None:
+    fallback, blocks = ticket_card(replace(CARD, text=HOSTILE + "\n> fake quote"))
+    assert block(blocks, "ticket-42-text")["text"]["text"] == (
+        f"&gt; Help &lt;!channel&gt; &lt;!here|here&gt; @{WJ}here @{WJ}channel @{WJ}everyone "
+        "&lt;@U123&gt; &lt;!subteam^S1&gt; &lt;https://evil.example|Click me&gt; *bold* a &amp; b &gt; c\n"
+        "&gt; &gt; fake quote"
+    )
+    assert fallback.startswith("Ticket #42 from @alice@other.example: Help &lt;!channel&gt; &lt;!here|here&gt;")
+    assert_no_injection(fallback, blocks)
+    assert_block_kit_limits(fallback, blocks)
+
+
+def test_hostile_author_fields() -> None:
+    card = replace(
+        CARD,
+        author_display_name="<!channel> Evil|<https://x.example|y> @here\n*admin*",
+        author_acct="@here@<!everyone>",
+        author_url="https://other.example/@a|<!here>",
+    )
+    fallback, blocks = ticket_card(card)
+    author = block(blocks, "ticket-42-author")["text"]["text"]
+    assert author == (
+        "*<https://other.example/@a%7C%3C!here%3E|&lt;!channel Evil&lt;https://x.exampley "
+        f"@{WJ}here *admin* (@{WJ}here@&lt;!everyone)>* wrote:"
+    )
+    assert fallback.startswith(f"Ticket #42 from @{WJ}here@&lt;!everyone&gt;: ")
+    assert_no_injection(fallback, blocks)
+    assert_block_kit_limits(fallback, blocks)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["javascript:alert(1)", "JaVaScRiPt://x", "data:text/html,hi", "//evil.example", "https://a b", "ftp://x", ""],
+)
+def test_unsafe_urls_are_dropped(url: str) -> None:
+    fallback, blocks = ticket_card(replace(CARD, author_url=url, post_url=url))
+    assert block(blocks, "ticket-42-author")["text"]["text"] == "*Alice (@alice@other.example)* wrote:"
+    meta = [e["text"] for e in block(blocks, "ticket-42-meta")["elements"]]
+    assert not any("View post" in m for m in meta)
+    assert_no_injection(fallback, blocks)
+
+
+def test_long_text_is_truncated_within_limits() -> None:
+    text = ("<!here> & " * 1000)[:10_000]
+    fallback, blocks = ticket_card(replace(CARD, text=text))
+    body = block(blocks, "ticket-42-text")["text"]["text"]
+    assert body.endswith("\n_… (truncated)_")
+    assert 2900 < len(body) <= 3000
+    # Cut before escaping, so no entity is ever split.
+    assert re.search(r"&[a-z]*$", body.removesuffix("\n_… (truncated)")) is None
+    assert len(fallback) < 400 and fallback.endswith("…")
+    assert_no_injection(fallback, blocks)
+    assert_block_kit_limits(fallback, blocks)
+
+
+def test_many_short_lines_are_truncated_within_limits() -> None:
+    fallback, blocks = ticket_card(replace(CARD, text="a\n" * 5000))
+    assert_block_kit_limits(fallback, blocks)
+
+
+def test_everything_huge_still_fits() -> None:
+    big = "<@U1>|&>" * 20_000
+    card = replace(
+        CARD,
+        number=10**200,
+        priority=big,
+        state=big,
+        label=big,
+        author_acct=big,
+        author_display_name=big,
+        author_url="https://x.example/" + "a" * 5000,
+        post_url="https://x.example/" + "|" * 900,
+        text=big,
+        visibility=big,
+        language=big,
+    )
+    fallback, blocks = ticket_card(card)
+    assert_block_kit_limits(fallback, blocks)
+    assert_no_injection(fallback, blocks)
+
+
+def test_empty_text_still_valid() -> None:
+    fallback, blocks = ticket_card(replace(CARD, text="  \n ", author_display_name=""))
+    assert block(blocks, "ticket-42-text")["text"]["text"] == "_(no text)_"
+    assert block(blocks, "ticket-42-author")["text"]["text"].startswith("*<https://other.example/@alice|@alice")
+    assert_block_kit_limits(fallback, blocks)
+
+
+def test_actions_block_appended_when_given() -> None:
+    button = {"type": "button", "text": {"type": "plain_text", "text": "Claim"}, "action_id": "claim"}
+    fallback, blocks = ticket_card(CARD, actions=[button])
+    assert blocks[-1] == {"type": "actions", "block_id": "ticket-42-actions", "elements": [button]}
+    assert_block_kit_limits(fallback, blocks)
+    assert "actions" not in [b["type"] for b in ticket_card(CARD)[1]]
+
+
+# -- followup_message -------------------------------------------------------------
+
+
+def test_followup_message() -> None:
+    fallback, blocks = followup_message(
+        number=42,
+        author_acct="alice@other.example",
+        author_url="https://other.example/@alice",
+        text="any news? <!here>",
+        post_url="https://other.example/@alice/112",
+        posted_at=POSTED,
+    )
+    assert fallback == "Follow-up on ticket #42 from @alice@other.example: any news? &lt;!here&gt;"
+    assert blocks[0]["text"]["text"] == (
+        "*<https://other.example/@alice|@alice@other.example>* followed up:\n&gt; any news? &lt;!here&gt;"
+    )
+    assert [e["text"] for e in blocks[1]["elements"]] == [
+        "<https://other.example/@alice/112|View post>",
+        "Posted <!date^1714566600^{date_short_pretty} {time}|2024-05-01 12:30 UTC>",
+    ]
+    assert_no_injection(fallback, blocks)
+    assert_block_kit_limits(fallback, blocks)
+
+
+def test_followup_message_hostile_and_huge() -> None:
+    fallback, blocks = followup_message(
+        number=7,
+        author_acct="<!channel>" * 500,
+        author_url="javascript:alert(1)",
+        text=HOSTILE * 200,
+        post_url="https://x.example/" + "a" * 2000,
+        posted_at=POSTED,
+    )
+    assert blocks[0]["text"]["text"].startswith("*@&lt;!channel&gt;")
+    assert_no_injection(fallback, blocks)
+    assert_block_kit_limits(fallback, blocks)
+
+
+# -- render_plain -----------------------------------------------------------------
+
+
+def test_render_plain_ticket() -> None:
+    fallback, blocks = ticket_card(replace(CARD, text="a < b & <!here>\nok"))
+    assert render_plain(fallback, blocks) == (
+        "Ticket #42 · high priority\n"
+        "==========================\n"
+        "*Alice (@alice@other.example) (https://other.example/@alice)* wrote:\n"
+        "> a < b & <!here>\n"
+        "> ok\n"
+        "View post (https://other.example/@alice/111) · score 0.87 · Label: complaint · "
+        "Posted 2024-05-01 12:30 UTC · First response due 2024-05-01 13:30 UTC · "
+        "Visibility: public · Language: en"
+    )
+
+
+def test_render_plain_unescapes_once_and_handles_actions() -> None:
+    button = {"type": "button", "text": {"type": "plain_text", "text": "Claim"}, "action_id": "claim"}
+    fallback, blocks = ticket_card(replace(CARD, text="&lt; typed literally"), actions=[button])
+    out = render_plain(fallback, blocks)
+    assert "> &lt; typed literally\n" in out
+    assert out.endswith("\n[Claim]")
+
+
+def test_render_plain_without_blocks_uses_fallback() -> None:
+    assert render_plain("hi &lt;there&gt; <https://x.example|link>", []) == "hi <there> link (https://x.example)"

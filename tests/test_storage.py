@@ -1,0 +1,119 @@
+"""Storage on SQLite and Postgres: migrations, idempotent ingest keys, cursors, the outbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from storage.cursors import get_cursor, set_cursor
+from storage.db import DatabaseError, create_engine, current_revision, head_revision, transaction, upgrade
+from storage.models import Mention, OutboxKind, Ticket
+from storage.outbox import due_messages, enqueue, mark_retry, mark_sent, next_due_at
+from storage.tickets import has_open_ticket, open_ticket_for_thread
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def ticket(**kw: Any) -> Ticket:
+    values: dict[str, Any] = dict(customer_account_id="7", customer_acct="alice", root_status_id="100",
+                                  posted_at=NOW, received_at=NOW, score=0.9, channel="#support",
+                                  first_response_due_at=NOW + timedelta(hours=1))
+    values.update(kw)
+    return Ticket(**values)
+
+
+def mention(status_id: str, **kw: Any) -> Mention:
+    values: dict[str, Any] = dict(status_uri=f"https://social.example/statuses/{status_id}", status_id=status_id,
+                                  status_url=f"https://social.example/@alice/{status_id}", account_id="7",
+                                  account_acct="alice", text="it broke", source="notification", posted_at=NOW,
+                                  label="complaint", score=0.9)
+    values.update(kw)
+    return Mention(**values)
+
+
+async def test_migrations_reach_head(db_url: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        assert await current_revision(engine) is None
+        await upgrade(engine)
+        assert await current_revision(engine) == head_revision()
+        await upgrade(engine)  # a second run is a no-op
+    finally:
+        await engine.dispose()
+
+
+async def test_unreachable_database_is_named_without_password() -> None:
+    engine = create_engine("postgresql+asyncpg://mentiondesk:s3cret@127.0.0.1:1/nowhere")
+    try:
+        with pytest.raises(DatabaseError) as info:
+            await current_revision(engine)
+    finally:
+        await engine.dispose()
+    assert "127.0.0.1:1/nowhere" in str(info.value) and "unreachable" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+async def test_status_uri_is_unique(sessions: Any) -> None:
+    async with transaction(sessions) as session:
+        session.add(mention("100"))
+    with pytest.raises(IntegrityError):
+        async with transaction(sessions) as session:
+            session.add(mention("100", text="the same status again"))
+
+
+async def test_datetimes_come_back_aware_utc(sessions: Any) -> None:
+    async with transaction(sessions) as session:
+        session.add(mention("100", posted_at=NOW.astimezone(datetime.now().astimezone().tzinfo)))
+    async with sessions() as session:
+        stored = await session.get(Mention, 1)
+    assert stored.posted_at == NOW and stored.posted_at.tzinfo is not None
+
+
+async def test_thread_lookup_finds_only_the_customers_open_ticket(sessions: Any) -> None:
+    async with transaction(sessions) as session:
+        t = ticket()
+        session.add(t)
+        await session.flush()
+        session.add(mention("100", ticket_id=t.id))
+    async with sessions() as session:
+        assert await has_open_ticket(session, account_id="7")
+        found = await open_ticket_for_thread(session, account_id="7", status_ids=["99", "100"])
+        assert found is not None and found.id == t.id
+        assert await open_ticket_for_thread(session, account_id="8", status_ids=["100"]) is None
+        assert await open_ticket_for_thread(session, account_id="7", status_ids=["101"]) is None
+
+
+async def test_cursor_only_moves_forward(sessions: Any) -> None:
+    async with transaction(sessions) as session:
+        assert await get_cursor(session, name="feed") is None
+        await set_cursor(session, name="feed", value="109999999999999999")
+    async with transaction(sessions) as session:
+        # Numeric order, not text order: "99..." < "1099..." as numbers.
+        await set_cursor(session, name="feed", value="99999999999999999")
+    async with sessions() as session:
+        assert await get_cursor(session, name="feed") == "109999999999999999"
+
+
+async def test_outbox_due_retry_and_sent(sessions: Any) -> None:
+    async with transaction(sessions) as session:
+        t = ticket()
+        session.add(t)
+        await session.flush()
+        row = enqueue(session, kind=OutboxKind.CARD, ticket_id=t.id, channel="#support", text="card",
+                      blocks=[{"type": "divider"}])
+    now = datetime.now(UTC)
+    async with transaction(sessions) as session:
+        due = await due_messages(session, now=now)
+        assert [(r.id, tk.id) for r, tk in due] == [(row.id, t.id)]
+        await mark_retry(session, row_id=row.id, at=now + timedelta(minutes=5), error="Slack answered HTTP 503")
+    async with transaction(sessions) as session:
+        assert await due_messages(session, now=now) == []
+        assert await next_due_at(session) == now + timedelta(minutes=5)
+        await mark_sent(session, row_id=row.id, channel="C0SUPPORT", ts="1.000100")
+    async with sessions() as session:
+        stored = await session.get(Ticket, t.id)
+        assert (stored.channel, stored.slack_ts) == ("C0SUPPORT", "1.000100")
+        assert await next_due_at(session) is None
