@@ -109,13 +109,15 @@ class MastodonClient:
         return {"Authorization": f"Bearer {self._token}"}
 
     @property
-    def ratelimit_reset(self) -> float:
-        """Unix time at which the current rate-limit window resets, from the last response."""
-        return float(self._api.ratelimit_reset)
+    def ratelimit_reset(self) -> float | None:
+        """Unix time at which the rate-limit window resets, from the last response's headers (if any)."""
+        reset = self._api.ratelimit_reset
+        return float(reset) if reset is not None else None
 
     @property
-    def ratelimit_remaining(self) -> int:
-        return int(self._api.ratelimit_remaining)
+    def ratelimit_remaining(self) -> int | None:
+        remaining = self._api.ratelimit_remaining
+        return int(remaining) if remaining is not None else None
 
     async def verify_credentials(self) -> AccountRef:
         data = await asyncio.to_thread(self._api.account_verify_credentials)

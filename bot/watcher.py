@@ -33,6 +33,8 @@ from storage.db import transaction
 logger = logging.getLogger(__name__)
 
 PAGE_LIMIT = 40
+# Requests kept in reserve per rate-limit window (Mastodon: 300 per 5 minutes) for replies and lookups.
+RATE_LIMIT_LOW_WATER = 20
 # Mastodon sends a heartbeat comment every few seconds; this much silence means a dead connection.
 STREAM_READ_TIMEOUT_S = 90.0
 
@@ -120,8 +122,9 @@ class FeedWatcher:
                 await self.catch_up()
                 attempt = 0
                 self.polls_completed += 1
-                wait_s = (self._settings.poll_interval_s if self.stream_connected.is_set()
-                          else self._settings.stream_down_poll_interval_s)
+                wait_s = max(self._rate_limit_pause_s(),
+                             self._settings.poll_interval_s if self.stream_connected.is_set()
+                             else self._settings.stream_down_poll_interval_s)
             except IngestError as exc:
                 attempt += 1
                 wait_s = backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
@@ -132,6 +135,17 @@ class FeedWatcher:
             self._kick.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), timeout=wait_s)
+
+    def _rate_limit_pause_s(self) -> float:
+        """Nearly out of requests for this window: sit out the rest of it rather than run into 429s."""
+        remaining, reset = self._client.ratelimit_remaining, self._client.ratelimit_reset
+        if remaining is None or reset is None or remaining > RATE_LIMIT_LOW_WATER:
+            return 0.0
+        pause_s = min(max(0.0, reset - time.time()), self._settings.max_backoff_s)
+        if pause_s > 0:
+            logger.warning("%s: %d Mastodon requests left in this window; pausing polls %.0fs",
+                           self.feed.cursor_name, remaining, pause_s)
+        return pause_s
 
     def _wait_after(self, exc: Exception, attempt: int) -> float:
         sorted_ = sort_mastodon_error(exc, ratelimit_reset=self._client.ratelimit_reset)
