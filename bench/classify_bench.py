@@ -79,9 +79,7 @@ def cold_load_seconds() -> float:
         "from bot.classifier import ComplaintClassifier; ComplaintClassifier.load(); "
         "print(time.perf_counter() - t0)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(REPO_ROOT)], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code, str(REPO_ROOT)], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
 
 

@@ -207,9 +207,7 @@ def _read_npz(npz_path: Path) -> dict[str, npt.NDArray[Any]]:
         raise ClassifierError(f"{npz_path}: cannot read model arrays ({exc})") from exc
 
 
-def _densify(
-    arrays: Mapping[str, npt.NDArray[Any]], blocks: Sequence[FeatureBlock], npz_path: Path
-) -> _Arrays:
+def _densify(arrays: Mapping[str, npt.NDArray[Any]], blocks: Sequence[FeatureBlock], npz_path: Path) -> _Arrays:
     def get(name: str) -> npt.NDArray[Any]:
         if name not in arrays:
             raise ClassifierError(f"{npz_path}: array {name!r} is missing")
@@ -280,9 +278,7 @@ def _parse_threshold(meta: Mapping[str, Any], json_path: Path) -> float:
 class ComplaintClassifier:
     """Scores posts; immutable after construction, so one instance can serve many threads."""
 
-    def __init__(
-        self, blocks: Sequence[FeatureBlock], arrays: _Arrays, threshold: float, metadata: dict[str, Any]
-    ):
+    def __init__(self, blocks: Sequence[FeatureBlock], arrays: _Arrays, threshold: float, metadata: dict[str, Any]):
         self._blocks = tuple(blocks)
         self._hashers = make_hashers(self._blocks)
         self._arrays = arrays
@@ -360,9 +356,7 @@ class ComplaintClassifier:
 
     def classify_many(self, texts: Sequence[str], threshold: float | None = None) -> list[Classification]:
         cut = self._threshold if threshold is None else threshold
-        return [
-            Classification(COMPLAINT if score >= cut else OTHER, score) for score in self.score_many(texts)
-        ]
+        return [Classification(COMPLAINT if score >= cut else OTHER, score) for score in self.score_many(texts)]
 
     def classify(self, text: str, threshold: float | None = None) -> Classification:
         return self.classify_many([text], threshold)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import os
 import signal
@@ -115,6 +116,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from bot.classify_cli import run_classify
 
     classifier = ComplaintClassifier.load(args.model)
+    # A stray invalid byte must become an error line for that input, not end the whole run.
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="replace")
     return run_classify(sys.stdin, sys.stdout, classifier, threshold=args.threshold)
 
 
@@ -158,10 +162,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        from bot.classifier import ClassifierError
-        from storage.db import DatabaseError
+        message = _known_failure(exc)
+        if message is None:
+            raise
+        print(f"mentiondesk: {message}", file=sys.stderr)
+        return EXIT_FAILED
 
-        if isinstance(exc, DatabaseError | ClassifierError):
-            print(f"mentiondesk: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        raise
+
+def _known_failure(exc: Exception) -> str | None:
+    """A one-line explanation for failures a person can fix, None for bugs (which keep their traceback)."""
+    from mastodon.errors import MastodonError, MastodonUnauthorizedError
+
+    from bot.classifier import ClassifierError
+    from storage.db import DatabaseError
+
+    if isinstance(exc, DatabaseError | ClassifierError):
+        return str(exc)
+    if isinstance(exc, MastodonUnauthorizedError):
+        return f"Mastodon refused MENTIONDESK_MASTODON_TOKEN: {exc}"
+    if isinstance(exc, MastodonError):
+        return f"cannot use Mastodon: {exc}"
+    return None

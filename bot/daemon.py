@@ -37,6 +37,7 @@ class Daemon:
         self._engine: AsyncEngine | None = None
         self._http: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._sender_task: asyncio.Task[None] | None = None
         self._ingest_lock = asyncio.Lock()
         self.context: AppContext | None = None
         self.watchers: list[FeedWatcher] = []
@@ -76,8 +77,11 @@ class Daemon:
 
         slack: AsyncWebClient | None = None
         if not settings.slack.dry_run:
+            # No retry handlers: slack-sdk's default re-sends after a dropped connection, which can post a card
+            # twice; the sender retries itself and looks in Slack first when an answer was lost.
             slack = AsyncWebClient(token=secrets.slack_bot_token, base_url=settings.slack.base_url,
-                                   timeout=int(settings.slack.request_timeout_s), session=self._http)
+                                   timeout=int(settings.slack.request_timeout_s), session=self._http,
+                                   retry_handlers=[])
         self.sender = SlackSender(sessions, settings.slack, client=slack, dry_run_out=self._dry_run_out)
         self.context = AppContext(settings=settings, sessions=sessions, classifier=classifier, threshold=threshold,
                                   mastodon=mastodon, brand=brand, wake_outbox=self.sender.wake)
@@ -90,7 +94,8 @@ class Daemon:
                         http=self._http, stream_base_url=stream_base)
             for feed in feeds
         ]
-        self._tasks.append(asyncio.create_task(self.sender.run(), name="slack sender"))
+        self._sender_task = asyncio.create_task(self.sender.run(), name="slack sender")
+        self._tasks.append(self._sender_task)
         self._tasks.extend(asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers)
 
     async def _prepare_schema(self, engine: AsyncEngine) -> None:
@@ -124,13 +129,23 @@ class Daemon:
                 raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
 
     async def stop(self) -> None:
-        # Reverse order of start: stop intake and sending, then close clients, then the database.
-        for task in self._tasks:
+        # Reverse order of start: stop intake, let the sender finish its message in flight, then close
+        # clients, then the database.
+        timeout_s = self.config.settings.daemon.shutdown_timeout_s
+        watchers = [t for t in self._tasks if t is not self._sender_task]
+        for task in watchers:
             task.cancel()
-        if self._tasks:
+        if watchers:
             # A task stuck in a worker thread (a hung Mastodon call) must not hold the shutdown forever.
-            await asyncio.wait(self._tasks, timeout=self.config.settings.daemon.shutdown_timeout_s)
+            await asyncio.wait(watchers, timeout=timeout_s)
+        if self.sender is not None and self._sender_task is not None:
+            self.sender.stop()
+            _, pending = await asyncio.wait([self._sender_task], timeout=timeout_s)
+            for task in pending:
+                task.cancel()  # the claimed row stays in doubt; the next sender checks Slack before reposting
+            await asyncio.wait([self._sender_task])
         self._tasks.clear()
+        self._sender_task = None
         if self._http is not None:
             await self._http.close()
             self._http = None

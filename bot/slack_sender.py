@@ -2,6 +2,10 @@
 
 Slack allows about one message per second per channel. Rows wait in the database, so a ticket opened
 while Slack is down (or the daemon restarts) is posted when Slack is reachable again.
+
+When a post fails *ambiguously* (a timeout or dropped connection after the request went out, so Slack may
+have posted it), the row is marked in doubt. Before posting it again the sender looks in Slack for a message
+whose metadata carries the row's outbox_id, and if it finds one records that message instead of posting twice.
 """
 
 from __future__ import annotations
@@ -9,11 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TextIO
+from typing import Any, TextIO
 
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,12 +33,40 @@ from bot.retry import Verdict, backoff_delay, sort_slack_error
 from bot.slack_cards import render_plain
 from storage.db import transaction
 from storage.models import OutboxKind, SlackOutbox, Ticket
-from storage.outbox import due_messages, mark_retry, mark_sent, next_due_at
+from storage.outbox import claim, due_messages, in_doubt, mark_retry, mark_sent, next_due_at
 from storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 
 IDLE_POLL_S = 30.0  # also picks up rows written by another daemon sharing the database
+EVENT_TYPE = "mentiondesk_message"  # metadata event_type on every message we post
+# Channel, private-group and DM IDs; anything else (e.g. "#support") is a name.
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]+")
+LOOKUP_PAGE_SIZE = 200
+# Ten pages is 2000 messages since the row was queued; past that, give up looking rather than hammer a
+# Tier 3 method, and post (a possible duplicate beats a lost ticket).
+LOOKUP_MAX_PAGES = 10
+# How far before the row's creation to search: covers clock skew between this host and Slack.
+LOOKUP_SKEW = timedelta(minutes=1)
+
+
+def is_ambiguous(exc: BaseException) -> bool:
+    """True when the request may have reached Slack and been acted on: only its answer was lost."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False  # never connected, so nothing was sent
+    # A connect timeout also lands here; that costs one needless lookup, never a duplicate.
+    return isinstance(exc, TimeoutError | aiohttp.ServerDisconnectedError | aiohttp.ClientOSError
+                      | aiohttp.ClientPayloadError)
+
+
+class _LookupIncomplete(Exception):
+    """The search could not be finished (too many messages to page through)."""
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    ts: str | None = None  # the earlier attempt's message, when found
+    checked: bool = True  # False when Slack could not be searched: the doubt remains
 
 
 class SlackSender:
@@ -44,6 +81,10 @@ class SlackSender:
     ) -> None:
         if client is None and not settings.dry_run:
             raise ValueError("a Slack client is needed unless slack.dry_run is set")
+        if client is not None and any(isinstance(h, AsyncConnectionErrorRetryHandler) for h in client.retry_handlers):
+            # slack-sdk's default handler re-sends a request whose connection dropped: for chat.postMessage that
+            # blind re-send is exactly what posts a card twice. This sender looks in Slack first instead.
+            raise ValueError("build the Slack client with retry_handlers=[]; the sender does its own retries")
         self._sessions = sessions
         self._settings = settings
         self._client = client
@@ -52,12 +93,18 @@ class SlackSender:
         self._wake = asyncio.Event()
         # Monotonic time before which each channel must not get another message.
         self._channel_free_at: dict[str, float] = {}
+        self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
 
+    def stop(self) -> None:
+        """Finish the message in flight, then return from run(): a cancelled send could post without a record."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 wait_s = await self.send_due()
@@ -73,6 +120,8 @@ class SlackSender:
             due = await due_messages(session, now=utcnow())
         soonest = IDLE_POLL_S
         for row, ticket in due:
+            if self._stopping:
+                break
             wait_s = self._wait_before(row, ticket)
             if wait_s > 0:
                 soonest = min(soonest, wait_s)
@@ -104,12 +153,34 @@ class SlackSender:
         target = self._target(row, ticket)
         assert target is not None and row.id is not None
         channel, thread_ts = target
+        if not await self._claim(row):
+            return  # another daemon sharing the database is sending it
         self._channel_free_at[channel] = time.monotonic() + self._settings.post_interval_s
+        doubt = in_doubt(row)
         try:
+            if doubt:
+                found = await self._look_for_earlier_post(row, channel, thread_ts)
+                if found.ts is not None:
+                    logger.info("Slack message for ticket #%d (%s) was already posted (ts=%s); not posting again",
+                                row.ticket_id, row.kind, found.ts)
+                    await self._record_sent(row, channel, channel, found.ts)
+                    return
+                doubt = not found.checked
             posted_channel, ts = await self._post(row, channel, thread_ts)
         except Exception as exc:
-            await self._retry_later(row, channel, exc)
+            # Still in doubt unless Slack was searched and had no such message.
+            await self._retry_later(row, channel, exc, ambiguous=doubt or is_ambiguous(exc))
             return
+        await self._record_sent(row, channel, posted_channel, ts)
+
+    async def _claim(self, row: SlackOutbox) -> bool:
+        # Long enough for the lookup and the post to finish or time out, so no other sender starts meanwhile.
+        lease = timedelta(seconds=3 * self._settings.request_timeout_s + 10)
+        async with transaction(self._sessions) as session:
+            return await claim(session, row=row, lease_until=utcnow() + lease)
+
+    async def _record_sent(self, row: SlackOutbox, channel: str, posted_channel: str, ts: str) -> None:
+        assert row.id is not None
         async with transaction(self._sessions) as session:
             await mark_sent(session, row_id=row.id, channel=posted_channel, ts=ts)
         self._channel_free_at.setdefault(posted_channel, self._channel_free_at[channel])
@@ -118,6 +189,51 @@ class SlackSender:
             self._wake.set()  # follow-ups may have been waiting for this card
             if self._on_card_posted is not None:
                 await self._on_card_posted(CardPosted(ticket_id=row.ticket_id, channel=posted_channel, ts=ts))
+
+    async def _look_for_earlier_post(self, row: SlackOutbox, channel: str, thread_ts: str | None) -> _Lookup:
+        """Search Slack for the message an earlier, ambiguous attempt may have posted.
+
+        Raises the Slack error when Slack is rate limiting or failing (retry later, still in doubt); any other
+        failure is logged and reported as unchecked, so the message is posted again rather than held forever.
+        """
+        if self._client is None:
+            return _Lookup(checked=False)  # dry run: nothing was ever sent
+        if not _CHANNEL_ID.fullmatch(channel):
+            # conversations.* only take channel IDs, and a #name becomes an ID only in a successful post's
+            # answer, which an ambiguous attempt never gave us. Resolving names would need channels:read and a
+            # full conversations.list walk; posting again risks a duplicate, which beats losing the ticket.
+            logger.warning("Slack message for ticket #%d (%s) may already be in %s, which is not a channel ID "
+                           "and cannot be searched; posting it again", row.ticket_id, row.kind, channel)
+            return _Lookup(checked=False)
+        try:
+            return _Lookup(ts=await self._find_by_outbox_id(row, channel, thread_ts))
+        except Exception as exc:
+            if isinstance(exc, SlackApiError) and sort_slack_error(exc).verdict is not Verdict.FATAL:
+                raise  # 429/5xx: Slack will answer later, and then we can still avoid a duplicate
+            logger.warning("Slack message for ticket #%d (%s) may already be in %s but Slack cannot be searched "
+                           "(%s); posting it again", row.ticket_id, row.kind, channel, sort_slack_error(exc).reason)
+            return _Lookup(checked=False)
+
+    async def _find_by_outbox_id(self, row: SlackOutbox, channel: str, thread_ts: str | None) -> str | None:
+        """The ts of the message in ``channel`` (or its thread) whose metadata names this outbox row."""
+        assert self._client is not None
+        # The message cannot predate the row; the margin absorbs clock skew with Slack.
+        oldest = f"{(row.created_at - LOOKUP_SKEW).timestamp():.6f}"
+        cursor: str | None = None
+        for _ in range(LOOKUP_MAX_PAGES):
+            common: dict[str, Any] = dict(channel=channel, include_all_metadata=True, limit=LOOKUP_PAGE_SIZE,
+                                          cursor=cursor)
+            if thread_ts is None:
+                page = await self._client.conversations_history(oldest=oldest, **common)
+            else:
+                page = await self._client.conversations_replies(ts=thread_ts, **common)
+            for message in page.get("messages") or []:
+                if _names_outbox_row(message, row):
+                    return str(message["ts"])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None:
+                return None
+        raise _LookupIncomplete(f"no match in the first {LOOKUP_MAX_PAGES * LOOKUP_PAGE_SIZE} messages searched")
 
     async def _post(self, row: SlackOutbox, channel: str, thread_ts: str | None) -> tuple[str, str]:
         if self._client is None:
@@ -134,12 +250,12 @@ class SlackSender:
             thread_ts=thread_ts,
             unfurl_links=False,
             unfurl_media=False,
-            metadata={"event_type": "mentiondesk_message",
-                      "event_payload": {"outbox_id": row.id, "ticket": row.ticket_id}},
+            # The outbox_id lets a retry find this message if the answer to this call is lost.
+            metadata={"event_type": EVENT_TYPE, "event_payload": {"outbox_id": row.id, "ticket": row.ticket_id}},
         )
         return str(response["channel"]), str(response["ts"])
 
-    async def _retry_later(self, row: SlackOutbox, channel: str, exc: Exception) -> None:
+    async def _retry_later(self, row: SlackOutbox, channel: str, exc: Exception, *, ambiguous: bool) -> None:
         assert row.id is not None
         verdict = sort_slack_error(exc)
         attempt = row.attempts + 1
@@ -150,7 +266,16 @@ class SlackSender:
         else:
             wait_s = backoff_delay(attempt, cap_s=self._settings.max_retry_delay_s)
         log = logger.error if verdict.verdict is Verdict.FATAL else logger.warning
-        log("Slack message for ticket #%d (%s) not sent: %s; retry %d in %.1fs", row.ticket_id, row.kind,
-            verdict.reason, attempt, wait_s)
+        log("Slack message for ticket #%d (%s) not sent%s: %s; retry %d in %.1fs", row.ticket_id, row.kind,
+            " (Slack may have posted it; will check first)" if ambiguous else "", verdict.reason, attempt, wait_s)
         async with transaction(self._sessions) as session:
-            await mark_retry(session, row_id=row.id, at=utcnow() + timedelta(seconds=wait_s), error=verdict.reason)
+            await mark_retry(session, row_id=row.id, at=utcnow() + timedelta(seconds=wait_s), error=verdict.reason,
+                             ambiguous=ambiguous)
+
+
+def _names_outbox_row(message: dict[str, Any], row: SlackOutbox) -> bool:
+    metadata = message.get("metadata") or {}
+    payload = metadata.get("event_payload") or {}
+    # Compare as text: the payload's JSON numbers may come back as strings.
+    return (metadata.get("event_type") == EVENT_TYPE and str(payload.get("outbox_id")) == str(row.id)
+            and str(payload.get("ticket")) == str(row.ticket_id))

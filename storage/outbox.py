@@ -12,6 +12,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.models import OutboxKind, OutboxState, SlackOutbox, Ticket
 from storage.types import utcnow
 
+# Prefix of last_error when an attempt failed after Slack may already have posted the message (the answer, not
+# the request, was lost). Kept in last_error rather than a column: it only matters until the row is sent.
+AMBIGUOUS = "ambiguous: "
+
 
 def enqueue(
     session: AsyncSession,
@@ -70,14 +74,37 @@ async def mark_sent(session: AsyncSession, *, row_id: int, channel: str, ts: str
         )  # type: ignore[call-overload]
 
 
-async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error: str) -> None:
+async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error: str, ambiguous: bool = False) -> None:
+    """Schedule another attempt; ``ambiguous`` says the message may be in Slack already (see ``in_doubt``)."""
     row = await session.get(SlackOutbox, row_id)
     if row is None:
         return
     row.attempts += 1
     row.next_attempt_at = at
-    row.last_error = error[:2000]
+    row.last_error = ((AMBIGUOUS if ambiguous else "") + error)[:2000]
     session.add(row)
+
+
+async def claim(session: AsyncSession, *, row: SlackOutbox, lease_until: datetime) -> bool:
+    """Take the row for one send attempt; False when another sender took it first.
+
+    The lease moves the row out of everyone's due list until it expires, and the row is marked in doubt
+    for that time: if this sender dies mid-send (crash, kill, shutdown cut short), whoever picks the row
+    up after the lease looks in Slack before posting, instead of posting it a second time.
+    """
+    marker = row.last_error if in_doubt(row) else AMBIGUOUS + "a send attempt did not finish"
+    result = await session.exec(
+        update(SlackOutbox)
+        .where(col(SlackOutbox.id) == row.id, col(SlackOutbox.state) == OutboxState.PENDING,
+               col(SlackOutbox.next_attempt_at) == row.next_attempt_at)
+        .values(next_attempt_at=lease_until, last_error=marker)
+    )  # type: ignore[call-overload]
+    return bool(result.rowcount == 1)
+
+
+def in_doubt(row: SlackOutbox) -> bool:
+    """True when an earlier attempt may have posted this message: look in Slack before posting it again."""
+    return row.last_error is not None and row.last_error.startswith(AMBIGUOUS)
 
 
 async def pending_count(session: AsyncSession) -> int:

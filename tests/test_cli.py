@@ -106,3 +106,15 @@ async def test_demo_shows_tickets_arriving() -> None:
     assert "[dry run] would post to #billing" in text  # the refund complaint is routed
     assert "(thread of dry-run." in text  # maya's follow-up joins her ticket
     assert "6 mentions stored, 3 tickets opened" in text
+
+
+def test_run_with_a_rejected_token_says_so(tmp_path: Path, mastodon: MockServer, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_config(tmp_path, mastodon_url=mastodon.base_url, slack_url="http://127.0.0.1:9/api/",
+                        db_url=f"sqlite+aiosqlite:///{tmp_path / 'md.db'}")
+    monkeypatch.setenv("MENTIONDESK_MASTODON_TOKEN", "not-the-token")
+    monkeypatch.setenv("MENTIONDESK_SLACK_BOT_TOKEN", "xoxb-x")
+    assert main(["run", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "Mastodon refused MENTIONDESK_MASTODON_TOKEN" in err
+    assert "not-the-token" not in err

@@ -6,7 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from mastodon_mock.testing.server import MockServer
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import col, select
 
 from bot.config import Config
@@ -180,3 +183,56 @@ async def _connected(daemon: Daemon) -> bool:
 
 async def _ticket_has_ts(daemon: Daemon, ticket_id: int | None) -> bool:
     return any(t.id == ticket_id and t.slack_ts for t in await rows(daemon, Ticket))
+
+
+async def test_post_in_mention_and_hashtag_feeds_is_stored_once(mastodon: MockServer, slack: FakeSlack,
+                                                               make_config: Callable[..., Config],
+                                                               start_daemon: Start) -> None:
+    daemon = await start_daemon(make_config(mastodon={"hashtags": ["acmehelp"]}))
+    await eventually(lambda: _connected(daemon), what="both streams connected")
+    await post(mastodon, "alice", f"{COMPLAINT} #acmehelp")
+    await eventually(lambda: _count(daemon, Ticket, 1), what="ticket")
+    await asyncio.sleep(1.5)  # both feeds polled again by now
+    assert len(await rows(daemon, Mention)) == 1
+    await slack.wait_for(lambda: len(slack.messages()) == 1, timeout_s=5)
+
+
+async def test_database_going_away_loses_nothing(db_url: str, mastodon: MockServer, slack: FakeSlack,
+                                                 make_config: Callable[..., Config], start_daemon: Start) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("needs a database server that can refuse connections")
+    daemon = await start_daemon(make_config())
+    await post(mastodon, "alice", COMPLAINT)
+    await eventually(lambda: _count(daemon, Ticket, 1), what="first ticket")
+
+    admin = create_async_engine(str(make_url(db_url).set(database="postgres")), isolation_level="AUTOCOMMIT")
+    dbname = make_url(db_url).database
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false'))
+            await conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                    "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": dbname})
+        await post(mastodon, "bob", COMPLAINT_2)
+        await asyncio.sleep(2.0)  # the stream delivers it and the polls retry, all failing to store it
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true'))
+        await admin.dispose()
+    await eventually(lambda: _count(daemon, Ticket, 2), timeout_s=15, what="ticket stored once the database is back")
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 2, timeout_s=10)
+    assert len(await rows(daemon, Mention)) == 2
+
+
+async def test_two_daemons_sharing_a_database_post_each_card_once(mastodon: MockServer, slack: FakeSlack,
+                                                                  make_config: Callable[..., Config],
+                                                                  start_daemon: Start) -> None:
+    config = make_config()
+    first, second = await start_daemon(config), await start_daemon(config)
+    await eventually(lambda: _connected(first), what="first daemon's stream")
+    await eventually(lambda: _connected(second), what="second daemon's stream")
+    for i in range(4):
+        await post(mastodon, "alice" if i % 2 else "bob", f"{COMPLAINT} (case {i})")
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 4, timeout_s=15)
+    await asyncio.sleep(2.0)  # room for a duplicate from the other daemon
+    assert len(slack.messages("C0SUPPORT")) == 4
+    assert len(await rows(first, Ticket)) == 4 and len(await rows(second, Mention)) == 4

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from storage.cursors import get_cursor, set_cursor
 from storage.db import DatabaseError, create_engine, current_revision, head_revision, transaction, upgrade
 from storage.models import Mention, OutboxKind, Ticket
-from storage.outbox import due_messages, enqueue, mark_retry, mark_sent, next_due_at
+from storage.outbox import claim, due_messages, enqueue, in_doubt, mark_retry, mark_sent, next_due_at
 from storage.tickets import has_open_ticket, open_ticket_for_thread
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -117,3 +117,24 @@ async def test_outbox_due_retry_and_sent(sessions: Any) -> None:
         stored = await session.get(Ticket, t.id)
         assert (stored.channel, stored.slack_ts) == ("C0SUPPORT", "1.000100")
         assert await next_due_at(session) is None
+
+
+async def test_only_one_sender_can_claim_a_message(sessions: Any) -> None:
+    async with transaction(sessions) as session:
+        t = ticket()
+        session.add(t)
+        await session.flush()
+        enqueue(session, kind=OutboxKind.CARD, ticket_id=t.id, channel="#support", text="card", blocks=[])
+    now = datetime.now(UTC)
+    async with sessions() as session:
+        [(seen_by_a, _)] = await due_messages(session, now=now)
+    async with sessions() as session:
+        [(seen_by_b, _)] = await due_messages(session, now=now)
+    async with transaction(sessions) as session:
+        assert await claim(session, row=seen_by_a, lease_until=now + timedelta(minutes=2))
+    async with transaction(sessions) as session:
+        assert not await claim(session, row=seen_by_b, lease_until=now + timedelta(minutes=2))
+        # Leased: nobody sees it as due, and it is in doubt should the claimer die mid-send.
+        assert await due_messages(session, now=now + timedelta(minutes=1)) == []
+        [(after_lease, _)] = await due_messages(session, now=now + timedelta(minutes=3))
+    assert in_doubt(after_lease)

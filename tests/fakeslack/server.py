@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import inspect
 import itertools
@@ -248,6 +249,9 @@ class FakeSlack:
         self._used_triggers: set[str] = set()
 
         self._faults: dict[str, deque[_Fault]] = defaultdict(deque)
+        self._slow: dict[str, deque[float]] = defaultdict(deque)
+        self._drops: dict[str, int] = defaultdict(int)
+        self._stopping = asyncio.Event()
         self._down = False
         self._tickets: set[str] = set()
         self._sockets: list[_Socket] = []
@@ -284,6 +288,7 @@ class FakeSlack:
         return self
 
     async def stop(self) -> None:
+        self._stopping.set()  # slow answers (slow_next) finish now instead of holding up the shutdown
         for pending in self._pending_acks.values():
             if not pending.done():
                 pending.set_exception(RuntimeError("FakeSlack stopped before the envelope was acked"))
@@ -337,6 +342,24 @@ class FakeSlack:
         """Answer the next ``count`` calls of ``method`` with 429 + Retry-After."""
         for _ in range(count):
             self._faults[method].append(_Fault(429, retry_after_s=retry_after_s))
+
+    def slow_next(self, method: str, *, delay_s: float, count: int = 1) -> None:
+        """Process the next ``count`` calls of ``method`` ("*" = any) normally, but answer only after ``delay_s``.
+
+        The call takes effect at once (a posted message is stored and visible to history), as when Slack is slow
+        to answer: a client that times out first cannot tell whether its request was carried out. Calls
+        answered by fail_next/rate_limit_next or set_down never reach the method and do not use one up.
+        """
+        for _ in range(count):
+            self._slow[method].append(delay_s)
+
+    def drop_next(self, method: str, *, count: int = 1) -> None:
+        """Process the next ``count`` calls of ``method`` ("*" = any) normally, then cut the connection unanswered.
+
+        Like a connection lost after Slack acted on the request: the client sees a disconnect or reset and
+        cannot tell whether the call took effect. Faults and set_down take precedence, as for slow_next.
+        """
+        self._drops[method] += count
 
     def set_down(self, down: bool) -> None:
         """While down, every Web API call and Socket Mode upgrade answers 503."""
@@ -419,8 +442,28 @@ class FakeSlack:
         except ApiError as err:
             if err.status == 429:  # only the enforced per-channel limit; programmed 429s are faults
                 self.rate_limited_count += 1
-            return err.response()
-        return web.json_response({"ok": True, **result})
+            response = err.response()
+        else:
+            response = web.json_response({"ok": True, **result})
+        await self._answer_slowly(method)
+        if self._take_drop(method) and request.transport is not None:
+            request.transport.abort()  # reset the connection before a byte of the answer is written
+        return response
+
+    def _take_drop(self, method: str) -> bool:
+        for key in (method, "*"):
+            if self._drops[key]:
+                self._drops[key] -= 1
+                return True
+        return False
+
+    async def _answer_slowly(self, method: str) -> None:
+        for key in (method, "*"):
+            if self._slow[key]:
+                delay_s = self._slow[key].popleft()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
+                return
 
     def _take_fault(self, method: str) -> _Fault | None:
         for key in (method, "*"):

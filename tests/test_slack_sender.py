@@ -1,0 +1,205 @@
+"""The Slack outbox sender against the fake Slack: retries, and no duplicate when an answer is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import SlackSettings
+from bot.slack_sender import SlackSender
+from storage.db import transaction
+from storage.models import OutboxKind, OutboxState, SlackOutbox, Ticket
+from storage.outbox import AMBIGUOUS, enqueue
+from tests.fakeslack import FakeSlack
+
+CLIENT_TIMEOUT_S = 1
+SLOWER_THAN_CLIENT_S = 1.5
+NOW = datetime.now(UTC)
+
+Sessions = Any
+
+
+def sender_for(slack: FakeSlack, sessions: Sessions) -> SlackSender:
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url, timeout=CLIENT_TIMEOUT_S,
+                            retry_handlers=[])
+    settings = SlackSettings(default_channel="C0SUPPORT", base_url=slack.base_url, post_interval_s=0,
+                             max_retry_delay_s=0.2)
+    return SlackSender(sessions, settings, client=client)
+
+
+def blocks(text: str) -> list[dict[str, Any]]:
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+
+
+async def new_ticket(sessions: Sessions, *, channel: str = "C0SUPPORT", text: str = "Ticket card") -> tuple[int, int]:
+    """A ticket and its queued card, as ingest writes them; returns (ticket id, outbox row id)."""
+    async with transaction(sessions) as session:
+        ticket = Ticket(customer_account_id="7", customer_acct="alice", root_status_id="100", posted_at=NOW,
+                        received_at=NOW, score=0.9, channel=channel, first_response_due_at=NOW + timedelta(hours=1))
+        session.add(ticket)
+        await session.flush()
+        assert ticket.id is not None
+        row = enqueue(session, kind=OutboxKind.CARD, ticket_id=ticket.id, channel=channel, text=text,
+                      blocks=blocks(text))
+        await session.flush()
+        assert row.id is not None
+        return ticket.id, row.id
+
+
+async def new_followup(sessions: Sessions, ticket_id: int, text: str = "Follow-up") -> int:
+    async with transaction(sessions) as session:
+        ticket = await session.get(Ticket, ticket_id)
+        assert ticket is not None
+        row = enqueue(session, kind=OutboxKind.FOLLOWUP, ticket_id=ticket_id, channel=ticket.channel, text=text,
+                      blocks=blocks(text))
+        await session.flush()
+        assert row.id is not None
+        return row.id
+
+
+async def get(sessions: Sessions, model: type[Any], row_id: int) -> Any:
+    async with sessions() as session:
+        return await session.get(model, row_id)
+
+
+async def drive(sender: SlackSender, until: Callable[[], Awaitable[bool]], *, timeout_s: float = 3.0) -> None:
+    """Run the sender's loop body until ``until`` holds."""
+    deadline = time.monotonic() + timeout_s
+    while not await until():
+        assert time.monotonic() < deadline, "the outbox did not reach the expected state in time"
+        await sender.send_due()
+        await asyncio.sleep(0.02)
+
+
+def is_sent(sessions: Sessions, row_id: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return (await get(sessions, SlackOutbox, row_id)).state == OutboxState.SENT
+    return check
+
+
+def attempted(sessions: Sessions, row_id: int, times: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return (await get(sessions, SlackOutbox, row_id)).attempts >= times
+    return check
+
+
+async def test_card_whose_answer_times_out_is_found_not_posted_again(slack: FakeSlack, sessions: Sessions) -> None:
+    ticket_id, row_id = await new_ticket(sessions)
+    slack.slow_next("chat.postMessage", delay_s=SLOWER_THAN_CLIENT_S)
+    sender = sender_for(slack, sessions)
+
+    await drive(sender, attempted(sessions, row_id, 1))
+    row = await get(sessions, SlackOutbox, row_id)
+    assert row.state == OutboxState.PENDING and (row.last_error or "").startswith(AMBIGUOUS)
+    assert len(slack.messages("C0SUPPORT")) == 1  # Slack did post it
+
+    await drive(sender, is_sent(sessions, row_id))
+    [card] = slack.messages("C0SUPPORT")
+    assert slack.call_count("chat.postMessage") == 1 and slack.call_count("conversations.history") == 1
+    row = await get(sessions, SlackOutbox, row_id)
+    assert row.slack_ts == card["ts"] and row.last_error is None
+    ticket = await get(sessions, Ticket, ticket_id)
+    assert (ticket.channel, ticket.slack_ts) == ("C0SUPPORT", card["ts"])
+
+
+async def test_follow_up_whose_answer_times_out_is_found_in_the_thread(slack: FakeSlack, sessions: Sessions) -> None:
+    ticket_id, card_row = await new_ticket(sessions)
+    sender = sender_for(slack, sessions)
+    await drive(sender, is_sent(sessions, card_row))
+    [card] = slack.messages("C0SUPPORT")
+    row_id = await new_followup(sessions, ticket_id)
+    slack.slow_next("chat.postMessage", delay_s=SLOWER_THAN_CLIENT_S)
+
+    await drive(sender, is_sent(sessions, row_id))
+    [reply] = slack.thread("C0SUPPORT", card["ts"])
+    assert slack.call_count("chat.postMessage") == 2 and slack.call_count("conversations.replies") == 1
+    assert (await get(sessions, SlackOutbox, row_id)).slack_ts == reply["ts"]
+    assert (await get(sessions, Ticket, ticket_id)).slack_ts == card["ts"]  # a follow-up never moves the card
+
+
+async def test_dropped_connection_after_posting_is_not_resent(slack: FakeSlack, sessions: Sessions) -> None:
+    # slack-sdk would re-send a dropped request on its own; the sender must turn that off and look instead.
+    _, row_id = await new_ticket(sessions)
+    slack.drop_next("chat.postMessage")
+    await drive(sender_for(slack, sessions), is_sent(sessions, row_id))
+    [card] = slack.messages("C0SUPPORT")
+    assert slack.call_count("chat.postMessage") == 1
+    assert (await get(sessions, SlackOutbox, row_id)).slack_ts == card["ts"]
+
+
+async def test_plain_503_is_retried_without_a_lookup(slack: FakeSlack, sessions: Sessions) -> None:
+    _, row_id = await new_ticket(sessions)
+    slack.fail_next("chat.postMessage", status=503)
+    sender = sender_for(slack, sessions)
+
+    await drive(sender, attempted(sessions, row_id, 1))
+    assert (await get(sessions, SlackOutbox, row_id)).last_error == "Slack answered HTTP 503"
+    await drive(sender, is_sent(sessions, row_id))
+    assert len(slack.messages("C0SUPPORT")) == 1 and slack.call_count("chat.postMessage") == 2
+    assert slack.call_count("conversations.history") == 0
+
+
+async def test_lookup_failing_with_503_waits_and_looks_again(slack: FakeSlack, sessions: Sessions) -> None:
+    _, row_id = await new_ticket(sessions)
+    slack.slow_next("chat.postMessage", delay_s=SLOWER_THAN_CLIENT_S)
+    slack.fail_next("conversations.history", status=503)
+    sender = sender_for(slack, sessions)
+
+    await drive(sender, attempted(sessions, row_id, 2))
+    row = await get(sessions, SlackOutbox, row_id)
+    assert row.state == OutboxState.PENDING and (row.last_error or "").startswith(AMBIGUOUS)
+    await drive(sender, is_sent(sessions, row_id))
+    assert len(slack.messages("C0SUPPORT")) == 1 and slack.call_count("chat.postMessage") == 1
+    assert slack.call_count("conversations.history") == 2
+
+
+async def test_lookup_refused_posts_again_rather_than_lose_the_card(slack: FakeSlack, sessions: Sessions,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    _, row_id = await new_ticket(sessions)
+    slack.slow_next("chat.postMessage", delay_s=SLOWER_THAN_CLIENT_S)
+    slack.fail_next("conversations.history", status=200, body='{"ok": false, "error": "missing_scope"}')
+    with caplog.at_level(logging.WARNING, logger="bot.slack_sender"):
+        await drive(sender_for(slack, sessions), is_sent(sessions, row_id))
+    # The documented trade-off: without channels:history the sender cannot tell, and a duplicate beats a loss.
+    assert len(slack.messages("C0SUPPORT")) == 2
+    assert "cannot be searched (Slack error missing_scope); posting it again" in caplog.text
+
+
+async def test_card_for_a_channel_name_is_not_searched(slack: FakeSlack, sessions: Sessions,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    ticket_id, row_id = await new_ticket(sessions, channel="#support")
+    slack.slow_next("chat.postMessage", delay_s=SLOWER_THAN_CLIENT_S)
+    with caplog.at_level(logging.WARNING, logger="bot.slack_sender"):
+        await drive(sender_for(slack, sessions), is_sent(sessions, row_id))
+    # conversations.history needs the channel ID, which only a successful post would have told us.
+    assert slack.call_count("conversations.history") == 0 and len(slack.messages("C0SUPPORT")) == 2
+    assert "not a channel ID" in caplog.text
+    assert (await get(sessions, Ticket, ticket_id)).channel == "C0SUPPORT"
+
+
+async def test_dry_run_prints_the_card_and_marks_it_sent(sessions: Sessions) -> None:
+    ticket_id, row_id = await new_ticket(sessions, text="Order 1234 never arrived")
+    out = io.StringIO()
+    settings = SlackSettings(default_channel="C0SUPPORT", dry_run=True, post_interval_s=0)
+    await drive(SlackSender(sessions, settings, client=None, dry_run_out=out), is_sent(sessions, row_id))
+    assert "[dry run] would post to C0SUPPORT" in out.getvalue()
+    assert "Order 1234 never arrived" in out.getvalue()
+    assert (await get(sessions, Ticket, ticket_id)).slack_ts == f"dry-run.{row_id:06d}"
+
+
+async def test_unknown_channel_stays_pending_without_blocking_others(slack: FakeSlack, sessions: Sessions) -> None:
+    _, lost_row = await new_ticket(sessions, channel="C0GONE")
+    _, good_row = await new_ticket(sessions, text="Another customer")
+    await drive(sender_for(slack, sessions), is_sent(sessions, good_row))
+    assert "Another customer" in str(slack.messages("C0SUPPORT")[0]["blocks"])
+    lost = await get(sessions, SlackOutbox, lost_row)
+    assert lost.state == OutboxState.PENDING and lost.attempts >= 1
+    assert lost.last_error == "Slack error channel_not_found"
