@@ -152,9 +152,43 @@ class TicketCard:
     sla_due_at: datetime | None
     language: str | None
     visibility: str
+    # How the ticket is being worked; the defaults describe a ticket nobody has touched yet.
+    assignee_slack_id: str | None = None
+    first_response_at: datetime | None = None
+    last_customer_activity_at: datetime | None = None
+    edited_at: datetime | None = None
+    deleted: bool = False
+    closed_reason: str | None = None
+    previous_ticket: int | None = None
 
 
-def ticket_card(card: TicketCard, *, actions: list[dict[str, Any]] | None = None) -> tuple[str, list[dict]]:
+_SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,30}$")
+
+
+def _status_parts(card: TicketCard, now: datetime) -> list[str]:
+    """The working state: who has it, the SLA clock, the customer's latest activity."""
+    assignee = card.assignee_slack_id
+    parts = [f"Assigned to <@{assignee}>" if assignee and _SLACK_USER_RE.match(assignee) else "Unassigned"]
+    if card.first_response_at is not None:
+        parts.append(f"Responded {_slack_date(card.first_response_at)}")
+    elif card.sla_due_at is not None and card.state == "open":
+        overdue = " (overdue)" if card.sla_due_at <= now else ""
+        parts.append(f"First response due {_slack_date(card.sla_due_at)}{overdue}")
+    if card.last_customer_activity_at is not None and card.last_customer_activity_at > card.posted_at:
+        parts.append(f"Customer active {_slack_date(card.last_customer_activity_at)}")
+    if card.edited_at is not None:
+        parts.append(f"Post edited {_slack_date(card.edited_at)}")
+    if card.deleted:
+        parts.append("Post deleted by the customer")
+    if card.closed_reason:
+        parts.append(f"Closed: {escape_mrkdwn(_clamp(_one_line(card.closed_reason), _META_MAX))}")
+    if card.previous_ticket is not None:
+        parts.append(f"Follows ticket #{card.previous_ticket}")
+    return parts
+
+
+def ticket_card(card: TicketCard, *, actions: list[dict[str, Any]] | None = None,
+                now: datetime | None = None) -> tuple[str, list[dict]]:
     """Build ``(fallback_text, blocks)`` for a ticket's main Slack message.
 
     ``actions`` are Block Kit interactive elements (e.g. Claim/Reply/Resolve
@@ -175,7 +209,6 @@ def ticket_card(card: TicketCard, *, actions: list[dict[str, Any]] | None = None
         f"score {card.score:.2f}",
         f"Label: {escape_mrkdwn(_clamp(_one_line(card.label), _META_MAX))}" if card.label.strip() else "",
         f"Posted {_slack_date(card.posted_at)}",
-        f"First response due {_slack_date(card.sla_due_at)}" if card.sla_due_at else "",
         f"Visibility: {escape_mrkdwn(_clamp(_one_line(card.visibility), _META_MAX))}",
         f"Language: {escape_mrkdwn(_clamp(_one_line(card.language), _META_MAX))}" if card.language else "",
     ]
@@ -192,6 +225,7 @@ def ticket_card(card: TicketCard, *, actions: list[dict[str, Any]] | None = None
             "text": _mrkdwn(_quote(card.text, SECTION_MAX), SECTION_MAX),
         },
         _context(f"{prefix}-meta", meta),
+        _context(f"{prefix}-status", _status_parts(card, now or datetime.now(UTC))),
     ]
     if actions:
         blocks.append({"type": "actions", "block_id": f"{prefix}-actions", "elements": actions[:ACTIONS_ELEMENTS_MAX]})

@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.card_view import render_card
 from bot.config import SlackSettings
 from bot.events import CardPosted
 from bot.retry import Verdict, backoff_delay, sort_slack_error
@@ -136,7 +137,7 @@ class SlackSender:
         return soonest
 
     def _target(self, row: SlackOutbox, ticket: Ticket) -> tuple[str, str | None] | None:
-        """Channel and thread for a message, or None while its card is not in Slack yet."""
+        """Channel and thread (or, for a refresh, the card's ts) of a message; None while the card is not in Slack."""
         if row.kind == OutboxKind.CARD:
             return row.channel, None
         if ticket.slack_ts is None:
@@ -147,6 +148,8 @@ class SlackSender:
         target = self._target(row, ticket)
         if target is None:
             return IDLE_POLL_S  # the card's own send wakes us
+        if row.kind == OutboxKind.UPDATE:
+            return 0.0  # edits are not under the one-message-per-second posting limit
         return self._channel_free_at.get(target[0], 0.0) - time.monotonic()
 
     async def _send(self, row: SlackOutbox, ticket: Ticket) -> None:
@@ -155,6 +158,9 @@ class SlackSender:
         channel, thread_ts = target
         if not await self._claim(row):
             return  # another daemon sharing the database is sending it
+        if row.kind == OutboxKind.UPDATE:
+            await self._refresh_card(row, ticket, channel, thread_ts)
+            return
         self._channel_free_at[channel] = time.monotonic() + self._settings.post_interval_s
         doubt = in_doubt(row)
         try:
@@ -172,6 +178,35 @@ class SlackSender:
             await self._retry_later(row, channel, exc, ambiguous=doubt or is_ambiguous(exc))
             return
         await self._record_sent(row, channel, posted_channel, ts)
+
+    async def _refresh_card(self, row: SlackOutbox, ticket: Ticket, channel: str, ts: str | None) -> None:
+        # chat.update is idempotent, so an update whose answer was lost is simply sent again: no lookup.
+        assert row.id is not None and ts is not None
+        try:
+            text, blocks = await self._render(row)
+            if self._client is None:
+                self._write_dry_run(f"{channel} (update of {ts})", text, blocks)
+            else:
+                await self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+        except Exception as exc:
+            await self._retry_later(row, channel, exc, ambiguous=False)
+            return
+        async with transaction(self._sessions) as session:
+            await mark_sent(session, row_id=row.id, channel=channel, ts=ts)
+
+    async def _render(self, row: SlackOutbox) -> tuple[str, list[dict[str, Any]]]:
+        """A card is rendered from the ticket as it is now; thread messages were fixed when queued."""
+        if row.kind == OutboxKind.FOLLOWUP:
+            return row.text, row.blocks
+        async with self._sessions() as session:
+            ticket = await session.get(Ticket, row.ticket_id)
+            assert ticket is not None
+            return await render_card(session, ticket)
+
+    def _write_dry_run(self, where: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        assert self._dry_run_out is not None
+        self._dry_run_out.write(f"\n--- [dry run] would post to {where} ---\n{render_plain(text, blocks)}\n")
+        self._dry_run_out.flush()
 
     async def _claim(self, row: SlackOutbox) -> bool:
         # Long enough for the lookup and the post to finish or time out, so no other sender starts meanwhile.
@@ -236,17 +271,14 @@ class SlackSender:
         raise _LookupIncomplete(f"no match in the first {LOOKUP_MAX_PAGES * LOOKUP_PAGE_SIZE} messages searched")
 
     async def _post(self, row: SlackOutbox, channel: str, thread_ts: str | None) -> tuple[str, str]:
+        text, blocks = await self._render(row)
         if self._client is None:
-            assert self._dry_run_out is not None
-            where = f"{channel} (thread of {thread_ts})" if thread_ts else channel
-            rendered = render_plain(row.text, row.blocks)
-            self._dry_run_out.write(f"\n--- [dry run] would post to {where} ---\n{rendered}\n")
-            self._dry_run_out.flush()
+            self._write_dry_run(f"{channel} (thread of {thread_ts})" if thread_ts else channel, text, blocks)
             return channel, f"dry-run.{row.id:06d}"
         response = await self._client.chat_postMessage(
             channel=channel,
-            text=row.text,
-            blocks=row.blocks,
+            text=text,
+            blocks=blocks,
             thread_ts=thread_ts,
             unfurl_links=False,
             unfurl_media=False,

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from bot.slack_cards import TicketCard, followup_message, ticket_card
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -15,9 +14,11 @@ from bot.context import AppContext
 from bot.dispatch import Router
 from bot.events import MentionReceived, Post
 from bot.routing import route
+from bot.slack_cards import followup_message
 from storage.db import transaction
 from storage.models import Mention, OutboxKind, Ticket
 from storage.outbox import enqueue
+from storage.ticket_actions import record_customer_activity
 from storage.tickets import has_open_ticket, mention_exists, open_ticket_for_thread
 from storage.types import utcnow
 
@@ -76,27 +77,8 @@ def _new_ticket(post: Post, result: Classification, ctx: AppContext) -> Ticket:
         score=result.score,
         channel=route(post, ctx.settings.routing.rules, ctx.settings.slack.default_channel),
         first_response_due_at=post.created_at + _first_response_window(priority, ctx),
+        last_customer_activity_at=post.created_at,
     )
-
-
-def _card_for(ticket: Ticket, post: Post, label: str) -> tuple[str, list[dict[str, object]]]:
-    assert ticket.id is not None
-    return ticket_card(TicketCard(
-        number=ticket.id,
-        state=ticket.state,
-        priority=ticket.priority,
-        score=ticket.score,
-        label=label,
-        author_acct=post.account.acct,
-        author_display_name=post.account.display_name,
-        author_url=post.account.url,
-        text=post.text,
-        post_url=post.url,
-        posted_at=post.created_at,
-        sla_due_at=ticket.first_response_due_at,
-        language=post.language,
-        visibility=post.visibility,
-    ))
 
 
 def _mention_row(post: Post, source: str, result: Classification) -> Mention:
@@ -162,8 +144,8 @@ async def _open_ticket(session: AsyncSession, mention: Mention, post: Post, resu
     mention.ticket_id = ticket.id
     session.add(mention)
     await session.flush()
-    text, blocks = _card_for(ticket, post, result.label)
-    enqueue(session, kind=OutboxKind.CARD, ticket_id=ticket.id, channel=ticket.channel, text=text, blocks=blocks,
+    # The card itself is rendered when it is sent, so one posted after an outage shows the ticket as it is then.
+    enqueue(session, kind=OutboxKind.CARD, ticket_id=ticket.id, channel=ticket.channel, text="", blocks=[],
             mention_id=mention.id)
     logger.info("TicketOpened #%d for @%s in %s", ticket.id, post.account.acct, ticket.channel)
     return ticket
@@ -173,10 +155,8 @@ async def _add_followup(session: AsyncSession, ticket: Ticket, mention: Mention,
     assert ticket.id is not None
     mention.ticket_id = ticket.id
     session.add(mention)
-    ticket.updated_at = utcnow()
-    ticket.version += 1
-    session.add(ticket)
     await session.flush()
+    await record_customer_activity(session, ticket_id=ticket.id, at=post.created_at)
     text, blocks = followup_message(number=ticket.id, author_acct=post.account.acct, author_url=post.account.url,
                                     text=post.text, post_url=post.url, posted_at=post.created_at)
     enqueue(session, kind=OutboxKind.FOLLOWUP, ticket_id=ticket.id, channel=ticket.channel, text=text,

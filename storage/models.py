@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from storage.types import UTCDateTime, utcnow
@@ -39,6 +39,14 @@ class Ticket(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # Bumped on every change so concurrent writers can update conditionally.
     version: int = Field(default=1)
+    label: str = Field(default="complaint", max_length=16)
+    assignee_slack_id: str | None = Field(default=None, max_length=32)
+    first_response_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    resolved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    closed_reason: str | None = Field(default=None, max_length=200)
+    last_customer_activity_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # A customer who comes back after the reopen window gets a new ticket pointing at the old one.
+    previous_ticket_id: int | None = Field(default=None, foreign_key="tickets.id")
 
 
 class Mention(SQLModel, table=True):
@@ -64,6 +72,67 @@ class Mention(SQLModel, table=True):
     label: str = Field(max_length=16)
     score: float
     ticket_id: int | None = Field(default=None, foreign_key="tickets.id", index=True)
+    edited_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Note(SQLModel, table=True):
+    """An agent's message in the ticket's Slack thread: internal, never sent to the customer."""
+
+    __tablename__ = "notes"
+    __table_args__ = (UniqueConstraint("slack_channel", "slack_ts", name="uq_notes_slack_message"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    author_slack_id: str = Field(max_length=32)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    slack_channel: str = Field(max_length=32)
+    slack_ts: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ReplyState:
+    PENDING_APPROVAL = "pending_approval"
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class Reply(SQLModel, table=True):
+    """A public reply to the customer, and its audit trail: who wrote it, who approved it, what was posted."""
+
+    __tablename__ = "replies"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    author_slack_id: str = Field(max_length=32)
+    approver_slack_id: str | None = Field(default=None, max_length=32)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    visibility: str = Field(max_length=16)
+    in_reply_to_status_id: str = Field(max_length=64)
+    state: str = Field(max_length=20, index=True)
+    mastodon_status_id: str | None = Field(default=None, max_length=64)
+    mastodon_url: str | None = Field(default=None, max_length=2048)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    approval_channel: str | None = Field(default=None, max_length=32)
+    approval_ts: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class TicketEvent(SQLModel, table=True):
+    """What happened to a ticket, by whom: claims, state changes, replies, customer activity."""
+
+    __tablename__ = "ticket_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    actor: str = Field(max_length=64)
+    action: str = Field(max_length=32)
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class OutboxState:
@@ -73,7 +142,8 @@ class OutboxState:
 
 class OutboxKind:
     CARD = "card"
-    FOLLOWUP = "followup"
+    FOLLOWUP = "followup"  # a message in the card's thread
+    UPDATE = "update"  # re-render the card in place (chat.update) from the ticket's current state
 
 
 class SlackOutbox(SQLModel, table=True):

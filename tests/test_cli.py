@@ -14,6 +14,7 @@ from mastodon_mock.testing.server import MockServer
 
 from bot.cli import main
 from bot.demo import run_demo
+from storage.db import head_revision
 from tests.conftest import BRAND_TOKEN
 from tests.fakeslack import FakeSlack
 
@@ -57,7 +58,7 @@ async def test_check_reports_each_connection(tmp_path: Path, db_url: str, mastod
     monkeypatch.setenv("MENTIONDESK_MASTODON_TOKEN", BRAND_TOKEN)
     monkeypatch.setenv("MENTIONDESK_SLACK_BOT_TOKEN", slack.bot_token)
     assert await asyncio.to_thread(main, ["db", "upgrade", "--config", str(path)]) == 0
-    assert "schema at 0001" in capsys.readouterr().out
+    assert f"schema at {head_revision()} (latest {head_revision()})" in capsys.readouterr().out
 
     assert await asyncio.to_thread(main, ["check", "--config", str(path)]) == 0
     out = capsys.readouterr().out

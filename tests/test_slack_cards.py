@@ -112,9 +112,9 @@ def test_escape_mrkdwn(raw: str, escaped: str) -> None:
 
 
 def test_ticket_card_layout() -> None:
-    fallback, blocks = ticket_card(CARD)
+    fallback, blocks = ticket_card(CARD, now=POSTED)
     assert fallback == "Ticket #42 from @alice@other.example: my order is late second line"
-    assert [b["type"] for b in blocks] == ["header", "section", "section", "context"]
+    assert [b["type"] for b in blocks] == ["header", "section", "section", "context", "context"]
     assert block(blocks, "ticket-42-header")["text"]["text"] == "Ticket #42 · high priority"
     assert block(blocks, "ticket-42-author")["text"]["text"] == (
         "*<https://other.example/@alice|Alice (@alice@other.example)>* wrote:"
@@ -126,11 +126,38 @@ def test_ticket_card_layout() -> None:
         "score 0.87",
         "Label: complaint",
         "Posted <!date^1714566600^{date_short_pretty} {time}|2024-05-01 12:30 UTC>",
-        "First response due <!date^1714570200^{date_short_pretty} {time}|2024-05-01 13:30 UTC>",
         "Visibility: public",
         "Language: en",
     ]
+    status = [e["text"] for e in block(blocks, "ticket-42-status")["elements"]]
+    assert status == [
+        "Unassigned",
+        "First response due <!date^1714570200^{date_short_pretty} {time}|2024-05-01 13:30 UTC>",
+    ]
     assert_block_kit_limits(fallback, blocks)
+    assert_no_injection(fallback, blocks)
+
+
+def test_ticket_card_status_follows_the_work() -> None:
+    later = datetime(2024, 5, 1, 15, 0, tzinfo=UTC)
+    worked = replace(CARD, assignee_slack_id="U0ALICE", last_customer_activity_at=later, edited_at=later,
+                     previous_ticket=7)
+    status = [e["text"] for e in block(ticket_card(worked, now=later)[1], "ticket-42-status")["elements"]]
+    assert status[0] == "Assigned to <@U0ALICE>"
+    assert status[1].startswith("First response due") and status[1].endswith("(overdue)")
+    assert status[2].startswith("Customer active <!date^1714575600")
+    assert status[3].startswith("Post edited") and status[4] == "Follows ticket #7"
+
+    answered = replace(worked, first_response_at=later, state="resolved", closed_reason=None)
+    status = [e["text"] for e in block(ticket_card(answered, now=later)[1], "ticket-42-status")["elements"]]
+    assert status[1].startswith("Responded <!date^1714575600")
+
+    # Only a real Slack user id is ever turned into a mention.
+    forged = replace(CARD, assignee_slack_id="U1>|<!channel", deleted=True, closed_reason="<!here> spam")
+    fallback, blocks = ticket_card(forged, now=later)
+    status = [e["text"] for e in block(blocks, "ticket-42-status")["elements"]]
+    assert status[0] == "Unassigned" and "Post deleted by the customer" in status
+    assert "Closed: &lt;!here&gt; spam" in status
     assert_no_injection(fallback, blocks)
 
 
@@ -288,7 +315,7 @@ def test_followup_message_hostile_and_huge() -> None:
 
 
 def test_render_plain_ticket() -> None:
-    fallback, blocks = ticket_card(replace(CARD, text="a < b & <!here>\nok"))
+    fallback, blocks = ticket_card(replace(CARD, text="a < b & <!here>\nok"), now=POSTED)
     assert render_plain(fallback, blocks) == (
         "Ticket #42 · high priority\n"
         "==========================\n"
@@ -296,8 +323,8 @@ def test_render_plain_ticket() -> None:
         "> a < b & <!here>\n"
         "> ok\n"
         "View post (https://other.example/@alice/111) · score 0.87 · Label: complaint · "
-        "Posted 2024-05-01 12:30 UTC · First response due 2024-05-01 13:30 UTC · "
-        "Visibility: public · Language: en"
+        "Posted 2024-05-01 12:30 UTC · Visibility: public · Language: en\n"
+        "Unassigned · First response due 2024-05-01 13:30 UTC"
     )
 
 

@@ -16,7 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import SlackSettings
 from bot.slack_sender import SlackSender
 from storage.db import transaction
-from storage.models import OutboxKind, OutboxState, SlackOutbox, Ticket
+from storage.models import Mention, OutboxKind, OutboxState, SlackOutbox, Ticket
 from storage.outbox import AMBIGUOUS, enqueue
 from tests.fakeslack import FakeSlack
 
@@ -47,6 +47,10 @@ async def new_ticket(sessions: Sessions, *, channel: str = "C0SUPPORT", text: st
         session.add(ticket)
         await session.flush()
         assert ticket.id is not None
+        session.add(Mention(status_uri=f"https://social.example/statuses/100/{ticket.id}", status_id="100",
+                            status_url="https://social.example/@alice/100", account_id="7", account_acct="alice",
+                            text=text, source="notification", posted_at=NOW, label="complaint", score=0.9,
+                            ticket_id=ticket.id))
         row = enqueue(session, kind=OutboxKind.CARD, ticket_id=ticket.id, channel=channel, text=text,
                       blocks=blocks(text))
         await session.flush()
