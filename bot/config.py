@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,6 +65,41 @@ class SlackSettings(_Section):
     post_interval_s: float = Field(default=1.0, ge=0)
     max_retry_delay_s: float = Field(default=300.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
+    # How Slack reaches us: "socket" (Socket Mode, no public URL) or "http" (Events API endpoints).
+    mode: Literal["socket", "http"] = "socket"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=3000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # What an agent's message in a ticket's thread is: always an internal note, or a note that
+    # prompts "send this to the customer?".
+    thread_replies: Literal["notes", "confirm"] = "notes"
+    # Slack user IDs (U...) and user group IDs (S...) allowed to publish replies to customers.
+    repliers: tuple[str, ...] = ()
+    # Of those, users and groups whose replies wait for an approver's Approve.
+    needs_approval: tuple[str, ...] = ()
+    approval_channel: str | None = None
+    slash_command: str = "/mentiondesk"
+
+    @field_validator("repliers", "needs_approval")
+    @classmethod
+    def _check_ids(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [i for i in ids if not re.fullmatch(r"[UWS][A-Z0-9]{2,30}", i)]
+        if bad:
+            raise ValueError(f"must be Slack user IDs (U...) or user group IDs (S...), got {bad!r}")
+        return ids
+
+    @field_validator("slash_command")
+    @classmethod
+    def _check_command(cls, value: str) -> str:
+        if not re.fullmatch(r"/[a-z0-9_-]{1,31}", value):
+            raise ValueError(f"must look like /mentiondesk (lowercase, at most 32 characters), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _approval_needs_a_channel(self) -> SlackSettings:
+        if self.needs_approval and not self.approval_channel:
+            raise ValueError("needs_approval is set, so approval_channel must name the approvers' channel")
+        return self
 
     @field_validator("base_url")
     @classmethod
@@ -102,6 +138,12 @@ class ClassifierSettings(_Section):
     high_priority_score: float = Field(default=0.9, ge=0, le=1)
 
 
+class TicketSettings(_Section):
+    # A customer post on a resolved ticket reopens it within this many days; later, it opens a new
+    # ticket linked to the old one.
+    reopen_window_days: float = Field(default=7.0, ge=0)
+
+
 class SlaSettings(_Section):
     first_response_minutes: int = Field(default=60, gt=0)
     high_priority_first_response_minutes: int = Field(default=30, gt=0)
@@ -133,6 +175,7 @@ class Secrets(BaseModel):
     mastodon_token: str | None = Field(default=None, repr=False)
     slack_bot_token: str | None = Field(default=None, repr=False)
     slack_app_token: str | None = Field(default=None, repr=False)
+    slack_signing_secret: str | None = Field(default=None, repr=False)
 
 
 class Settings(_Section):
@@ -140,6 +183,7 @@ class Settings(_Section):
     slack: SlackSettings
     routing: RoutingSettings = RoutingSettings()
     classifier: ClassifierSettings = ClassifierSettings()
+    tickets: TicketSettings = TicketSettings()
     sla: SlaSettings = SlaSettings()
     database: DatabaseSettings = DatabaseSettings()
     daemon: DaemonSettings = DaemonSettings()
@@ -158,10 +202,16 @@ class Config(BaseModel):
         missing = []
         if not self.secrets.mastodon_token:
             missing.append("MENTIONDESK_MASTODON_TOKEN")
-        if not self.settings.slack.dry_run and not self.secrets.slack_bot_token:
+        slack = self.settings.slack
+        if not slack.dry_run and not self.secrets.slack_bot_token:
             missing.append("MENTIONDESK_SLACK_BOT_TOKEN")
+        if not slack.dry_run and slack.mode == "socket" and not self.secrets.slack_app_token:
+            missing.append("MENTIONDESK_SLACK_APP_TOKEN (Socket Mode)")
+        if not slack.dry_run and slack.mode == "http" and not self.secrets.slack_signing_secret:
+            # Never run HTTP mode unverified: anyone who finds the URL could act as an agent.
+            missing.append("MENTIONDESK_SLACK_SIGNING_SECRET (HTTP mode)")
         if missing:
-            names = " and ".join(missing)
+            names = ", ".join(missing)
             raise ConfigError(f"{names} not set (or the matching *_FILE variable naming a file)")
 
 
@@ -169,6 +219,7 @@ SECRET_VARIABLES = {
     "mastodon_token": "MENTIONDESK_MASTODON_TOKEN",
     "slack_bot_token": "MENTIONDESK_SLACK_BOT_TOKEN",
     "slack_app_token": "MENTIONDESK_SLACK_APP_TOKEN",
+    "slack_signing_secret": "MENTIONDESK_SLACK_SIGNING_SECRET",
 }
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.classifier import ComplaintClassifier
 from bot.config import Settings
 from bot.events import AccountRef
-from bot.mastodon_client import MastodonClient
+from bot.mastodon_client import MastodonClient, StatusLimits
+
+# Mastodon's defaults, until the instance says otherwise.
+DEFAULT_LIMITS = StatusLimits(max_characters=500, characters_reserved_per_url=23)
 
 
 @dataclass
@@ -24,3 +28,6 @@ class AppContext:
     brand: AccountRef
     # Nudges the Slack sender after a commit so a new card goes out at once instead of at the next poll.
     wake_outbox: Callable[[], None]
+    limits: StatusLimits = DEFAULT_LIMITS
+    # For answering agents directly (modals, ephemeral messages); None in dry-run mode.
+    slack: AsyncWebClient | None = None

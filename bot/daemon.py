@@ -9,6 +9,7 @@ from typing import TextIO
 
 import aiohttp
 from mastodon.errors import MastodonError
+from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,6 +20,9 @@ from bot.context import AppContext
 from bot.dispatch import Dispatcher
 from bot.events import MentionReceived, Post
 from bot.mastodon_client import MastodonClient
+from bot.permissions import Permissions
+from bot.retry import backoff_delay
+from bot.slack_app import SlackIntake, SocketModeConnection, build_app
 from bot.slack_sender import SlackSender
 from bot.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
 from handlers import build_router
@@ -38,6 +42,7 @@ class Daemon:
         self._http: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sender_task: asyncio.Task[None] | None = None
+        self._slack_intake: SlackIntake | None = None
         self._ingest_lock = asyncio.Lock()
         self.context: AppContext | None = None
         self.watchers: list[FeedWatcher] = []
@@ -84,8 +89,13 @@ class Daemon:
                                    retry_handlers=[])
         self.sender = SlackSender(sessions, settings.slack, client=slack, dry_run_out=self._dry_run_out)
         self.context = AppContext(settings=settings, sessions=sessions, classifier=classifier, threshold=threshold,
-                                  mastodon=mastodon, brand=brand, wake_outbox=self.sender.wake)
+                                  mastodon=mastodon, brand=brand, wake_outbox=self.sender.wake,
+                                  limits=await mastodon.status_limits(), slack=slack)
         self._dispatcher = Dispatcher(build_router(), self.context)
+        if slack is not None:
+            self._slack_intake = self._slack_connection(build_app(self.context, Permissions(settings.slack, slack),
+                                                                  slack))
+            self._tasks.append(asyncio.create_task(self._connect_slack(), name="slack intake"))
 
         stream_base = await mastodon.streaming_base_url() if settings.mastodon.streaming else mastodon.base_url
         feeds = [notification_feed(mastodon)] + [hashtag_feed(mastodon, tag) for tag in settings.mastodon.hashtags]
@@ -97,6 +107,30 @@ class Daemon:
         self._sender_task = asyncio.create_task(self.sender.run(), name="slack sender")
         self._tasks.append(self._sender_task)
         self._tasks.extend(asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers)
+
+    def _slack_connection(self, app: AsyncApp) -> SlackIntake:
+        secrets, slack = self.config.secrets, self.config.settings.slack
+        if slack.mode == "http":
+            from bot.slack_http import SlackHttpServer
+
+            assert secrets.slack_signing_secret is not None
+            return SlackHttpServer(app, slack, signing_secret=secrets.slack_signing_secret)
+        assert secrets.slack_app_token is not None and app.client is not None
+        return SocketModeConnection(app, app_token=secrets.slack_app_token, web_client=app.client)
+
+    async def _connect_slack(self) -> None:
+        """Connect to Slack, retrying: while Slack is unreachable, tickets are still opened and queued."""
+        assert self._slack_intake is not None
+        attempt = 0
+        while True:
+            try:
+                await self._slack_intake.start()
+                return
+            except Exception as exc:
+                attempt += 1
+                wait_s = backoff_delay(attempt, cap_s=self.config.settings.slack.max_retry_delay_s)
+                logger.warning("cannot connect to Slack (%s); retrying in %.0fs", exc, wait_s)
+                await asyncio.sleep(wait_s)
 
     async def _prepare_schema(self, engine: AsyncEngine) -> None:
         if self.config.settings.database.auto_migrate:
@@ -123,15 +157,21 @@ class Daemon:
         """Run until a background task fails (which is a bug) or the daemon is stopped."""
         if not self._tasks:
             raise RuntimeError("daemon not started")
-        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
+        pending = set(self._tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                # Connecting to Slack is the one task that is meant to finish.
+                if not task.cancelled() and task.exception() is not None:
+                    raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
 
     async def stop(self) -> None:
         # Reverse order of start: stop intake, let the sender finish its message in flight, then close
         # clients, then the database.
         timeout_s = self.config.settings.daemon.shutdown_timeout_s
+        if self._slack_intake is not None:
+            await self._slack_intake.stop()
+            self._slack_intake = None
         watchers = [t for t in self._tasks if t is not self._sender_task]
         for task in watchers:
             task.cancel()

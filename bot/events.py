@@ -34,6 +34,7 @@ class Post:
     in_reply_to_account_id: str | None
     tags: tuple[str, ...]
     is_reblog: bool = False
+    edited_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mastodon import Mastodon
-from mastodon.errors import MastodonAPIError
+from mastodon.errors import MastodonAPIError, MastodonNotFoundError
 
 from bot.events import AccountRef, Post
 from bot.text import MentionRef, status_to_text
 
 USER_AGENT = "mentiondesk/0.1 (+https://github.com/mentiondesk/mentiondesk)"
+
+
+@dataclass(frozen=True)
+class StatusLimits:
+    max_characters: int
+    characters_reserved_per_url: int
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ def post_from_json(data: Mapping[str, Any]) -> Post:
         in_reply_to_account_id=str(in_reply_to_account) if in_reply_to_account is not None else None,
         tags=tuple(str(t.get("name", "")).lower() for t in data.get("tags") or []),
         is_reblog=data.get("reblog") is not None,
+        edited_at=_as_datetime(data["edited_at"]) if data.get("edited_at") else None,
     )
 
 
@@ -151,6 +158,33 @@ class MastodonClient:
             kwargs["min_id"] = cursor
         page = await asyncio.to_thread(self._api.timeline_hashtag, tag, **kwargs)
         return sorted((status_item(s) for s in page), key=_by_id)
+
+    async def status_limits(self) -> StatusLimits:
+        """The instance's post length limit and how many characters a link counts as."""
+        try:
+            data = await asyncio.to_thread(self._api.instance_v2)
+            statuses = (data.get("configuration") or {}).get("statuses") or {}
+        except MastodonAPIError:
+            statuses = {}
+        return StatusLimits(max_characters=int(statuses.get("max_characters") or 500),
+                            characters_reserved_per_url=int(statuses.get("characters_reserved_per_url") or 23))
+
+    async def post_reply(self, text: str, *, in_reply_to_id: str, visibility: str, idempotency_key: str) -> Post:
+        """Publish text as the brand in reply to a status.
+
+        The idempotency key makes a retried call (after a timeout) return the first post instead of a second one.
+        """
+        data = await asyncio.to_thread(self._api.status_post, text, in_reply_to_id=in_reply_to_id,
+                                       visibility=visibility, idempotency_key=idempotency_key)
+        return post_from_json(data)
+
+    async def status(self, status_id: str) -> Post | None:
+        """The status as it is now, or None when it was deleted."""
+        try:
+            data = await asyncio.to_thread(self._api.status, status_id)
+        except MastodonNotFoundError:
+            return None
+        return post_from_json(data)
 
     async def ancestors(self, status_id: str) -> list[str]:
         """Ids of the posts above status_id in its reply chain, nearest last."""

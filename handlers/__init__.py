@@ -1,10 +1,22 @@
-"""What happens on each event. Each module owns one kind of event and registers on its own router."""
+"""What happens on each event. Each module owns one kind of event and registers its own listeners."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from slack_bolt.async_app import AsyncApp
 
 from bot.dispatch import Router
-from handlers import mention
+from handlers import mention, slack_actions
 
 
 def build_router() -> Router:
+    """Listeners for events from Mastodon."""
     router = Router()
     router.include(mention.router)
     return router
+
+
+def slack_listeners() -> list[Callable[[AsyncApp], None]]:
+    """Registration functions for everything that arrives from Slack."""
+    return [slack_actions.register]

@@ -40,14 +40,19 @@ def log_event(session: AsyncSession, *, ticket_id: int, actor: str, action: str,
 
 
 async def queue_card_refresh(session: AsyncSession, *, ticket_id: int) -> None:
-    """Ask the sender to re-render the card; one pending refresh covers any number of changes."""
+    """Ask the sender to re-render the card; one waiting refresh covers any number of changes.
+
+    Only a row still waiting its turn covers this change: one already claimed by a sender (its lease puts
+    next_attempt_at in the future) may have been rendered before this change was made.
+    """
     stmt = select(SlackOutbox.id).where(
         SlackOutbox.ticket_id == ticket_id,
         SlackOutbox.state == OutboxState.PENDING,
         col(SlackOutbox.kind).in_([OutboxKind.CARD, OutboxKind.UPDATE]),
+        col(SlackOutbox.next_attempt_at) <= utcnow(),
     )
     if (await session.exec(stmt.limit(1))).first() is not None:
-        return  # a pending card or refresh renders the ticket as it is when it is sent
+        return
     session.add(SlackOutbox(kind=OutboxKind.UPDATE, ticket_id=ticket_id, channel="", text="", blocks=[]))
 
 

@@ -115,6 +115,7 @@ def test_run_with_a_rejected_token_says_so(tmp_path: Path, mastodon: MockServer,
                         db_url=f"sqlite+aiosqlite:///{tmp_path / 'md.db'}")
     monkeypatch.setenv("MENTIONDESK_MASTODON_TOKEN", "not-the-token")
     monkeypatch.setenv("MENTIONDESK_SLACK_BOT_TOKEN", "xoxb-x")
+    monkeypatch.setenv("MENTIONDESK_SLACK_APP_TOKEN", "xapp-x")
     assert main(["run", "--config", str(path)]) == 1
     err = capsys.readouterr().err
     assert "Mastodon refused MENTIONDESK_MASTODON_TOKEN" in err

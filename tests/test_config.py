@@ -86,7 +86,14 @@ def test_secret_file_problems_are_named(tmp_path: Path) -> None:
 
 def test_required_secrets(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL), environ={})
-    with pytest.raises(ConfigError, match="MENTIONDESK_MASTODON_TOKEN and MENTIONDESK_SLACK_BOT_TOKEN not set"):
+    with pytest.raises(ConfigError) as info:
         config.require_secrets()
+    assert str(info.value) == ("MENTIONDESK_MASTODON_TOKEN, MENTIONDESK_SLACK_BOT_TOKEN, "
+                               "MENTIONDESK_SLACK_APP_TOKEN (Socket Mode) not set (or the matching *_FILE "
+                               "variable naming a file)")
+    http = load_config(write(tmp_path, MINIMAL + 'mode = "http"\n'),
+                       environ={"MENTIONDESK_MASTODON_TOKEN": "t", "MENTIONDESK_SLACK_BOT_TOKEN": "b"})
+    with pytest.raises(ConfigError, match=r"^MENTIONDESK_SLACK_SIGNING_SECRET \(HTTP mode\) not set"):
+        http.require_secrets()
     dry = load_config(write(tmp_path, MINIMAL + "dry_run = true\n"), environ={"MENTIONDESK_MASTODON_TOKEN": "t"})
     dry.require_secrets()  # no Slack token needed to print cards

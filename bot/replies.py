@@ -1,0 +1,156 @@
+"""Public replies to customers: composing them as Mastodon counts them, and publishing them as the brand.
+
+Publishing is the one place mentiondesk speaks for the brand, so every path to it (the Reply modal, a
+confirmed thread message, an approval) ends here, and every reply is kept in the audit trail.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from mastodon.errors import MastodonError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.context import AppContext
+from bot.slack_cards import escape_mrkdwn
+from storage.db import transaction
+from storage.models import Mention, OutboxKind, Reply, ReplyState, Ticket
+from storage.outbox import enqueue
+from storage.ticket_actions import log_event, record_first_response
+from storage.types import utcnow
+
+logger = logging.getLogger(__name__)
+
+# Narrowest first: a reply may be as private as the customer's post, never more public.
+VISIBILITIES = ("direct", "private", "unlisted", "public")
+_URL_RE = re.compile(r"https?://\S+")
+_MENTION_RE = re.compile(r"(?<![\w@])@(\w+)@[\w.-]+\w")
+
+
+class ReplyError(Exception):
+    """The reply cannot be published as it stands; the message tells the agent why."""
+
+
+def allowed_visibilities(customer_visibility: str) -> list[str]:
+    """Visibilities no wider than the customer's post, widest first."""
+    limit = VISIBILITIES.index(customer_visibility) if customer_visibility in VISIBILITIES else 0
+    return list(reversed(VISIBILITIES[: limit + 1]))
+
+
+def with_mention(text: str, acct: str) -> str:
+    """The reply as posted: it starts by mentioning the customer, so they are notified and it threads."""
+    text = text.strip()
+    handle = f"@{acct}"
+    if re.match(re.escape(handle) + r"(?!\S)", text, flags=re.IGNORECASE):
+        return text
+    return f"{handle} {text}"
+
+
+def mastodon_length(text: str, *, url_chars: int = 23) -> int:
+    """Characters as Mastodon counts them: any link as url_chars, a remote @user@domain as @user."""
+    counted = _URL_RE.sub("x" * url_chars, text)
+    counted = _MENTION_RE.sub(lambda m: "@" + m.group(1), counted)
+    return len(counted)
+
+
+def check_length(text: str, ctx: AppContext) -> None:
+    used = mastodon_length(text, url_chars=ctx.limits.characters_reserved_per_url)
+    if used > ctx.limits.max_characters:
+        raise ReplyError(f"{used} characters, over the instance's limit of {ctx.limits.max_characters} "
+                         "(the @mention counts too)")
+
+
+async def latest_customer_post(session: AsyncSession, ticket: Ticket) -> Mention:
+    """The customer's most recent post in the ticket that still exists: replies go under it."""
+    stmt = (select(Mention).where(Mention.ticket_id == ticket.id, Mention.account_id == ticket.customer_account_id,
+                                  col(Mention.deleted_at).is_(None))
+            .order_by(col(Mention.posted_at).desc(), col(Mention.id).desc()).limit(1))
+    mention = (await session.exec(stmt)).first()
+    if mention is None:
+        raise ReplyError("the customer deleted every post in this ticket; there is nothing to reply to")
+    return mention
+
+
+async def create_reply(ctx: AppContext, *, ticket_id: int, author: str, text: str, visibility: str,
+                       state: str) -> Reply:
+    """Record a reply (pending approval or about to publish) after checking it can be published."""
+    async with transaction(ctx.sessions) as session:
+        ticket = await session.get(Ticket, ticket_id)
+        if ticket is None:
+            raise ReplyError(f"ticket #{ticket_id} does not exist")
+        parent = await latest_customer_post(session, ticket)
+        if visibility not in allowed_visibilities(parent.visibility):
+            raise ReplyError(f"the customer posted as {parent.visibility}; a reply cannot be {visibility}")
+        full_text = with_mention(text, ticket.customer_acct)
+        check_length(full_text, ctx)
+        reply = Reply(ticket_id=ticket_id, author_slack_id=author, text=full_text, visibility=visibility,
+                      in_reply_to_status_id=parent.status_id, state=state)
+        session.add(reply)
+        await session.flush()
+        log_event(session, ticket_id=ticket_id, actor=author, action="reply_written", detail=f"reply {reply.id}")
+    return reply
+
+
+async def publish(ctx: AppContext, *, reply_id: int, approver: str | None = None) -> Reply:
+    """Post the reply on Mastodon; on success record it, thread it under the card and stamp first response."""
+    async with transaction(ctx.sessions) as session:
+        reply = await session.get(Reply, reply_id)
+        if reply is None or reply.state not in (ReplyState.PUBLISHING, ReplyState.PENDING_APPROVAL):
+            raise ReplyError("this reply was already handled")
+        reply.state, reply.approver_slack_id = ReplyState.PUBLISHING, approver or reply.approver_slack_id
+        reply.decided_at = utcnow() if approver else reply.decided_at
+        session.add(reply)
+    try:
+        posted = await ctx.mastodon.post_reply(reply.text, in_reply_to_id=reply.in_reply_to_status_id,
+                                               visibility=reply.visibility,
+                                               idempotency_key=f"mentiondesk-reply-{reply.id}")
+    except MastodonError as exc:
+        await _record_failure(ctx, reply, f"Mastodon did not accept the reply: {exc}")
+        raise ReplyError(f"Mastodon did not accept the reply: {exc}") from exc
+    async with transaction(ctx.sessions) as session:
+        reply = await _record_published(session, reply, status_id=posted.id, url=posted.url)
+    ctx.wake_outbox()
+    logger.info("ReplySent ticket #%d by %s: %s", reply.ticket_id, reply.author_slack_id, posted.url)
+    return reply
+
+
+async def _record_failure(ctx: AppContext, reply: Reply, error: str) -> None:
+    async with transaction(ctx.sessions) as session:
+        stored = await session.get(Reply, reply.id)
+        assert stored is not None
+        stored.state, stored.error = ReplyState.FAILED, error[:2000]
+        session.add(stored)
+        log_event(session, ticket_id=stored.ticket_id, actor=stored.author_slack_id, action="reply_failed",
+                  detail=error)
+
+
+async def _record_published(session: AsyncSession, reply: Reply, *, status_id: str, url: str) -> Reply:
+    stored = await session.get(Reply, reply.id)
+    assert stored is not None
+    now = utcnow()
+    stored.state, stored.mastodon_status_id, stored.mastodon_url, stored.published_at = (
+        ReplyState.PUBLISHED, status_id, url, now)
+    session.add(stored)
+    log_event(session, ticket_id=stored.ticket_id, actor=stored.author_slack_id, action="replied", detail=url)
+    # The SLA clock stops when Mastodon accepted the post, not when the agent pressed Send.
+    await record_first_response(session, ticket_id=stored.ticket_id, at=now, actor=stored.author_slack_id)
+    ticket = await session.get(Ticket, stored.ticket_id)
+    assert ticket is not None
+    text, blocks = replied_message(stored)
+    enqueue(session, kind=OutboxKind.FOLLOWUP, ticket_id=stored.ticket_id, channel=ticket.channel, text=text,
+            blocks=blocks)
+    return stored
+
+
+def replied_message(reply: Reply) -> tuple[str, list[dict[str, Any]]]:
+    """The thread message that shows the team what was said publicly, by whom."""
+    by = f"<@{reply.author_slack_id}>"
+    if reply.approver_slack_id:
+        by += f" (approved by <@{reply.approver_slack_id}>)"
+    quoted = "\n".join("&gt; " + line for line in escape_mrkdwn(reply.text).splitlines())
+    link = f"<{reply.mastodon_url}|{reply.visibility} reply>" if reply.mastodon_url else reply.visibility
+    body = f"Replied publicly by {by}: {link}\n{quoted}"[:3000]
+    return f"Replied publicly by {by}", [{"type": "section", "text": {"type": "mrkdwn", "text": body}}]

@@ -1,0 +1,65 @@
+"""The Slack side of the desk: a slack-bolt app whose listeners live in handlers/, reached by Socket Mode or HTTP."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.context import AppContext
+from bot.permissions import Permissions
+
+logger = logging.getLogger(__name__)
+
+
+def build_app(ctx: AppContext, permissions: Permissions, client: AsyncWebClient) -> AsyncApp:
+    """A bolt app with every Slack listener registered; requests are verified before they reach it (HTTP mode)."""
+    from handlers import slack_listeners
+
+    app = AsyncApp(
+        client=client,
+        # Socket Mode needs no signature; in HTTP mode bot.slack_http verifies (and limits) each request
+        # before bolt sees it, so bolt's own check would only repeat it.
+        request_verification_enabled=False,
+        raise_error_for_unhandled_request=False,
+        logger=logging.getLogger("slack_bolt"),
+    )
+
+    @app.middleware
+    async def provide_desk(context: dict[str, Any], next: Any) -> None:
+        context["desk"] = ctx
+        context["permissions"] = permissions
+        await next()
+
+    @app.error
+    async def log_error(error: Exception, body: dict[str, Any]) -> None:
+        logger.error("Slack %s handler failed: %s", body.get("type"), error, exc_info=error)
+
+    for register in slack_listeners():
+        register(app)
+    return app
+
+
+class SlackIntake(Protocol):
+    """How events reach the app: Socket Mode or the HTTP endpoints."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class SocketModeConnection:
+    """Socket Mode: mentiondesk dials out to Slack, so it needs no public URL. slack-sdk reconnects on its own."""
+
+    def __init__(self, app: AsyncApp, *, app_token: str, web_client: AsyncWebClient) -> None:
+        self._handler = AsyncSocketModeHandler(app, app_token=app_token, web_client=web_client)
+
+    async def start(self) -> None:
+        await self._handler.connect_async()
+        logger.info("Slack Socket Mode connected")
+
+    async def stop(self) -> None:
+        await self._handler.close_async()

@@ -1,0 +1,104 @@
+"""The card's buttons: Claim / Unclaim, Resolve / Reopen, Not a complaint, Priority."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.card_view import CLAIM, NOT_COMPLAINT, PRIORITY, REOPEN, RESOLVE, UNCLAIM
+from bot.context import AppContext
+from bot.slack_ephemeral import tell
+from storage import ticket_actions
+from storage.db import transaction
+from storage.models import Ticket, TicketState
+
+logger = logging.getLogger(__name__)
+
+Change = Callable[[AsyncSession, int, str], Awaitable[bool]]
+
+
+def _state(ticket: Ticket) -> str:
+    if ticket.state == TicketState.OPEN:
+        who = f"claimed by <@{ticket.assignee_slack_id}>" if ticket.assignee_slack_id else "unclaimed"
+        return f"open and {who}"
+    return ticket.state + (f" ({ticket.closed_reason})" if ticket.closed_reason else "")
+
+
+async def _apply(body: dict[str, Any], ctx: AppContext, change: Change, verb: str, ticket_id: int) -> None:
+    """Make one change; whoever loses a race is told what the ticket is now, and the card is refreshed."""
+    user = body["user"]["id"]
+    async with transaction(ctx.sessions) as session:
+        done = await change(session, ticket_id, user)
+        if not done:
+            ticket = await session.get(Ticket, ticket_id)
+            # The card this agent clicked was out of date; make sure it shows the truth.
+            await ticket_actions.queue_card_refresh(session, ticket_id=ticket_id)
+    ctx.wake_outbox()
+    if done:
+        logger.info("ticket #%d %s by %s", ticket_id, verb, user)
+        return
+    now = f"it is {_state(ticket)}" if ticket is not None else "it does not exist"
+    await tell(ctx, body, f"Could not {verb} ticket #{ticket_id}: {now}.")
+
+
+def _ticket_id(body: dict[str, Any]) -> int:
+    return int(str(body["actions"][0]["value"]).split(":", 1)[0])
+
+
+async def on_claim(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
+    """Claim: assign the ticket to the agent who clicked, unless someone has it."""
+    await ack()
+    await _apply(body, context["desk"], lambda s, t, u: ticket_actions.claim(s, ticket_id=t, user=u), "claim",
+                 _ticket_id(body))
+
+
+async def on_unclaim(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
+    """Unclaim: only the assignee can give a ticket back."""
+    await ack()
+    await _apply(body, context["desk"], lambda s, t, u: ticket_actions.unclaim(s, ticket_id=t, user=u),
+                 "unclaim", _ticket_id(body))
+
+
+async def on_resolve(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
+    """Resolve an open ticket."""
+    await ack()
+    await _apply(body, context["desk"], lambda s, t, u: ticket_actions.resolve(s, ticket_id=t, user=u),
+                 "resolve", _ticket_id(body))
+
+
+async def on_reopen(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
+    """Reopen a resolved or closed ticket."""
+    await ack()
+    await _apply(body, context["desk"], lambda s, t, u: ticket_actions.reopen(s, ticket_id=t, actor=u),
+                 "reopen", _ticket_id(body))
+
+
+async def on_not_complaint(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
+    """Not a complaint: close the ticket and record the corrected label."""
+    await ack()
+    await _apply(body, context["desk"],
+                 lambda s, t, u: ticket_actions.close(s, ticket_id=t, actor=u, reason="not a complaint",
+                                                      label="other"),
+                 "close", _ticket_id(body))
+
+
+async def on_priority(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
+    """Priority: the select's value is "<ticket>:<priority>"."""
+    await ack()
+    ticket_id, _, priority = str(body["actions"][0]["selected_option"]["value"]).partition(":")
+    await _apply(body, context["desk"],
+                 lambda s, t, u: ticket_actions.set_priority(s, ticket_id=t, user=u, priority=priority),
+                 f"set the priority of ({priority})", int(ticket_id))
+
+
+def register(app: AsyncApp) -> None:
+    app.action(CLAIM)(on_claim)
+    app.action(UNCLAIM)(on_unclaim)
+    app.action(RESOLVE)(on_resolve)
+    app.action(REOPEN)(on_reopen)
+    app.action(NOT_COMPLAINT)(on_not_complaint)
+    app.action(PRIORITY)(on_priority)

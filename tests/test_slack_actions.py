@@ -1,0 +1,113 @@
+"""Agents work the card's buttons over Socket Mode; cards update in place and races have one winner."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mastodon_mock.testing.server import MockServer
+
+from bot.config import Config
+from bot.daemon import Daemon
+from storage.models import Ticket, TicketEvent
+from tests.conftest import eventually
+from tests.fakeslack import FakeSlack
+from tests.test_e2e import COMPLAINT, post, rows
+
+Start = Callable[[Config], Awaitable[Daemon]]
+ALICE, BOB = "U0ALICE", "U0BOB"
+
+
+async def card_for_new_ticket(mastodon: MockServer, slack: FakeSlack) -> dict[str, Any]:
+    await post(mastodon, "alice", COMPLAINT)
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 1, timeout_s=10)
+    await slack.wait_connected(timeout_s=5)
+    return slack.messages("C0SUPPORT")[0]
+
+
+async def click(slack: FakeSlack, card: dict[str, Any], user: str, action_id: str, value: str) -> None:
+    payload = slack.block_actions_payload(user, action_id, value, "C0SUPPORT", card["ts"])
+    await slack.send_envelope("interactive", payload)
+
+
+def current_card(slack: FakeSlack, card: dict[str, Any]) -> dict[str, Any]:
+    edits = [u for u in slack.updates if u["ts"] == card["ts"]]
+    return edits[-1] if edits else card
+
+
+def button_ids(message: dict[str, Any]) -> list[str]:
+    return [e["action_id"] for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]]
+
+
+async def ticket(daemon: Daemon) -> Ticket:
+    return (await rows(daemon, Ticket))[0]
+
+
+async def test_claim_unclaim_resolve_reopen_update_the_card(mastodon: MockServer, slack: FakeSlack,
+                                                            make_config: Callable[..., Config],
+                                                            start_daemon: Start) -> None:
+    daemon = await start_daemon(make_config())
+    card = await card_for_new_ticket(mastodon, slack)
+    assert button_ids(card) == ["ticket_claim", "ticket_reply", "ticket_resolve", "ticket_not_complaint",
+                                "ticket_priority"]
+    number = str((await ticket(daemon)).id)
+
+    await click(slack, card, ALICE, "ticket_claim", number)
+    await slack.wait_for(lambda: "Assigned to <@U0ALICE>" in str(current_card(slack, card)["blocks"]))
+    assert (await ticket(daemon)).assignee_slack_id == ALICE
+    assert button_ids(current_card(slack, card))[0] == "ticket_unclaim"
+
+    # Bob cannot take it from Alice, nor give it back for her.
+    await click(slack, card, BOB, "ticket_claim", number)
+    await click(slack, card, BOB, "ticket_unclaim", number)
+    await slack.wait_for(lambda: len(slack.ephemerals) == 2)
+    assert [e["user"] for e in slack.ephemerals] == [BOB, BOB]
+    assert "open and claimed by <@U0ALICE>" in slack.ephemerals[0]["text"]
+    assert (await ticket(daemon)).assignee_slack_id == ALICE
+
+    await click(slack, card, ALICE, "ticket_resolve", number)
+    await slack.wait_for(lambda: "resolved" in current_card(slack, card)["blocks"][0]["text"]["text"])
+    assert button_ids(current_card(slack, card)) == ["ticket_reply", "ticket_reopen"]
+    assert (await ticket(daemon)).resolved_at is not None
+
+    await click(slack, card, BOB, "ticket_reopen", number)
+    await slack.wait_for(lambda: "ticket_resolve" in button_ids(current_card(slack, card)))
+    t = await ticket(daemon)
+    assert t.state == "open" and t.resolved_at is None
+    events = [(e.actor, e.action) for e in await rows(daemon, TicketEvent)]
+    assert (ALICE, "claimed") in events and (ALICE, "resolved") in events and (BOB, "reopened") in events
+
+
+async def test_not_a_complaint_and_priority(mastodon: MockServer, slack: FakeSlack,
+                                            make_config: Callable[..., Config], start_daemon: Start) -> None:
+    daemon = await start_daemon(make_config())
+    card = await card_for_new_ticket(mastodon, slack)
+    number = (await ticket(daemon)).id
+    payload = slack.block_actions_payload(ALICE, "ticket_priority", f"{number}:low", "C0SUPPORT", card["ts"])
+    payload["actions"][0]["selected_option"] = {"value": f"{number}:low"}
+    await slack.send_envelope("interactive", payload)
+    await slack.wait_for(lambda: "low priority" in current_card(slack, card)["blocks"][0]["text"]["text"])
+
+    await click(slack, card, ALICE, "ticket_not_complaint", str(number))
+    await slack.wait_for(lambda: "Closed: not a complaint" in str(current_card(slack, card)["blocks"]))
+    t = await ticket(daemon)
+    assert (t.state, t.label, t.closed_reason) == ("closed", "other", "not a complaint")
+
+
+async def test_two_agents_claiming_at_once_one_wins(mastodon: MockServer, slack: FakeSlack,
+                                                    make_config: Callable[..., Config], start_daemon: Start) -> None:
+    daemon = await start_daemon(make_config())
+    card = await card_for_new_ticket(mastodon, slack)
+    number = str((await ticket(daemon)).id)
+    await asyncio.gather(click(slack, card, ALICE, "ticket_claim", number),
+                         click(slack, card, BOB, "ticket_claim", number))
+    await slack.wait_for(lambda: len(slack.ephemerals) == 1)
+    winner = (await ticket(daemon)).assignee_slack_id
+    assert winner in (ALICE, BOB)
+    assert slack.ephemerals[0]["user"] != winner
+    await eventually(lambda: _claimed_once(daemon), what="one claim event")
+
+
+async def _claimed_once(daemon: Daemon) -> bool:
+    return [e.action for e in await rows(daemon, TicketEvent)].count("claimed") == 1
