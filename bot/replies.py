@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from mastodon.errors import MastodonError
@@ -15,6 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.context import AppContext
+from bot.permissions import Permissions
 from bot.slack_cards import escape_mrkdwn
 from storage.db import transaction
 from storage.models import Mention, OutboxKind, Reply, ReplyState, Ticket
@@ -154,3 +156,65 @@ def replied_message(reply: Reply) -> tuple[str, list[dict[str, Any]]]:
     link = f"<{reply.mastodon_url}|{reply.visibility} reply>" if reply.mastodon_url else reply.visibility
     body = f"Replied publicly by {by}: {link}\n{quoted}"[:3000]
     return f"Replied publicly by {by}", [{"type": "section", "text": {"type": "mrkdwn", "text": body}}]
+
+
+# action_ids on an approval request; handlers/slack_reply.py listens for them.
+APPROVE, EDIT, REJECT = "reply_approve", "reply_edit", "reply_reject"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    reply: Reply
+    awaiting_approval: bool
+
+
+async def submit(ctx: AppContext, permissions: Permissions, *, ticket_id: int, author: str, text: str,
+                 visibility: str) -> Submitted:
+    """The one way a reply leaves Slack: refused, sent for approval, or published. Raises ReplyError to refuse."""
+    if not await permissions.can_reply(author):
+        raise ReplyError("you are not allowed to reply publicly for the brand (ask to be added to slack.repliers)")
+    if await permissions.needs_approval(author):
+        reply = await create_reply(ctx, ticket_id=ticket_id, author=author, text=text, visibility=visibility,
+                                   state=ReplyState.PENDING_APPROVAL)
+        await request_approval(ctx, reply)
+        return Submitted(reply, awaiting_approval=True)
+    reply = await create_reply(ctx, ticket_id=ticket_id, author=author, text=text, visibility=visibility,
+                               state=ReplyState.PUBLISHING)
+    return Submitted(await publish(ctx, reply_id=reply.id or 0), awaiting_approval=False)
+
+
+def approval_request(reply: Reply) -> tuple[str, list[dict[str, Any]]]:
+    """The message approvers see: the exact text that would be posted, and the three choices."""
+    assert reply.id is not None
+    quoted = "\n".join("&gt; " + line for line in escape_mrkdwn(reply.text).splitlines())
+    summary = (f"<@{reply.author_slack_id}> wants to reply publicly ({reply.visibility}) on ticket "
+               f"#{reply.ticket_id}:\n{quoted}")[:3000]
+    value = str(reply.id)
+    buttons = [
+        {"type": "button", "action_id": APPROVE, "value": value, "style": "primary",
+         "text": {"type": "plain_text", "text": "Approve"}},
+        {"type": "button", "action_id": EDIT, "value": value, "text": {"type": "plain_text", "text": "Edit"}},
+        {"type": "button", "action_id": REJECT, "value": value, "style": "danger",
+         "text": {"type": "plain_text", "text": "Reject"}},
+    ]
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "block_id": f"reply-{value}-text", "text": {"type": "mrkdwn", "text": summary}},
+        {"type": "actions", "block_id": f"reply-{value}-actions", "elements": buttons},
+    ]
+    return f"Reply on ticket #{reply.ticket_id} waiting for approval", blocks
+
+
+async def request_approval(ctx: AppContext, reply: Reply) -> None:
+    """Post the approval request and remember where, so the decision can update it."""
+    channel = ctx.settings.slack.approval_channel
+    if ctx.slack is None or channel is None:
+        raise ReplyError("replies need approval but no approval channel is configured")
+    text, blocks = approval_request(reply)
+    response = await ctx.slack.chat_postMessage(channel=channel, text=text, blocks=blocks)
+    async with transaction(ctx.sessions) as session:
+        stored = await session.get(Reply, reply.id)
+        assert stored is not None
+        stored.approval_channel, stored.approval_ts = str(response["channel"]), str(response["ts"])
+        session.add(stored)
+        log_event(session, ticket_id=stored.ticket_id, actor=stored.author_slack_id, action="approval_requested",
+                  detail=f"reply {stored.id}")

@@ -7,16 +7,17 @@ from collections.abc import Callable
 from slack_bolt.async_app import AsyncApp
 
 from bot.dispatch import Router
-from handlers import mention, slack_actions
+from handlers import mention, post_changes, slack_actions, slack_reply, slack_thread, slash_command
 
 
 def build_router() -> Router:
     """Listeners for events from Mastodon."""
     router = Router()
     router.include(mention.router)
+    router.include(post_changes.router)
     return router
 
 
 def slack_listeners() -> list[Callable[[AsyncApp], None]]:
     """Registration functions for everything that arrives from Slack."""
-    return [slack_actions.register]
+    return [slack_actions.register, slack_reply.register, slack_thread.register, slash_command.register]
