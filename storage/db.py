@@ -69,14 +69,14 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
         yield session
 
 
-def _alembic_config() -> AlembicConfig:
+def alembic_config() -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return cfg
 
 
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def _current_revision(connection: Connection) -> str | None:
@@ -93,7 +93,7 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 
 def _upgrade(connection: Connection, target: str) -> None:
-    cfg = _alembic_config()
+    cfg = alembic_config()
     # env.py picks this connection up instead of opening its own (Alembic's connection-sharing recipe).
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, target)

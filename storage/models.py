@@ -19,6 +19,8 @@ class TicketState:
 
 class Ticket(SQLModel, table=True):
     __tablename__ = "tickets"
+    # Every message in a Slack channel the bot is in is checked against this: is it in a ticket's thread?
+    __table_args__ = (Index("ix_tickets_slack_message", "channel", "slack_ts"),)
 
     # The primary key doubles as the ticket number agents see ("Ticket #42").
     id: int | None = Field(default=None, primary_key=True)

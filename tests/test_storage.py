@@ -138,3 +138,18 @@ async def test_only_one_sender_can_claim_a_message(sessions: Any) -> None:
         assert await due_messages(session, now=now + timedelta(minutes=1)) == []
         [(after_lease, _)] = await due_messages(session, now=now + timedelta(minutes=3))
     assert in_doubt(after_lease)
+
+
+async def test_migrations_match_the_models(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    engine = create_engine(db_url)
+    try:
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), SQLModel.metadata))
+    finally:
+        await engine.dispose()
+    assert diff == [], "a model changed without a migration: run scripts/new_migration.py"

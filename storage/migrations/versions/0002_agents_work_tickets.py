@@ -84,12 +84,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('last_customer_activity_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('previous_ticket_id', sa.Integer(), nullable=True))
         batch_op.create_foreign_key('fk_tickets_previous_ticket_id', 'tickets', ['previous_ticket_id'], ['id'])
+        batch_op.create_index('ix_tickets_slack_message', ['channel', 'slack_ts'], unique=False)
     # Tickets opened before this revision: their last customer activity is their first post.
     op.execute("UPDATE tickets SET last_customer_activity_at = posted_at WHERE last_customer_activity_at IS NULL")
 
 
 def downgrade() -> None:
     with op.batch_alter_table('tickets', schema=None) as batch_op:
+        batch_op.drop_index('ix_tickets_slack_message')
         batch_op.drop_constraint('fk_tickets_previous_ticket_id', type_='foreignkey')
         batch_op.drop_column('previous_ticket_id')
         batch_op.drop_column('last_customer_activity_at')
