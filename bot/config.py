@@ -42,6 +42,8 @@ class MastodonSettings(_Section):
     backfill: int = Field(default=40, ge=0, le=80)
     request_timeout_s: float = Field(default=30.0, gt=0)
     max_backoff_s: float = Field(default=300.0, gt=0)
+    # Seconds between sweeps that re-read customer posts of open tickets for edits and deletes.
+    refresh_interval_s: float = Field(default=120.0, gt=0)
 
     @field_validator("base_url")
     @classmethod
@@ -68,7 +70,7 @@ class SlackSettings(_Section):
     # How Slack reaches us: "socket" (Socket Mode, no public URL) or "http" (Events API endpoints).
     mode: Literal["socket", "http"] = "socket"
     http_host: str = "127.0.0.1"
-    http_port: int = Field(default=3000, ge=1, le=65535)
+    http_port: int = Field(default=3000, ge=0, le=65535)  # 0: any free port (tests)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     # What an agent's message in a ticket's thread is: always an internal note, or a note that
     # prompts "send this to the customer?".

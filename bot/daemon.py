@@ -18,13 +18,13 @@ from bot.classifier import ComplaintClassifier
 from bot.config import Config, ConfigError
 from bot.context import AppContext
 from bot.dispatch import Dispatcher
-from bot.events import MentionReceived, Post
+from bot.events import MentionReceived, Post, PostChange
 from bot.mastodon_client import MastodonClient
 from bot.permissions import Permissions
 from bot.retry import backoff_delay
 from bot.slack_app import SlackIntake, SocketModeConnection, build_app
 from bot.slack_sender import SlackSender
-from bot.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
+from bot.watcher import FeedWatcher, IngestError, PostSweeper, hashtag_feed, notification_feed
 from handlers import build_router
 from storage.db import DatabaseError, create_engine, current_revision, head_revision, session_factory, upgrade
 
@@ -46,8 +46,14 @@ class Daemon:
         self._ingest_lock = asyncio.Lock()
         self.context: AppContext | None = None
         self.watchers: list[FeedWatcher] = []
+        self.sweeper: PostSweeper | None = None
         self.sender: SlackSender | None = None
         self._dispatcher: Dispatcher | None = None
+
+    @property
+    def slack_intake(self) -> SlackIntake | None:
+        """How Slack reaches this daemon (Socket Mode or the HTTP server); None in dry-run mode."""
+        return self._slack_intake
 
     async def __aenter__(self) -> Daemon:
         await self.start()
@@ -101,12 +107,15 @@ class Daemon:
         feeds = [notification_feed(mastodon)] + [hashtag_feed(mastodon, tag) for tag in settings.mastodon.hashtags]
         self.watchers = [
             FeedWatcher(feed, client=mastodon, sessions=sessions, ingest=self.ingest, settings=settings.mastodon,
-                        http=self._http, stream_base_url=stream_base)
+                        http=self._http, stream_base_url=stream_base, on_change=self.post_changed)
             for feed in feeds
         ]
+        self.sweeper = PostSweeper(client=mastodon, sessions=sessions, on_change=self.post_changed,
+                                   settings=settings.mastodon)
         self._sender_task = asyncio.create_task(self.sender.run(), name="slack sender")
         self._tasks.append(self._sender_task)
         self._tasks.extend(asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers)
+        self._tasks.append(asyncio.create_task(self.sweeper.run(), name="refresh posts"))
 
     def _slack_connection(self, app: AsyncApp) -> SlackIntake:
         secrets, slack = self.config.secrets, self.config.settings.slack
@@ -152,6 +161,18 @@ class Daemon:
                 raise IngestError(f"post {post.url} not stored yet: {exc}") from exc
             except Exception:
                 logger.exception("post %s could not be processed and was skipped", post.url)
+
+    async def post_changed(self, change: PostChange) -> None:
+        """The unit of work for one edit or delete, with the same error boundary as ingest."""
+        assert self._dispatcher is not None
+        # Under the ingest lock: an edit must not race the post's own ingest.
+        async with self._ingest_lock:
+            try:
+                await self._dispatcher.dispatch(change)
+            except (SQLAlchemyError, OSError, MastodonError) as exc:
+                raise IngestError(f"{change} not applied yet: {exc}") from exc
+            except Exception:
+                logger.exception("%s could not be processed and was skipped", change)
 
     async def wait(self) -> None:
         """Run until a background task fails (which is a bug) or the daemon is stopped."""

@@ -1,0 +1,223 @@
+"""HTTP mode: Slack's Events API, interactivity and slash command endpoints, verified before bolt sees them."""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+
+from bot.config import SlackSettings
+
+logger = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+INTERACTIVITY_PATH = "/slack/interactivity"
+COMMANDS_PATH = "/slack/commands"
+HEALTH_PATH = "/healthz"
+
+# Slack's documented replay window: a request signed more than five minutes from now is refused.
+REPLAY_WINDOW_S = 300
+# Only validly signed requests are remembered, so only Slack (or a holder of the secret) can fill this;
+# Slack sends far fewer than this in five minutes to one app.
+MAX_REMEMBERED_REQUESTS = 50_000
+# Handlers answer within Slack's 3 s (listeners ack first), so a short grace is enough to finish them.
+SHUTDOWN_GRACE_S = 5.0
+
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+class RequestRejected(Exception):
+    """A request that must not reach bolt; the reason is logged, the client only sees the status."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class ReplayGuard:
+    """Remembers accepted (timestamp, signature) pairs until their timestamp leaves the replay window."""
+
+    def __init__(self, *, window_s: int = REPLAY_WINDOW_S, max_entries: int = MAX_REMEMBERED_REQUESTS) -> None:
+        self._window_s = window_s
+        self._max_entries = max_entries
+        self._seen: set[tuple[int, str]] = set()
+        self._expiry: list[tuple[int, tuple[int, str]]] = []  # heap ordered by expiry
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def first_use(self, timestamp: int, signature: str, *, now_s: float) -> bool:
+        """True the first time a pair is seen (and remember it); False for a replay."""
+        self._forget_expired(now_s)
+        key = (timestamp, signature)
+        if key in self._seen:
+            return False
+        if len(self._seen) >= self._max_entries:
+            # Forgetting the soonest-expiring entry weakens replay protection for it alone; refusing
+            # Slack's genuine requests instead would take the desk down.
+            logger.warning("replay memory full (%d requests); forgetting the oldest", self._max_entries)
+            self._pop()
+        self._seen.add(key)
+        heapq.heappush(self._expiry, (timestamp + self._window_s, key))
+        return True
+
+    def _forget_expired(self, now_s: float) -> None:
+        # Past its expiry a pair is refused by the timestamp check anyway, so it need not be kept.
+        while self._expiry and self._expiry[0][0] < now_s:
+            self._pop()
+
+    def _pop(self) -> None:
+        _, key = heapq.heappop(self._expiry)
+        self._seen.discard(key)
+
+
+def expected_signature(signing_secret: str, timestamp: str, body: bytes) -> str:
+    """Slack's v0 signature: hex HMAC-SHA256 of ``v0:{timestamp}:{body}`` under the signing secret."""
+    base = b"v0:" + timestamp.encode("ascii") + b":" + body
+    return "v0=" + hmac.new(signing_secret.encode("utf-8"), base, hashlib.sha256).hexdigest()
+
+
+class SlackRequestVerifier:
+    """Every check Slack asks of a receiver, in order: headers, freshness, body size, signature, replay."""
+
+    def __init__(self, signing_secret: str, *, max_body_bytes: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        if not signing_secret.strip():
+            raise ValueError("a signing secret is required in HTTP mode")
+        self._secret = signing_secret
+        self._max_body_bytes = max_body_bytes
+        self._clock = clock
+        self._replays = ReplayGuard()
+
+    async def verified_body(self, request: web.Request) -> bytes:
+        """The raw body of a genuine, fresh, first-seen Slack request; RequestRejected otherwise."""
+        # Cheap header checks first, so junk is refused without reading its body.
+        timestamp, signature = self._signature_headers(request)
+        now_s = self._clock()
+        sent_at = self._fresh_timestamp(timestamp, now_s)
+        body = await self._read_limited(request)
+        # Bytes, not str: compare_digest refuses non-ASCII str, and a forged header may be anything.
+        given = signature.encode("utf-8", "replace")
+        if not hmac.compare_digest(expected_signature(self._secret, timestamp, body).encode("ascii"), given):
+            raise RequestRejected(401, "signature mismatch")
+        # Only after the signature holds: an unsigned request must not be able to poison the memory.
+        if not self._replays.first_use(sent_at, signature, now_s=now_s):
+            raise RequestRejected(401, "replay of an already accepted request")
+        return body
+
+    def _signature_headers(self, request: web.Request) -> tuple[str, str]:
+        timestamp = request.headers.get("X-Slack-Request-Timestamp")
+        signature = request.headers.get("X-Slack-Signature")
+        if not timestamp or not signature:
+            raise RequestRejected(401, "missing X-Slack-Request-Timestamp or X-Slack-Signature")
+        return timestamp, signature
+
+    async def _read_limited(self, request: web.Request) -> bytes:
+        # Refuse by the declared length before reading anything; the application's client_max_size
+        # (the same limit) then stops a chunked or lying body while it is being read.
+        if request.content_length is not None and request.content_length > self._max_body_bytes:
+            raise RequestRejected(413, f"declared body of {request.content_length} bytes is over the limit")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise RequestRejected(413, "body over the limit while reading") from None
+
+    def _fresh_timestamp(self, timestamp: str, now_s: float) -> int:
+        # Digits only: int() would also take " 12", "+12" or "1_2", none of which Slack sends.
+        if not _TIMESTAMP.fullmatch(timestamp):
+            raise RequestRejected(401, "timestamp is not an integer")
+        sent_at = int(timestamp)
+        if abs(now_s - sent_at) > REPLAY_WINDOW_S:
+            raise RequestRejected(401, f"timestamp {now_s - sent_at:+.0f}s from now, outside the replay window")
+        return sent_at
+
+
+def _bolt_request(request: web.Request, body: bytes) -> AsyncBoltRequest:
+    # Keep repeated headers (bolt reads lists); X-Slack-Retry-Num/-Reason pass through for bolt to see.
+    values: dict[str, list[str]] = {}
+    for name, value in request.headers.items():
+        values.setdefault(name.lower(), []).append(value)
+    headers: dict[str, str | Sequence[str]] = dict(values)
+    return AsyncBoltRequest(body=body.decode("utf-8"), query=request.query_string, headers=headers)
+
+
+class SlackHttpServer:
+    """HTTP mode: Slack POSTs to the daemon's aiohttp server; each request is verified, then dispatched by bolt."""
+
+    def __init__(self, app: AsyncApp, settings: SlackSettings, *, signing_secret: str) -> None:
+        self._bolt = app
+        self._settings = settings
+        # Built once, so the replay memory outlives a failed start() and its retry.
+        self._verifier = SlackRequestVerifier(signing_secret, max_body_bytes=settings.max_body_bytes)
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int | None:
+        """The port actually listened on (useful with http_port 0); None until started."""
+        return self._port
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self._web_app(), shutdown_timeout=SHUTDOWN_GRACE_S)
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, self._settings.http_host, self._settings.http_port)
+            await site.start()
+        except BaseException:
+            # The daemon retries start() (port in use) and cancels it on shutdown; a half-started runner
+            # would leak its socket each time.
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+        logger.info("Slack HTTP endpoints listening on %s:%d", self._settings.http_host, self._port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            self._port = None
+
+    def _web_app(self) -> web.Application:
+        # client_max_size bounds what aiohttp will ever buffer for one request.
+        app = web.Application(client_max_size=self._settings.max_body_bytes)
+        app.router.add_get(HEALTH_PATH, _health)
+        # Bolt tells events, actions and commands apart by the payload, so the three URLs share one handler;
+        # separate URLs only mirror the manifest.
+        for path in (EVENTS_PATH, INTERACTIVITY_PATH, COMMANDS_PATH):
+            app.router.add_post(path, self._handle)
+        return app
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """Verify, then hand to bolt, which answers once the listener has called ack()."""
+        try:
+            body = await self._verifier.verified_body(request)
+        except RequestRejected as rejected:
+            logger.warning("refused Slack request to %s from %s: %s", request.path, request.remote, rejected.reason)
+            return web.Response(status=rejected.status, text=_reason(rejected.status))
+        try:
+            bolt_request = _bolt_request(request, body)
+        except UnicodeDecodeError:
+            logger.warning("refused Slack request to %s: signed body is not UTF-8", request.path)
+            return web.Response(status=400, text="bad request")
+        return await to_aiohttp_response(await self._bolt.async_dispatch(bolt_request))
+
+
+def _reason(status: int) -> str:
+    # Deliberately vague: which check failed is for the log, not for whoever sent the request.
+    return "request body too large" if status == 413 else "unauthorized"
+
+
+async def _health(request: web.Request) -> web.Response:
+    """Liveness for a load balancer in front of the endpoints."""
+    return web.Response(text="ok")
