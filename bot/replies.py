@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mastodon.errors import MastodonError
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -96,15 +98,15 @@ async def create_reply(ctx: AppContext, *, ticket_id: int, author: str, text: st
     return reply
 
 
-async def publish(ctx: AppContext, *, reply_id: int, approver: str | None = None) -> Reply:
-    """Post the reply on Mastodon; on success record it, thread it under the card and stamp first response."""
-    async with transaction(ctx.sessions) as session:
-        reply = await session.get(Reply, reply_id)
-        if reply is None or reply.state not in (ReplyState.PUBLISHING, ReplyState.PENDING_APPROVAL):
-            raise ReplyError("this reply was already handled")
-        reply.state, reply.approver_slack_id = ReplyState.PUBLISHING, approver or reply.approver_slack_id
-        reply.decided_at = utcnow() if approver else reply.decided_at
-        session.add(reply)
+async def publish(ctx: AppContext, *, reply_id: int, approver: str | None = None,
+                  text: str | None = None) -> Reply:
+    """Post the reply on Mastodon; on success record it, thread it under the card and stamp first response.
+
+    Without an approver only a reply submit() has just created (state publishing) goes out. With one, the
+    reply must be waiting for approval, and the decision is one conditional UPDATE: of two approvers
+    clicking at once exactly one publishes. `text` is an approver's edit, which replaces the author's text.
+    """
+    reply = await _claim(ctx, reply_id=reply_id, approver=approver, text=text)
     try:
         posted = await ctx.mastodon.post_reply(reply.text, in_reply_to_id=reply.in_reply_to_status_id,
                                                visibility=reply.visibility,
@@ -117,6 +119,83 @@ async def publish(ctx: AppContext, *, reply_id: int, approver: str | None = None
     ctx.wake_outbox()
     logger.info("ReplySent ticket #%d by %s: %s", reply.ticket_id, reply.author_slack_id, posted.url)
     return reply
+
+
+async def _claim(ctx: AppContext, *, reply_id: int, approver: str | None, text: str | None) -> Reply:
+    """Take the reply for publishing, or raise ReplyError saying who got there first."""
+    async with transaction(ctx.sessions) as session:
+        if approver is None:
+            if text is not None:
+                raise ValueError("only an approver can edit a reply on its way out")
+            reply = await session.get(Reply, reply_id)
+            if reply is None or reply.state != ReplyState.PUBLISHING:
+                raise ReplyError(handled_message(reply))
+            return reply
+        values: dict[str, Any] = {"state": ReplyState.PUBLISHING, "approver_slack_id": approver,
+                                  "decided_at": utcnow()}
+        if text is not None:
+            values["text"] = await _edited_text(ctx, session, reply_id, text)
+        if not await _decide(session, reply_id=reply_id, values=values):
+            raise ReplyError(handled_message(await session.get(Reply, reply_id)))
+        reply = await _reload(session, reply_id)
+        action = "reply_edited" if text is not None else "reply_approved"
+        log_event(session, ticket_id=reply.ticket_id, actor=approver, action=action, detail=f"reply {reply.id}")
+    return reply
+
+
+async def reject(ctx: AppContext, *, reply_id: int, approver: str) -> Reply:
+    """Refuse a reply waiting for approval; when approvers decide at once, the first decision stands."""
+    async with transaction(ctx.sessions) as session:
+        values = {"state": ReplyState.REJECTED, "approver_slack_id": approver, "decided_at": utcnow()}
+        if not await _decide(session, reply_id=reply_id, values=values):
+            raise ReplyError(handled_message(await session.get(Reply, reply_id)))
+        reply = await _reload(session, reply_id)
+        log_event(session, ticket_id=reply.ticket_id, actor=approver, action="reply_rejected",
+                  detail=f"reply {reply.id}")
+    logger.info("reply %d on ticket #%d rejected by %s", reply_id, reply.ticket_id, approver)
+    return reply
+
+
+async def _decide(session: AsyncSession, *, reply_id: int, values: dict[str, Any]) -> bool:
+    # The WHERE clause is the lock: a second decision finds the state changed and updates nothing.
+    stmt = (update(Reply)
+            .where(col(Reply.id) == reply_id, col(Reply.state) == ReplyState.PENDING_APPROVAL)
+            .values(**values))
+    result = await session.exec(stmt)  # type: ignore[call-overload]
+    return bool(result.rowcount == 1)
+
+
+async def _reload(session: AsyncSession, reply_id: int) -> Reply:
+    reply = await session.get(Reply, reply_id)
+    assert reply is not None
+    await session.refresh(reply)  # the UPDATE bypassed the identity map
+    return reply
+
+
+async def _edited_text(ctx: AppContext, session: AsyncSession, reply_id: int, text: str) -> str:
+    reply = await session.get(Reply, reply_id)
+    ticket = await session.get(Ticket, reply.ticket_id) if reply is not None else None
+    if reply is None or ticket is None:
+        raise ReplyError(handled_message(None))
+    full_text = with_mention(text, ticket.customer_acct)
+    check_length(full_text, ctx)
+    return full_text
+
+
+def handled_message(reply: Reply | None) -> str:
+    """Why a reply can no longer be decided on, for the agent who tried."""
+    if reply is None:
+        return "this reply no longer exists"
+    by = f" by <@{reply.approver_slack_id}>" if reply.approver_slack_id else ""
+    if reply.state == ReplyState.PUBLISHED:
+        return f"it was already approved{by} and published: {reply.mastodon_url}"
+    if reply.state == ReplyState.PUBLISHING:
+        return f"it was already approved{by} and is being published"
+    if reply.state == ReplyState.REJECTED:
+        return f"it was already rejected{by}"
+    if reply.state == ReplyState.FAILED:
+        return f"publishing it already failed: {reply.error}"
+    return f"it is {reply.state}"
 
 
 async def _record_failure(ctx: AppContext, reply: Reply, error: str) -> None:
@@ -205,12 +284,24 @@ def approval_request(reply: Reply) -> tuple[str, list[dict[str, Any]]]:
 
 
 async def request_approval(ctx: AppContext, reply: Reply) -> None:
-    """Post the approval request and remember where, so the decision can update it."""
+    """Post the approval request and remember where, so the decision can update it.
+
+    A request that cannot be posted marks the reply failed (with its text kept) instead of leaving it
+    waiting for an approval nobody was asked for.
+    """
     channel = ctx.settings.slack.approval_channel
-    if ctx.slack is None or channel is None:
-        raise ReplyError("replies need approval but no approval channel is configured")
     text, blocks = approval_request(reply)
-    response = await ctx.slack.chat_postMessage(channel=channel, text=text, blocks=blocks)
+    try:
+        if ctx.slack is None or channel is None:
+            raise ReplyError("replies need approval but no approval channel is configured")
+        response = await ctx.slack.chat_postMessage(channel=channel, text=text, blocks=blocks)
+    except SlackApiError as exc:
+        error = f"could not ask for approval in <#{channel}>: {exc.response.get('error')}"
+        await _record_failure(ctx, reply, error)
+        raise ReplyError(error) from exc
+    except ReplyError as exc:
+        await _record_failure(ctx, reply, str(exc))
+        raise
     async with transaction(ctx.sessions) as session:
         stored = await session.get(Reply, reply.id)
         assert stored is not None
@@ -218,3 +309,12 @@ async def request_approval(ctx: AppContext, reply: Reply) -> None:
         session.add(stored)
         log_event(session, ticket_id=stored.ticket_id, actor=stored.author_slack_id, action="approval_requested",
                   detail=f"reply {stored.id}")
+
+
+def approval_decided(reply: Reply, outcome: str) -> tuple[str, list[dict[str, Any]]]:
+    """The approval request once decided: the outcome (mrkdwn, ours) and the text; no buttons left to click."""
+    quoted = "\n".join("&gt; " + line for line in escape_mrkdwn(reply.text).splitlines())
+    body = (f"{outcome}\nReply by <@{reply.author_slack_id}> ({reply.visibility}) on ticket "
+            f"#{reply.ticket_id}:\n{quoted}")[:3000]
+    return (f"Reply on ticket #{reply.ticket_id}: {outcome}"[:3000],
+            [{"type": "section", "block_id": f"reply-{reply.id}-decided", "text": {"type": "mrkdwn", "text": body}}])

@@ -235,6 +235,8 @@ class FakeSlack:
         self.response_url_posts: list[JSONDict] = []
         self.rate_limited_count = 0
         self.connections_total = 0
+        # User group ID (S...) -> member user IDs, answered by usergroups.users.list; tests set it.
+        self.usergroups: dict[str, list[str]] = {}
 
         # Message store: top-level posts in order, every message by (channel, ts),
         # and thread replies by (channel, parent ts).
@@ -270,6 +272,7 @@ class FakeSlack:
             "views.open": self._views_open,
             "views.update": self._views_update,
             "apps.connections.open": self._apps_connections_open,
+            "usergroups.users.list": self._usergroups_users_list,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -787,6 +790,14 @@ class FakeSlack:
             raise ApiError("hash_conflict")
         return self._publish_view("views.update", current["id"], view, None)
 
+    def _usergroups_users_list(self, p: JSONDict) -> JSONDict:
+        group = p.get("usergroup")
+        if not group:
+            raise _invalid_arguments("missing required field: usergroup")
+        if group not in self.usergroups:
+            raise ApiError("no_such_subteam")
+        return {"users": list(self.usergroups[str(group)])}
+
     def _apps_connections_open(self, p: JSONDict) -> JSONDict:
         ticket = uuid.uuid4().hex
         self._tickets.add(ticket)
@@ -989,6 +1000,53 @@ class FakeSlack:
             "state": {"values": {}},
             "response_url": self._response_url(),
             "actions": [action],
+        }
+
+    def view_block_actions_payload(
+        self,
+        user_id: str,
+        view_id: str,
+        action_id: str,
+        value: str,
+        trigger_id: str | None = None,
+    ) -> JSONDict:
+        """An ``interactive`` block_actions payload from an input with ``dispatch_action`` in an open modal.
+
+        The view is the one last opened or updated under ``view_id`` (with its current hash), its state
+        holding ``value`` in that input, as Slack sends while the user types.
+        """
+        current = self._open_views.get(view_id)
+        if current is None:
+            raise ValueError(f"no open view {view_id}")
+        block_id, element = self._find_element(current, action_id)
+        if block_id is None:
+            for block in current.get("blocks") or []:
+                if (block.get("element") or {}).get("action_id") == action_id:
+                    block_id, element = block.get("block_id"), block["element"]
+        if block_id is None:
+            raise ValueError(f"no element {action_id!r} in view {view_id}")
+        view = copy.deepcopy(current)
+        view["state"] = {"values": {block_id: {action_id: {"type": element.get("type"), "value": value}}}}
+        return {
+            "type": "block_actions",
+            "user": self._user(user_id),
+            "api_app_id": APP_ID,
+            "token": "fake-verification-token",
+            "container": {"type": "view", "view_id": view_id},
+            "trigger_id": self._register_trigger(trigger_id),
+            "team": self._team(),
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "view": view,
+            "actions": [
+                {
+                    "type": element.get("type"),
+                    "action_id": action_id,
+                    "block_id": block_id,
+                    "value": value,
+                    "action_ts": self._next_ts(),
+                }
+            ],
         }
 
     def view_submission_payload(
