@@ -1,0 +1,111 @@
+"""Queries behind the agents' desk: ticket threads and their notes, the slash command's lists and daily stats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, delete, update
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import Mention, Note, Reply, Ticket, TicketEvent, TicketState
+
+NOTE_SENT = "note_sent"  # TicketEvent action that claims a note's one public send
+
+
+async def ticket_for_thread(session: AsyncSession, *, channel: str, thread_ts: str) -> Ticket | None:
+    """The ticket whose card is the parent of the thread (channel, thread_ts), if any."""
+    stmt = select(Ticket).where(Ticket.channel == channel, Ticket.slack_ts == thread_ts)
+    return (await session.exec(stmt.limit(1))).first()
+
+
+async def note_for_message(session: AsyncSession, *, channel: str, ts: str) -> Note | None:
+    stmt = select(Note).where(Note.slack_channel == channel, Note.slack_ts == ts)
+    return (await session.exec(stmt)).first()
+
+
+async def claim_note_send(session: AsyncSession, *, note: Note, actor: str) -> bool:
+    """Claim the right to publish a note, once: False if another click already claimed it.
+
+    The no-op UPDATE is there for its lock: a second click on the same note waits at it (a row lock on
+    Postgres, the database write lock on SQLite) until the first commits, so its check below sees the
+    first claim. Checking first and writing after would let two concurrent clicks both pass.
+    """
+    assert note.id is not None
+    await session.exec(update(Note).where(col(Note.id) == note.id)  # type: ignore[call-overload]
+                       .values(author_slack_id=col(Note.author_slack_id)))
+    if (await session.exec(select(TicketEvent.id).where(*_sent_event(note)).limit(1))).first() is not None:
+        return False
+    session.add(TicketEvent(ticket_id=note.ticket_id, actor=actor, action=NOTE_SENT, detail=f"note {note.id}"))
+    return True
+
+
+async def release_note_send(session: AsyncSession, *, note: Note) -> None:
+    """Undo a claim whose reply was refused, so the note can be sent once the problem is fixed."""
+    await session.exec(delete(TicketEvent).where(*_sent_event(note)))  # type: ignore[call-overload]
+
+
+def _sent_event(note: Note) -> list[ColumnElement[bool]]:
+    return [col(TicketEvent.ticket_id) == note.ticket_id, col(TicketEvent.action) == NOTE_SENT,
+            col(TicketEvent.detail) == f"note {note.id}"]
+
+
+async def open_tickets_assigned(session: AsyncSession, *, assignee: str, limit: int) -> list[Ticket]:
+    """The open tickets an agent has claimed, oldest first."""
+    stmt = (select(Ticket).where(Ticket.state == TicketState.OPEN, Ticket.assignee_slack_id == assignee)
+            .order_by(col(Ticket.created_at), col(Ticket.id)).limit(limit))
+    return list(await session.exec(stmt))
+
+
+async def unclaimed_open_tickets(session: AsyncSession, *, limit: int) -> list[Ticket]:
+    """Open tickets nobody has claimed, oldest first: the queue to pick from."""
+    stmt = (select(Ticket).where(Ticket.state == TicketState.OPEN, col(Ticket.assignee_slack_id).is_(None))
+            .order_by(col(Ticket.created_at), col(Ticket.id)).limit(limit))
+    return list(await session.exec(stmt))
+
+
+async def count_notes(session: AsyncSession, *, ticket_id: int) -> int:
+    stmt = select(func.count()).select_from(Note).where(Note.ticket_id == ticket_id)
+    return (await session.exec(stmt)).one()
+
+
+async def ticket_replies(session: AsyncSession, *, ticket_id: int) -> list[Reply]:
+    stmt = select(Reply).where(Reply.ticket_id == ticket_id).order_by(col(Reply.created_at), col(Reply.id))
+    return list(await session.exec(stmt))
+
+
+@dataclass(frozen=True)
+class DayStats:
+    mentions: int
+    complaints: int
+    opened: int
+    resolved: int
+    responded_in_sla: int
+    responded_late: int
+    open_now: int
+    open_overdue: int
+
+
+async def _count(session: AsyncSession, model: type[Mention] | type[Ticket], *where: ColumnElement[bool]) -> int:
+    stmt = select(func.count()).select_from(model).where(*where)
+    return (await session.exec(stmt)).one()
+
+
+async def day_stats(session: AsyncSession, *, since: datetime, now: datetime) -> DayStats:
+    """Counts for the day that began at since (mentions, tickets, first responses) and the open queue at now."""
+    responded_today = [col(Ticket.first_response_at) >= since]
+    open_unanswered = [col(Ticket.state) == TicketState.OPEN, col(Ticket.first_response_at).is_(None)]
+    return DayStats(
+        mentions=await _count(session, Mention, col(Mention.received_at) >= since),
+        complaints=await _count(session, Mention, col(Mention.received_at) >= since,
+                                col(Mention.label) == "complaint"),
+        opened=await _count(session, Ticket, col(Ticket.created_at) >= since),
+        resolved=await _count(session, Ticket, col(Ticket.resolved_at) >= since),
+        responded_in_sla=await _count(session, Ticket, *responded_today,
+                                      col(Ticket.first_response_at) <= col(Ticket.first_response_due_at)),
+        responded_late=await _count(session, Ticket, *responded_today,
+                                    col(Ticket.first_response_at) > col(Ticket.first_response_due_at)),
+        open_now=await _count(session, Ticket, col(Ticket.state) == TicketState.OPEN),
+        open_overdue=await _count(session, Ticket, *open_unanswered, col(Ticket.first_response_due_at) < now),
+    )
