@@ -18,7 +18,7 @@ from bot.classifier import ComplaintClassifier
 from bot.config import Config, ConfigError
 from bot.context import AppContext
 from bot.dispatch import Dispatcher
-from bot.events import MentionReceived, Post, PostChange
+from bot.events import MentionReceived, Post, PostChange, PostEdited
 from bot.mastodon_client import MastodonClient
 from bot.permissions import Permissions
 from bot.retry import backoff_delay
@@ -165,14 +165,15 @@ class Daemon:
     async def post_changed(self, change: PostChange) -> None:
         """The unit of work for one edit or delete, with the same error boundary as ingest."""
         assert self._dispatcher is not None
+        what = f"edit of {change.post.url}" if isinstance(change, PostEdited) else f"delete of {change.status_id}"
         # Under the ingest lock: an edit must not race the post's own ingest.
         async with self._ingest_lock:
             try:
                 await self._dispatcher.dispatch(change)
             except (SQLAlchemyError, OSError, MastodonError) as exc:
-                raise IngestError(f"{change} not applied yet: {exc}") from exc
+                raise IngestError(f"{what} not applied yet: {exc}") from exc
             except Exception:
-                logger.exception("%s could not be processed and was skipped", change)
+                logger.exception("%s could not be processed and was skipped", what)
 
     async def wait(self) -> None:
         """Run until a background task fails (which is a bug) or the daemon is stopped."""

@@ -55,3 +55,20 @@ class CardPosted:
     ticket_id: int
     channel: str
     ts: str
+
+
+@dataclass(frozen=True)
+class PostEdited:
+    """A customer's post as it reads after an edit (from the stream's status.update or the refresh sweep)."""
+
+    post: Post
+
+
+@dataclass(frozen=True)
+class PostDeleted:
+    """A post was deleted; Mastodon only tells us its id."""
+
+    status_id: str
+
+
+PostChange = PostEdited | PostDeleted

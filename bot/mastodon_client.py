@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from typing import Any
 from mastodon import Mastodon
 from mastodon.errors import MastodonAPIError, MastodonNotFoundError
 
-from bot.events import AccountRef, Post
+from bot.events import AccountRef, Post, PostChange, PostDeleted, PostEdited
 from bot.text import MentionRef, status_to_text
 
 USER_AGENT = "mentiondesk/0.1 (+https://github.com/mentiondesk/mentiondesk)"
@@ -87,6 +88,25 @@ def notification_item(data: Mapping[str, Any]) -> FeedItem:
 
 def status_item(data: Mapping[str, Any]) -> FeedItem:
     return FeedItem(cursor_id=str(data["id"]), post=post_from_json(data))
+
+
+# Mastodon names the edit event "status.update"; mastodon-mock 0.6 sends it as "status_update".
+EDIT_EVENTS = frozenset({"status.update", "status_update"})
+DELETE_EVENT = "delete"
+CHANGE_EVENTS = EDIT_EVENTS | {DELETE_EVENT}
+
+
+def post_change_from_stream(name: str, data: str) -> PostChange | None:
+    """Normalise a streamed edit (payload: the status JSON) or delete (payload: the bare status id)."""
+    if name in EDIT_EVENTS:
+        return PostEdited(post=post_from_json(json.loads(data)))
+    if name == DELETE_EVENT:
+        # SSE sends the id bare; tolerate a JSON-quoted one as well.
+        status_id = data.strip().strip('"')
+        if not status_id:
+            raise ValueError("delete event without a status id")
+        return PostDeleted(status_id=status_id)
+    return None
 
 
 def _by_id(item: FeedItem) -> int:

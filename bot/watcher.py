@@ -4,6 +4,10 @@ The stream delivers posts within a second, but a stream can drop at any time and
 what it missed. So the stored cursor only ever moves after a poll has ingested every post up to it:
 after a restart or a dropped stream, the next poll picks up exactly where the last one stopped, and
 the unique key on each status makes posts that arrived by both routes count once.
+
+Edits and deletes come as stream events too (`status.update`, `delete`), but a server need not push them
+to the accounts a post mentions, and a dropped stream loses them for good: the PostSweeper re-reads the
+customer posts of open tickets now and then, and both routes feed the same handlers.
 """
 
 from __future__ import annotations
@@ -23,12 +27,21 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.config import MastodonSettings
-from bot.events import Post
-from bot.mastodon_client import FeedItem, MastodonClient, notification_item, status_item
+from bot.events import Post, PostChange, PostDeleted, PostEdited
+from bot.mastodon_client import (
+    CHANGE_EVENTS,
+    FeedItem,
+    MastodonClient,
+    notification_item,
+    post_change_from_stream,
+    status_item,
+)
 from bot.retry import Verdict, backoff_delay, parse_retry_after, sort_mastodon_error
 from bot.sse import read_events
 from storage.cursors import get_cursor, set_cursor
 from storage.db import transaction
+from storage.models import Mention
+from storage.tickets import posts_to_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +50,12 @@ PAGE_LIMIT = 40
 RATE_LIMIT_LOW_WATER = 20
 # Mastodon sends a heartbeat comment every few seconds; this much silence means a dead connection.
 STREAM_READ_TIMEOUT_S = 90.0
+# Posts re-read per refresh sweep: at the default 120 s interval that is at most 100 of the 300 requests
+# Mastodon allows per 5 minutes.
+REFRESH_BATCH = 40
 
 Ingest = Callable[[Post, str], Awaitable[None]]
+OnChange = Callable[[PostChange], Awaitable[None]]
 Fetch = Callable[[str | None, int], Awaitable[list[FeedItem]]]
 
 
@@ -60,7 +77,8 @@ def notification_feed(client: MastodonClient) -> Feed:
     return Feed(
         cursor_name="notifications:mention",
         source="notification",
-        stream_path="/api/v1/streaming/user/notification",
+        # The whole user stream, not /user/notification: edits and deletes of posts come only on this one.
+        stream_path="/api/v1/streaming/user",
         stream_event="notification",
         fetch=lambda cursor, limit: client.mentions_after(cursor, limit=limit),
         parse_event=notification_item,
@@ -91,11 +109,13 @@ class FeedWatcher:
         settings: MastodonSettings,
         http: aiohttp.ClientSession,
         stream_base_url: str,
+        on_change: OnChange | None = None,
     ) -> None:
         self.feed = feed
         self._client = client
         self._sessions = sessions
         self._ingest = ingest
+        self._on_change = on_change
         self._settings = settings
         self._http = http
         self._stream_url = stream_base_url.rstrip("/") + feed.stream_path
@@ -137,15 +157,7 @@ class FeedWatcher:
                 await asyncio.wait_for(self._kick.wait(), timeout=wait_s)
 
     def _rate_limit_pause_s(self) -> float:
-        """Nearly out of requests for this window: sit out the rest of it rather than run into 429s."""
-        remaining, reset = self._client.ratelimit_remaining, self._client.ratelimit_reset
-        if remaining is None or reset is None or remaining > RATE_LIMIT_LOW_WATER:
-            return 0.0
-        pause_s = min(max(0.0, reset - time.time()), self._settings.max_backoff_s)
-        if pause_s > 0:
-            logger.warning("%s: %d Mastodon requests left in this window; pausing polls %.0fs",
-                           self.feed.cursor_name, remaining, pause_s)
-        return pause_s
+        return rate_limit_pause_s(self._client, self._settings, what=f"{self.feed.cursor_name} polls")
 
     def _wait_after(self, exc: Exception, attempt: int) -> float:
         sorted_ = sort_mastodon_error(exc, ratelimit_reset=self._client.ratelimit_reset)
@@ -231,9 +243,12 @@ class FeedWatcher:
             logger.info("%s: stream connected", self.feed.cursor_name)
             self.kick()
             async for event in read_events(resp.content):
-                if event is None or event.name != self.feed.stream_event:
+                if event is None:
                     continue
-                await self._on_stream_event(event.data)
+                if event.name == self.feed.stream_event:
+                    await self._on_stream_event(event.data)
+                elif event.name in CHANGE_EVENTS and self._on_change is not None:
+                    await self._on_change_event(event.name, event.data)
         return None
 
     async def _on_stream_event(self, data: str) -> None:
@@ -250,6 +265,89 @@ class FeedWatcher:
         except IngestError as exc:
             # The poll will bring this post back once storage is healthy again.
             logger.warning("%s: %s", self.feed.cursor_name, exc)
+
+
+    async def _on_change_event(self, name: str, data: str) -> None:
+        assert self._on_change is not None
+        try:
+            change = post_change_from_stream(name, data)
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("%s: unreadable %s event skipped (%s); the refresh sweep covers it",
+                           self.feed.cursor_name, name, exc)
+            return
+        if change is None:
+            return
+        try:
+            await self._on_change(change)
+        except IngestError as exc:
+            logger.warning("%s: %s", self.feed.cursor_name, exc)
+
+
+class PostSweeper:
+    """Re-reads the customer posts of open tickets, a batch per interval, and reports edits and deletes.
+
+    Walks the posts round in id order from an in-memory position, so every post is checked in turn
+    (oldest-checked first) however many there are; after a restart the walk starts again from the top.
+    """
+
+    def __init__(self, *, client: MastodonClient, sessions: async_sessionmaker[AsyncSession], on_change: OnChange,
+                 settings: MastodonSettings, batch: int = REFRESH_BATCH) -> None:
+        self._client = client
+        self._sessions = sessions
+        self._on_change = on_change
+        self._settings = settings
+        self._batch = batch
+        self._after_id = 0
+        self.sweeps_completed = 0
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.sweep()
+                attempt = 0
+                self.sweeps_completed += 1
+                wait_s = max(self._settings.refresh_interval_s,
+                             rate_limit_pause_s(self._client, self._settings, what="post refreshes"))
+            except Exception as exc:
+                # Nothing is lost by waiting: the posts are still there to check next time.
+                attempt += 1
+                wait_s = max(self._settings.refresh_interval_s,
+                             backoff_delay(attempt, cap_s=self._settings.max_backoff_s))
+                logger.warning("refreshing posts failed: %s; next try in %.1fs", exc or type(exc).__name__, wait_s)
+            await asyncio.sleep(wait_s)
+
+    async def sweep(self) -> int:
+        """Check one batch of posts; returns how many were checked (0 when it stopped to spare requests)."""
+        async with self._sessions() as session:
+            mentions = await posts_to_refresh(session, after_id=self._after_id, limit=self._batch)
+        for mention in mentions:
+            if rate_limit_pause_s(self._client, self._settings, what="post refreshes") > 0:
+                return 0  # leave the rest of the batch for after the window resets; the walk resumes here
+            await self._check(mention)
+            assert mention.id is not None
+            self._after_id = mention.id
+        if len(mentions) < self._batch:
+            self._after_id = 0  # reached the end: the next sweep starts again from the oldest post
+        return len(mentions)
+
+    async def _check(self, mention: Mention) -> None:
+        current = await self._client.status(mention.status_id)
+        if current is None:
+            await self._on_change(PostDeleted(status_id=mention.status_id))
+        elif current.edited_at is not None and current.edited_at != mention.edited_at:
+            await self._on_change(PostEdited(post=current))
+
+
+def rate_limit_pause_s(client: MastodonClient, settings: MastodonSettings, *, what: str) -> float:
+    """Nearly out of requests for this window: sit out the rest of it rather than run into 429s."""
+    remaining, reset = client.ratelimit_remaining, client.ratelimit_reset
+    if remaining is None or reset is None or remaining > RATE_LIMIT_LOW_WATER:
+        return 0.0
+    pause_s = min(max(0.0, reset - time.time()), settings.max_backoff_s)
+    if pause_s > 0:
+        logger.warning("%d Mastodon requests left in this window; pausing %s %.0fs", remaining, what, pause_s)
+    return pause_s
 
 
 def _reset_in_s(reset: str) -> float:

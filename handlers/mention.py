@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -18,8 +19,15 @@ from bot.slack_cards import followup_message
 from storage.db import transaction
 from storage.models import Mention, OutboxKind, Ticket
 from storage.outbox import enqueue
-from storage.ticket_actions import record_customer_activity
-from storage.tickets import has_open_ticket, mention_exists, open_ticket_for_thread
+from storage.ticket_actions import record_customer_activity, reopen
+from storage.tickets import (
+    latest_open_ticket,
+    latest_resolved_ticket,
+    latest_ticket,
+    mention_exists,
+    open_ticket_for_thread,
+    ticket_for_thread,
+)
 from storage.types import utcnow
 
 logger = logging.getLogger(__name__)
@@ -39,18 +47,57 @@ def ignore_reason(post: Post, *, brand_id: str, accept_bots: bool) -> str | None
     return None
 
 
-async def _thread_candidates(post: Post, ctx: AppContext) -> list[str]:
-    """Status ids above this post in its reply chain that might belong to the customer's open ticket."""
-    if post.in_reply_to_id is None:
-        return []
+@dataclass(frozen=True)
+class Placement:
+    """Where a post goes: into an existing ticket (reopened first if asked), or a new ticket linked to an old one."""
+
+    join: int | None = None
+    reopen: bool = False
+    previous: int | None = None
+
+
+async def _place(post: Post, *, complaint: bool, ctx: AppContext) -> Placement:
+    """Decide which ticket a customer's post belongs to, from their tickets and its reply chain."""
+    account_id = post.account.id
     async with ctx.sessions() as session:
-        if not await has_open_ticket(session, account_id=post.account.id):
-            return []  # nothing to join, so no need to spend a request on the context
-        if await open_ticket_for_thread(session, account_id=post.account.id, status_ids=[post.in_reply_to_id]):
-            return [post.in_reply_to_id]
+        parent = [post.in_reply_to_id] if post.in_reply_to_id else []
+        # A reply into one of their open tickets goes there; any other post joins their latest open ticket.
+        joined = (await open_ticket_for_thread(session, account_id=account_id, status_ids=parent)
+                  or await latest_open_ticket(session, account_id=account_id))
+        if joined is not None:
+            return Placement(join=joined.id)
+        resolved = await latest_resolved_ticket(session, account_id=account_id)
+        if resolved is not None and _within_reopen_window(resolved, post, ctx):
+            return Placement(join=resolved.id, reopen=True)
+        latest = await latest_ticket(session, account_id=account_id)
+    if latest is None:
+        return Placement()  # a first-time customer: no request spent on the thread
+    old = await _thread_ticket(post, ctx)
+    if old is not None:
+        return Placement(previous=old)
+    return Placement(previous=latest.id if complaint else None)
+
+
+def _within_reopen_window(ticket: Ticket, post: Post, ctx: AppContext) -> bool:
+    # Measured from the post's own time, so a post read late (after an outage) is judged as when it was written.
+    window = timedelta(days=ctx.settings.tickets.reopen_window_days)
+    return ticket.resolved_at is not None and post.created_at - ticket.resolved_at <= window
+
+
+async def _thread_ticket(post: Post, ctx: AppContext) -> int | None:
+    """The customer's earlier ticket (in any state) that this post replies under, if any."""
+    if post.in_reply_to_id is None:
+        return None
+    async with ctx.sessions() as session:
+        found = await ticket_for_thread(session, account_id=post.account.id, status_ids=[post.in_reply_to_id])
+    if found is not None:
+        return found.id
     # The direct parent is not one we stored (say, the customer replied to their own earlier reply
     # that did not mention the brand); the wider chain may still lead to the ticket.
-    return [post.in_reply_to_id, *await ctx.mastodon.ancestors(post.id)]
+    ancestors = await ctx.mastodon.ancestors(post.id)
+    async with ctx.sessions() as session:
+        found = await ticket_for_thread(session, account_id=post.account.id, status_ids=ancestors)
+    return found.id if found is not None else None
 
 
 def _priority(score: float, ctx: AppContext) -> str:
@@ -63,7 +110,7 @@ def _first_response_window(priority: str, ctx: AppContext) -> timedelta:
     return timedelta(minutes=minutes)
 
 
-def _new_ticket(post: Post, result: Classification, ctx: AppContext) -> Ticket:
+def _new_ticket(post: Post, result: Classification, ctx: AppContext, previous: int | None) -> Ticket:
     priority = _priority(result.score, ctx)
     return Ticket(
         priority=priority,
@@ -78,6 +125,7 @@ def _new_ticket(post: Post, result: Classification, ctx: AppContext) -> Ticket:
         channel=route(post, ctx.settings.routing.rules, ctx.settings.slack.default_channel),
         first_response_due_at=post.created_at + _first_response_window(priority, ctx),
         last_customer_activity_at=post.created_at,
+        previous_ticket_id=previous,
     )
 
 
@@ -99,12 +147,14 @@ def _mention_row(post: Post, source: str, result: Classification) -> Mention:
         posted_at=post.created_at,
         label=result.label,
         score=result.score,
+        # Read after an edit (a late poll), the post is stored as edited, so the refresh sweep sees nothing new.
+        edited_at=post.edited_at,
     )
 
 
 @router.on(MentionReceived)
 async def record_mention(event: MentionReceived, ctx: AppContext) -> None:
-    """Store the mention with its classification; open a ticket or thread it into an open one."""
+    """Store the mention with its classification; add it to the customer's ticket, reopen one, or open one."""
     post = event.post
     reason = ignore_reason(post, brand_id=ctx.brand.id, accept_bots=ctx.settings.mastodon.accept_bots)
     if reason is not None:
@@ -113,18 +163,11 @@ async def record_mention(event: MentionReceived, ctx: AppContext) -> None:
     async with ctx.sessions() as session:
         if await mention_exists(session, status_uri=post.uri):
             return  # seen already, through the stream or an earlier poll
-    candidates = await _thread_candidates(post, ctx)
     result = await asyncio.to_thread(ctx.classifier.classify, post.text, ctx.threshold)
+    placement = await _place(post, complaint=result.label == COMPLAINT, ctx=ctx)
     try:
         async with transaction(ctx.sessions) as session:
-            mention = _mention_row(post, event.source, result)
-            ticket = await open_ticket_for_thread(session, account_id=post.account.id, status_ids=candidates)
-            if ticket is not None:
-                await _add_followup(session, ticket, mention, post)
-            elif result.label == COMPLAINT:
-                ticket = await _open_ticket(session, mention, post, result, ctx)
-            else:
-                session.add(mention)
+            ticket = await _file(session, _mention_row(post, event.source, result), post, result, placement, ctx)
     except IntegrityError:
         # Another worker (or daemon, on Postgres) stored the same status between our check and insert.
         logger.debug("duplicate %s ignored", post.uri)
@@ -135,9 +178,26 @@ async def record_mention(event: MentionReceived, ctx: AppContext) -> None:
                 f" -> ticket #{ticket.id}" if ticket is not None else "")
 
 
+async def _file(session: AsyncSession, mention: Mention, post: Post, result: Classification, placement: Placement,
+                ctx: AppContext) -> Ticket | None:
+    """Store the mention where placement says; returns its ticket, if it has one."""
+    if placement.join is not None:
+        ticket = await session.get(Ticket, placement.join)
+        assert ticket is not None and ticket.id is not None
+        if placement.reopen and await reopen(session, ticket_id=ticket.id, actor="customer",
+                                             detail=f"customer posted again: {post.url}"):
+            logger.info("TicketReopened #%d by a new post from @%s", ticket.id, post.account.acct)
+        await _add_followup(session, ticket, mention, post)
+        return ticket
+    if result.label == COMPLAINT or placement.previous is not None:
+        return await _open_ticket(session, mention, post, result, ctx, previous=placement.previous)
+    session.add(mention)
+    return None
+
+
 async def _open_ticket(session: AsyncSession, mention: Mention, post: Post, result: Classification,
-                       ctx: AppContext) -> Ticket:
-    ticket = _new_ticket(post, result, ctx)
+                       ctx: AppContext, *, previous: int | None) -> Ticket:
+    ticket = _new_ticket(post, result, ctx, previous)
     session.add(ticket)
     await session.flush()  # assigns the ticket number the card shows
     assert ticket.id is not None
@@ -147,7 +207,8 @@ async def _open_ticket(session: AsyncSession, mention: Mention, post: Post, resu
     # The card itself is rendered when it is sent, so one posted after an outage shows the ticket as it is then.
     enqueue(session, kind=OutboxKind.CARD, ticket_id=ticket.id, channel=ticket.channel, text="", blocks=[],
             mention_id=mention.id)
-    logger.info("TicketOpened #%d for @%s in %s", ticket.id, post.account.acct, ticket.channel)
+    logger.info("TicketOpened #%d for @%s in %s%s", ticket.id, post.account.acct, ticket.channel,
+                f" (follows #{previous})" if previous is not None else "")
     return ticket
 
 

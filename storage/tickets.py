@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
+from sqlalchemy import update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -49,3 +51,84 @@ async def count_mentions(session: AsyncSession) -> int:
 
 async def list_tickets(session: AsyncSession, *, limit: int = 100) -> list[Ticket]:
     return list(await session.exec(select(Ticket).order_by(col(Ticket.id)).limit(limit)))
+
+
+async def latest_open_ticket(session: AsyncSession, *, account_id: str) -> Ticket | None:
+    """The customer's most recent open ticket: where a new post of theirs belongs, thread or not."""
+    stmt = (select(Ticket).where(Ticket.customer_account_id == account_id, Ticket.state == TicketState.OPEN)
+            .order_by(col(Ticket.id).desc()).limit(1))
+    return (await session.exec(stmt)).first()
+
+
+async def latest_resolved_ticket(session: AsyncSession, *, account_id: str) -> Ticket | None:
+    """The customer's most recently resolved ticket (closed ones are left alone: never reopened automatically)."""
+    stmt = (select(Ticket).where(Ticket.customer_account_id == account_id, Ticket.state == TicketState.RESOLVED)
+            .order_by(col(Ticket.resolved_at).desc(), col(Ticket.id).desc()).limit(1))
+    return (await session.exec(stmt)).first()
+
+
+async def latest_ticket(session: AsyncSession, *, account_id: str) -> Ticket | None:
+    stmt = select(Ticket).where(Ticket.customer_account_id == account_id).order_by(col(Ticket.id).desc()).limit(1)
+    return (await session.exec(stmt)).first()
+
+
+async def ticket_for_thread(session: AsyncSession, *, account_id: str, status_ids: Sequence[str]) -> Ticket | None:
+    """The customer's latest ticket, in any state, that holds any of status_ids."""
+    if not status_ids:
+        return None
+    stmt = (
+        select(Ticket)
+        .join(Mention, col(Mention.ticket_id) == col(Ticket.id))
+        .where(col(Mention.status_id).in_(list(status_ids)), Ticket.customer_account_id == account_id)
+        .order_by(col(Ticket.id).desc())
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def mention_by_uri(session: AsyncSession, *, status_uri: str) -> Mention | None:
+    return (await session.exec(select(Mention).where(Mention.status_uri == status_uri))).first()
+
+
+async def record_mention_edit(session: AsyncSession, *, mention_id: int, text: str, edited_at: datetime) -> bool:
+    """Store a newer version of a post; False when this edit (or a later one) was stored already.
+
+    The condition in the UPDATE makes the stream and the refresh sweep (or two daemons) apply one edit once.
+    """
+    stmt = (
+        update(Mention)
+        .where(col(Mention.id) == mention_id, col(Mention.deleted_at).is_(None))
+        .where(col(Mention.edited_at).is_(None) | (col(Mention.edited_at) < edited_at))
+        .values(text=text, edited_at=edited_at)
+    )
+    result = await session.exec(stmt)  # type: ignore[call-overload]
+    return bool(result.rowcount == 1)
+
+
+async def record_mention_deleted(session: AsyncSession, *, status_id: str, at: datetime) -> list[Mention]:
+    """Mark the post deleted; returns the mentions this call marked (none when it was marked already)."""
+    stmt = select(Mention).where(Mention.status_id == status_id, col(Mention.deleted_at).is_(None))
+    marked = []
+    for mention in list(await session.exec(stmt)):
+        mark = (update(Mention).where(col(Mention.id) == mention.id, col(Mention.deleted_at).is_(None))
+                .values(deleted_at=at))
+        if (await session.exec(mark)).rowcount == 1:  # type: ignore[call-overload]
+            marked.append(mention)
+    return marked
+
+
+async def all_posts_deleted(session: AsyncSession, *, ticket_id: int) -> bool:
+    stmt = select(Mention.id).where(Mention.ticket_id == ticket_id, col(Mention.deleted_at).is_(None))
+    return (await session.exec(stmt.limit(1))).first() is None
+
+
+async def posts_to_refresh(session: AsyncSession, *, after_id: int, limit: int) -> list[Mention]:
+    """Live customer posts of open tickets with an id above after_id, in id order (the sweep walks them round)."""
+    stmt = (
+        select(Mention)
+        .join(Ticket, col(Ticket.id) == col(Mention.ticket_id))
+        .where(Ticket.state == TicketState.OPEN, col(Mention.deleted_at).is_(None), col(Mention.id) > after_id)
+        .order_by(col(Mention.id))
+        .limit(limit)
+    )
+    return list(await session.exec(stmt))

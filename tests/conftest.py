@@ -28,6 +28,8 @@ SEED = SeedConfig(
         SeedAccount(username="brand", display_name="Acme Support", access_token=BRAND_TOKEN),
         SeedAccount(username="alice", display_name="Alice", access_token="alice_token"),
         SeedAccount(username="bob", display_name="Bob <!channel>", access_token="bob_token"),
+        SeedAccount(username="carol", display_name="Carol", access_token="carol_token"),
+        SeedAccount(username="dan", display_name="Dan", access_token="dan_token"),
         SeedAccount(username="robot", display_name="Robot", bot=True, access_token="robot_token"),
     ],
 )

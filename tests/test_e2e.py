@@ -99,14 +99,14 @@ async def test_restart_mid_stream_processes_every_post_once(mastodon: MockServer
 
     daemon = await start_daemon(config)
     await eventually(lambda: _count(daemon, Mention, 7), what="all seven mentions")
-    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 6, timeout_s=20)
+    # A customer's later posts join their open ticket: one card each, the rest in the card's thread.
+    await slack.wait_for(lambda: len(_with_threads(slack, "C0SUPPORT")) == 7, timeout_s=20)
     await asyncio.sleep(1.5)  # room for any duplicate to show up
     mentions = await rows(daemon, Mention)
     assert len(mentions) == 7 and len({m.status_uri for m in mentions}) == 7
-    assert len(await rows(daemon, Ticket)) == 6
-    texts = sorted(str(m["blocks"]) for m in slack.messages("C0SUPPORT"))
-    assert all(any(f"take {i}" in t for t in texts) for i in range(6))
-    assert len(slack.messages("C0SUPPORT")) == 6
+    assert len(await rows(daemon, Ticket)) == 2 and len(slack.messages("C0SUPPORT")) == 2
+    texts = [str(m["blocks"]) for m in _with_threads(slack, "C0SUPPORT")]
+    assert len(texts) == 7 and all(sum(f"take {i}" in t for t in texts) == 1 for i in range(6))
 
 
 async def test_slack_outage_delays_cards_but_loses_none(mastodon: MockServer, slack: FakeSlack,
@@ -119,9 +119,7 @@ async def test_slack_outage_delays_cards_but_loses_none(mastodon: MockServer, sl
     await eventually(lambda: _count(daemon, Ticket, 2), what="tickets opened while Slack is down")
     await slack.wait_for(lambda: slack.call_count("chat.postMessage") >= 4, timeout_s=10)
     assert slack.messages() == []
-    outbox = await rows(daemon, SlackOutbox)
-    assert [r.state for r in outbox] == ["pending", "pending"]
-    assert outbox[0].attempts >= 1 and "HTTP 503" in (outbox[0].last_error or "")
+    await eventually(lambda: _outage_recorded(daemon), what="the 503 recorded on the waiting card")
 
     slack.set_down(False)
     await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 2, timeout_s=10)
@@ -134,9 +132,10 @@ async def test_rate_limits_are_honoured(mastodon: MockServer, make_config: Calla
                                         start_daemon: Start, slack: FakeSlack) -> None:
     slack.enforce_rate_limit = True
     slack.rate_limit_next("chat.postMessage", retry_after_s=1, count=1)
+    # Three customers (a customer's second complaint would join their open ticket).
     daemon = await start_daemon(make_config())
-    for i in range(3):
-        await post(mastodon, "alice" if i % 2 else "bob", f"{COMPLAINT} #{i}")
+    for i, user in enumerate(["bob", "alice", "carol"]):
+        await post(mastodon, user, f"{COMPLAINT} #{i}")
     await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 3, timeout_s=15)
     # The one 429 we injected, and none earned by posting faster than Slack's 1/s per channel.
     assert slack.rate_limited_count == 0
@@ -230,9 +229,22 @@ async def test_two_daemons_sharing_a_database_post_each_card_once(mastodon: Mock
     first, second = await start_daemon(config), await start_daemon(config)
     await eventually(lambda: _connected(first), what="first daemon's stream")
     await eventually(lambda: _connected(second), what="second daemon's stream")
-    for i in range(4):
-        await post(mastodon, "alice" if i % 2 else "bob", f"{COMPLAINT} (case {i})")
-    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 4, timeout_s=15)
+    for i, user in enumerate(["alice", "bob", "carol", "dan"]):
+        await post(mastodon, user, f"{COMPLAINT} (case {i})")
+    await post(mastodon, "alice", "@brand any news on this?")
+    # Four customers, four cards; alice's second post joins her ticket, in its card's thread.
+    await slack.wait_for(lambda: len(_with_threads(slack, "C0SUPPORT")) == 5, timeout_s=15)
     await asyncio.sleep(2.0)  # room for a duplicate from the other daemon
-    assert len(slack.messages("C0SUPPORT")) == 4
-    assert len(await rows(first, Ticket)) == 4 and len(await rows(second, Mention)) == 4
+    assert len(slack.messages("C0SUPPORT")) == 4 and len(_with_threads(slack, "C0SUPPORT")) == 5
+    assert len(await rows(first, Ticket)) == 4 and len(await rows(second, Mention)) == 5
+
+
+async def _outage_recorded(daemon: Daemon) -> bool:
+    outbox = await rows(daemon, SlackOutbox)
+    return ([r.state for r in outbox] == ["pending", "pending"] and outbox[0].attempts >= 1
+            and "HTTP 503" in (outbox[0].last_error or ""))
+
+
+def _with_threads(slack: FakeSlack, channel: str) -> list[dict[str, Any]]:
+    """Every top-level message in channel followed by the replies in its thread."""
+    return [m for card in slack.messages(channel) for m in [card, *slack.thread(channel, card["ts"])]]
