@@ -21,10 +21,11 @@ from bot.dispatch import Dispatcher
 from bot.events import MentionReceived, Post, PostChange, PostEdited
 from bot.mastodon_client import MastodonClient
 from bot.permissions import Permissions
+from bot.post_sweeper import PostSweeper
 from bot.retry import backoff_delay
 from bot.slack_app import SlackIntake, SocketModeConnection, build_app
 from bot.slack_sender import SlackSender
-from bot.watcher import FeedWatcher, IngestError, PostSweeper, hashtag_feed, notification_feed
+from bot.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
 from handlers import build_router
 from storage.db import DatabaseError, create_engine, current_revision, head_revision, session_factory, upgrade
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
+from typing import Protocol
 
 import aiohttp
 from mastodon.errors import (
@@ -17,6 +19,16 @@ from mastodon.errors import (
     MastodonUnauthorizedError,
 )
 from slack_sdk.errors import SlackApiError
+
+logger = logging.getLogger(__name__)
+
+
+class RateLimited(Protocol):
+    @property
+    def ratelimit_remaining(self) -> int | None: ...
+
+    @property
+    def ratelimit_reset(self) -> float | None: ...
 
 
 class Verdict(Enum):
@@ -85,3 +97,18 @@ def sort_slack_error(exc: BaseException) -> Sorted:
     if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | OSError):
         return Sorted(Verdict.TRANSIENT, f"{type(exc).__name__}: {exc}")
     return Sorted(Verdict.FATAL, f"{type(exc).__name__}: {exc}")
+
+
+# Requests kept in reserve per rate-limit window (Mastodon: 300 per 5 minutes) for replies and lookups.
+RATE_LIMIT_LOW_WATER = 20
+
+
+def rate_limit_pause_s(client: RateLimited, *, cap_s: float, what: str) -> float:
+    """Nearly out of requests for this window: sit out the rest of it rather than run into 429s."""
+    remaining, reset = client.ratelimit_remaining, client.ratelimit_reset
+    if remaining is None or reset is None or remaining > RATE_LIMIT_LOW_WATER:
+        return 0.0
+    pause_s = min(max(0.0, reset - time.time()), cap_s)
+    if pause_s > 0:
+        logger.warning("%d Mastodon requests left in this window; pausing %s %.0fs", remaining, what, pause_s)
+    return pause_s

@@ -6,8 +6,8 @@ after a restart or a dropped stream, the next poll picks up exactly where the la
 the unique key on each status makes posts that arrived by both routes count once.
 
 Edits and deletes come as stream events too (`status.update`, `delete`), but a server need not push them
-to the accounts a post mentions, and a dropped stream loses them for good: the PostSweeper re-reads the
-customer posts of open tickets now and then, and both routes feed the same handlers.
+to the accounts a post mentions, and a dropped stream loses them for good: bot/post_sweeper.py re-reads
+the customer posts of open tickets now and then, and both routes feed the same handlers.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.config import MastodonSettings
-from bot.events import Post, PostChange, PostDeleted, PostEdited
+from bot.events import Post, PostChange
 from bot.mastodon_client import (
     CHANGE_EVENTS,
     FeedItem,
@@ -36,23 +36,16 @@ from bot.mastodon_client import (
     post_change_from_stream,
     status_item,
 )
-from bot.retry import Verdict, backoff_delay, parse_retry_after, sort_mastodon_error
+from bot.retry import Verdict, backoff_delay, parse_retry_after, rate_limit_pause_s, sort_mastodon_error
 from bot.sse import read_events
 from storage.cursors import get_cursor, set_cursor
 from storage.db import transaction
-from storage.models import Mention
-from storage.tickets import posts_to_refresh
 
 logger = logging.getLogger(__name__)
 
 PAGE_LIMIT = 40
-# Requests kept in reserve per rate-limit window (Mastodon: 300 per 5 minutes) for replies and lookups.
-RATE_LIMIT_LOW_WATER = 20
 # Mastodon sends a heartbeat comment every few seconds; this much silence means a dead connection.
 STREAM_READ_TIMEOUT_S = 90.0
-# Posts re-read per refresh sweep: at the default 120 s interval that is at most 100 of the 300 requests
-# Mastodon allows per 5 minutes.
-REFRESH_BATCH = 40
 
 Ingest = Callable[[Post, str], Awaitable[None]]
 OnChange = Callable[[PostChange], Awaitable[None]]
@@ -157,7 +150,8 @@ class FeedWatcher:
                 await asyncio.wait_for(self._kick.wait(), timeout=wait_s)
 
     def _rate_limit_pause_s(self) -> float:
-        return rate_limit_pause_s(self._client, self._settings, what=f"{self.feed.cursor_name} polls")
+        return rate_limit_pause_s(self._client, cap_s=self._settings.max_backoff_s,
+                                  what=f"{self.feed.cursor_name} polls")
 
     def _wait_after(self, exc: Exception, attempt: int) -> float:
         sorted_ = sort_mastodon_error(exc, ratelimit_reset=self._client.ratelimit_reset)
@@ -281,73 +275,6 @@ class FeedWatcher:
             await self._on_change(change)
         except IngestError as exc:
             logger.warning("%s: %s", self.feed.cursor_name, exc)
-
-
-class PostSweeper:
-    """Re-reads the customer posts of open tickets, a batch per interval, and reports edits and deletes.
-
-    Walks the posts round in id order from an in-memory position, so every post is checked in turn
-    (oldest-checked first) however many there are; after a restart the walk starts again from the top.
-    """
-
-    def __init__(self, *, client: MastodonClient, sessions: async_sessionmaker[AsyncSession], on_change: OnChange,
-                 settings: MastodonSettings, batch: int = REFRESH_BATCH) -> None:
-        self._client = client
-        self._sessions = sessions
-        self._on_change = on_change
-        self._settings = settings
-        self._batch = batch
-        self._after_id = 0
-        self.sweeps_completed = 0
-
-    async def run(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self.sweep()
-                attempt = 0
-                self.sweeps_completed += 1
-                wait_s = max(self._settings.refresh_interval_s,
-                             rate_limit_pause_s(self._client, self._settings, what="post refreshes"))
-            except Exception as exc:
-                # Nothing is lost by waiting: the posts are still there to check next time.
-                attempt += 1
-                wait_s = max(self._settings.refresh_interval_s,
-                             backoff_delay(attempt, cap_s=self._settings.max_backoff_s))
-                logger.warning("refreshing posts failed: %s; next try in %.1fs", exc or type(exc).__name__, wait_s)
-            await asyncio.sleep(wait_s)
-
-    async def sweep(self) -> int:
-        """Check one batch of posts; returns how many were checked (0 when it stopped to spare requests)."""
-        async with self._sessions() as session:
-            mentions = await posts_to_refresh(session, after_id=self._after_id, limit=self._batch)
-        for mention in mentions:
-            if rate_limit_pause_s(self._client, self._settings, what="post refreshes") > 0:
-                return 0  # leave the rest of the batch for after the window resets; the walk resumes here
-            await self._check(mention)
-            assert mention.id is not None
-            self._after_id = mention.id
-        if len(mentions) < self._batch:
-            self._after_id = 0  # reached the end: the next sweep starts again from the oldest post
-        return len(mentions)
-
-    async def _check(self, mention: Mention) -> None:
-        current = await self._client.status(mention.status_id)
-        if current is None:
-            await self._on_change(PostDeleted(status_id=mention.status_id))
-        elif current.edited_at is not None and current.edited_at != mention.edited_at:
-            await self._on_change(PostEdited(post=current))
-
-
-def rate_limit_pause_s(client: MastodonClient, settings: MastodonSettings, *, what: str) -> float:
-    """Nearly out of requests for this window: sit out the rest of it rather than run into 429s."""
-    remaining, reset = client.ratelimit_remaining, client.ratelimit_reset
-    if remaining is None or reset is None or remaining > RATE_LIMIT_LOW_WATER:
-        return 0.0
-    pause_s = min(max(0.0, reset - time.time()), settings.max_backoff_s)
-    if pause_s > 0:
-        logger.warning("%d Mastodon requests left in this window; pausing %s %.0fs", remaining, what, pause_s)
-    return pause_s
 
 
 def _reset_in_s(reset: str) -> float:

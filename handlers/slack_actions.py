@@ -49,41 +49,30 @@ def _ticket_id(body: dict[str, Any]) -> int:
     return int(str(body["actions"][0]["value"]).split(":", 1)[0])
 
 
-async def on_claim(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
-    """Claim: assign the ticket to the agent who clicked, unless someone has it."""
-    await ack()
-    await _apply(body, context["desk"], lambda s, t, u: ticket_actions.claim(s, ticket_id=t, user=u), "claim",
-                 _ticket_id(body))
+def _button(change: Change, verb: str, doc: str) -> Callable[..., Awaitable[None]]:
+    """A listener for one card button whose value is the ticket number."""
+
+    async def listener(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
+        await ack()
+        await _apply(body, context["desk"], change, verb, _ticket_id(body))
+
+    listener.__doc__ = doc
+    return listener
 
 
-async def on_unclaim(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
-    """Unclaim: only the assignee can give a ticket back."""
-    await ack()
-    await _apply(body, context["desk"], lambda s, t, u: ticket_actions.unclaim(s, ticket_id=t, user=u),
-                 "unclaim", _ticket_id(body))
-
-
-async def on_resolve(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
-    """Resolve an open ticket."""
-    await ack()
-    await _apply(body, context["desk"], lambda s, t, u: ticket_actions.resolve(s, ticket_id=t, user=u),
-                 "resolve", _ticket_id(body))
-
-
-async def on_reopen(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
-    """Reopen a resolved or closed ticket."""
-    await ack()
-    await _apply(body, context["desk"], lambda s, t, u: ticket_actions.reopen(s, ticket_id=t, actor=u),
-                 "reopen", _ticket_id(body))
-
-
-async def on_not_complaint(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
-    """Not a complaint: close the ticket and record the corrected label."""
-    await ack()
-    await _apply(body, context["desk"],
-                 lambda s, t, u: ticket_actions.close(s, ticket_id=t, actor=u, reason="not a complaint",
-                                                      label="other"),
-                 "close", _ticket_id(body))
+BUTTONS: dict[str, Callable[..., Awaitable[None]]] = {
+    CLAIM: _button(lambda s, t, u: ticket_actions.claim(s, ticket_id=t, user=u), "claim",
+                   "Claim: assign the ticket to the agent who clicked, unless someone has it."),
+    UNCLAIM: _button(lambda s, t, u: ticket_actions.unclaim(s, ticket_id=t, user=u), "unclaim",
+                     "Unclaim: only the assignee can give a ticket back."),
+    RESOLVE: _button(lambda s, t, u: ticket_actions.resolve(s, ticket_id=t, user=u), "resolve",
+                     "Resolve an open ticket."),
+    REOPEN: _button(lambda s, t, u: ticket_actions.reopen(s, ticket_id=t, actor=u), "reopen",
+                    "Reopen a resolved or closed ticket."),
+    NOT_COMPLAINT: _button(
+        lambda s, t, u: ticket_actions.close(s, ticket_id=t, actor=u, reason="not a complaint", label="other"),
+        "close", "Not a complaint: close the ticket and record the corrected label."),
+}
 
 
 async def on_priority(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
@@ -96,9 +85,6 @@ async def on_priority(ack: Any, body: dict[str, Any], context: dict[str, Any]) -
 
 
 def register(app: AsyncApp) -> None:
-    app.action(CLAIM)(on_claim)
-    app.action(UNCLAIM)(on_unclaim)
-    app.action(RESOLVE)(on_resolve)
-    app.action(REOPEN)(on_reopen)
-    app.action(NOT_COMPLAINT)(on_not_complaint)
+    for action_id, listener in BUTTONS.items():
+        app.action(action_id)(listener)
     app.action(PRIORITY)(on_priority)
