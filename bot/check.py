@@ -43,7 +43,24 @@ async def _check_slack(config: Config) -> str:
         response = await client.auth_test()
     except SlackApiError as exc:
         raise RuntimeError(f"auth.test failed: {exc.response.get('error') or exc.response.status_code}") from None
-    return f"bot {response.get('user')} in workspace {response.get('team')}"
+    return f"bot {response.get('user')} in workspace {response.get('team')}; {await _check_intake(config, client)}"
+
+
+async def _check_intake(config: Config, client: AsyncWebClient) -> str:
+    """Whether Slack will be able to reach the daemon in the configured mode."""
+    slack = config.settings.slack
+    if slack.mode == "http":
+        if not config.secrets.slack_signing_secret:
+            raise RuntimeError("HTTP mode needs MENTIONDESK_SLACK_SIGNING_SECRET")
+        return f"HTTP mode on {slack.http_host}:{slack.http_port}, signing secret set"
+    if not config.secrets.slack_app_token:
+        raise RuntimeError("Socket Mode needs MENTIONDESK_SLACK_APP_TOKEN (an xapp- app-level token)")
+    try:
+        await client.apps_connections_open(app_token=config.secrets.slack_app_token)
+    except SlackApiError as exc:
+        error = exc.response.get("error") or exc.response.status_code
+        raise RuntimeError(f"Socket Mode: the app token was refused ({error})") from None
+    return "Socket Mode app token accepted"
 
 
 async def _check_database(config: Config) -> str:

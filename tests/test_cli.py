@@ -57,13 +57,14 @@ async def test_check_reports_each_connection(tmp_path: Path, db_url: str, mastod
     path = write_config(tmp_path, mastodon_url=mastodon.base_url, slack_url=slack.base_url, db_url=db_url)
     monkeypatch.setenv("MENTIONDESK_MASTODON_TOKEN", BRAND_TOKEN)
     monkeypatch.setenv("MENTIONDESK_SLACK_BOT_TOKEN", slack.bot_token)
+    monkeypatch.setenv("MENTIONDESK_SLACK_APP_TOKEN", slack.app_token)
     assert await asyncio.to_thread(main, ["db", "upgrade", "--config", str(path)]) == 0
     assert f"schema at {head_revision()} (latest {head_revision()})" in capsys.readouterr().out
 
     assert await asyncio.to_thread(main, ["check", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "ok   mastodon: signed in as @brand" in out
-    assert "ok   slack: bot" in out
+    assert "ok   slack: bot" in out and "Socket Mode app token accepted" in out
     assert "ok   database:" in out and "schema current" in out
 
     monkeypatch.setenv("MENTIONDESK_SLACK_BOT_TOKEN", "xoxb-wrong")
@@ -73,6 +74,12 @@ async def test_check_reports_each_connection(tmp_path: Path, db_url: str, mastod
     assert "FAIL slack: auth.test failed: invalid_auth" in out
     assert "FAIL mastodon:" in out
     assert BRAND_TOKEN not in out and "xoxb-wrong" not in out
+
+    monkeypatch.setenv("MENTIONDESK_SLACK_BOT_TOKEN", slack.bot_token)
+    monkeypatch.setenv("MENTIONDESK_SLACK_APP_TOKEN", "xapp-revoked")
+    assert await asyncio.to_thread(main, ["check", "--config", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL slack: Socket Mode: the app token was refused (invalid_auth)" in out
 
 
 def test_check_names_an_unreachable_database(tmp_path: Path, capsys: pytest.CaptureFixture[str],
