@@ -23,7 +23,7 @@ from bot.mastodon_client import MastodonClient
 from bot.permissions import Permissions
 from bot.post_sweeper import PostSweeper
 from bot.retry import backoff_delay
-from bot.slack_app import SlackIntake, SocketModeConnection, build_app
+from bot.slack_app import SlackIntake, SocketModeConnection, build_app, finish_listeners
 from bot.slack_sender import SlackSender
 from bot.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
 from handlers import build_router
@@ -195,6 +195,7 @@ class Daemon:
         if self._slack_intake is not None:
             await self._slack_intake.stop()
             self._slack_intake = None
+            await finish_listeners(timeout_s)
         watchers = [t for t in self._tasks if t is not self._sender_task]
         for task in watchers:
             task.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Protocol
 
@@ -41,6 +42,19 @@ def build_app(ctx: AppContext, permissions: Permissions, client: AsyncWebClient)
     for register in slack_listeners():
         register(app)
     return app
+
+
+async def finish_listeners(timeout_s: float) -> None:
+    """Let listeners that already acked finish (a reply on its way to Mastodon) before resources close.
+
+    bolt runs each listener after ack() in a task it does not keep; its coroutine's name is the only
+    handle on it. Anything still running after timeout_s is left to be cancelled with the loop.
+    """
+    running = [t for t in asyncio.all_tasks()
+               if getattr(t.get_coro(), "__qualname__", "").endswith("run_ack_function_asynchronously")]
+    if running:
+        logger.info("waiting for %d Slack action(s) in progress", len(running))
+        await asyncio.wait(running, timeout=timeout_s)
 
 
 class SlackIntake(Protocol):

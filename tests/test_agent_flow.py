@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mastodon_mock.testing.server import MockServer
+from sqlmodel import select
 
 from bot.config import Config
 from bot.daemon import Daemon
@@ -92,3 +93,26 @@ async def test_resolve_and_reply_at_the_same_moment(mastodon: MockServer, slack:
 
 async def _published(daemon: Daemon) -> bool:
     return [r.state for r in await rows(daemon, Reply)] == ["published"]
+
+
+async def test_stopping_lets_a_reply_in_progress_finish(mastodon: MockServer, slack: FakeSlack,
+                                                         make_config: Callable[..., Config],
+                                                         start_daemon: Start) -> None:
+    daemon = await start_daemon(make_config(slack=AGENTS))
+    card, ticket = await new_ticket(daemon, mastodon, slack)
+    view = await open_modal(slack, card, AGENT, ticket)
+    # Mastodon is slow to accept the reply; the daemon is told to stop meanwhile.
+    mastodon.fault(path="/api/v1/statuses", methods=["POST"], type="latency", delay_ms=1500, count=1)
+    await submit(slack, AGENT, view, "A replacement is on its way.")
+    await eventually(lambda: _publishing(daemon), what="reply on its way to Mastodon")
+    sessions = daemon.context.sessions if daemon.context else None
+    await daemon.stop()
+    assert sessions is not None
+    async with sessions() as session:
+        [reply] = list(await session.exec(select(Reply)))
+    assert reply.state == "published" and reply.mastodon_status_id is not None
+    assert len(await brand_posts(mastodon)) == 1
+
+
+async def _publishing(daemon: Daemon) -> bool:
+    return [r.state for r in await rows(daemon, Reply)] == ["publishing"]
