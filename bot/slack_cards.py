@@ -286,6 +286,14 @@ def _text_of(obj: Any) -> str:
     return str(obj.get("text", ""))  # plain_text is shown verbatim by Slack too
 
 
+def _control_label(element: dict[str, Any]) -> str:
+    """A button's text, or a select's current choice (else its placeholder)."""
+    if element.get("text"):
+        return _text_of(element["text"])
+    chosen = element.get("initial_option") or {}
+    return _text_of(chosen.get("text") or element.get("placeholder"))
+
+
 def render_plain(text: str, blocks: list[dict]) -> str:
     """Render a message for a terminal (dry-run mode prints this instead of posting)."""
     if not blocks:
@@ -303,7 +311,7 @@ def render_plain(text: str, blocks: list[dict]) -> str:
         elif kind == "context":
             lines.append(" · ".join(_text_of(el) for el in block.get("elements", [])))
         elif kind == "actions":
-            lines.append(" ".join(f"[{_text_of(el.get('text'))}]" for el in block.get("elements", [])))
+            lines.append(" ".join(f"[{_control_label(el)}]" for el in block.get("elements", [])))
         elif kind == "divider":
             lines.append("---")
     return "\n".join(lines)

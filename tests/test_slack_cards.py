@@ -338,3 +338,13 @@ def test_render_plain_unescapes_once_and_handles_actions() -> None:
 
 def test_render_plain_without_blocks_uses_fallback() -> None:
     assert render_plain("hi &lt;there&gt; <https://x.example|link>", []) == "hi <there> link (https://x.example)"
+
+
+def test_render_plain_shows_a_selects_choice() -> None:
+    select = {"type": "static_select", "action_id": "p", "placeholder": {"type": "plain_text", "text": "Priority"},
+              "initial_option": {"text": {"type": "plain_text", "text": "High priority"}, "value": "1:high"},
+              "options": []}
+    _, blocks = ticket_card(CARD, actions=[select], now=POSTED)
+    assert render_plain("", blocks).endswith("\n[High priority]")
+    del select["initial_option"]
+    assert render_plain("", ticket_card(CARD, actions=[select], now=POSTED)[1]).endswith("\n[Priority]")
