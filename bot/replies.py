@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.context import AppContext
 from bot.permissions import Permissions
 from bot.slack_cards import escape_mrkdwn
-from storage.db import transaction
+from storage.db import execute, transaction
 from storage.models import Mention, OutboxKind, Reply, ReplyState, Ticket
 from storage.outbox import enqueue
 from storage.ticket_actions import log_event, record_first_response
@@ -161,8 +161,7 @@ async def _decide(session: AsyncSession, *, reply_id: int, values: dict[str, Any
     stmt = (update(Reply)
             .where(col(Reply.id) == reply_id, col(Reply.state) == ReplyState.PENDING_APPROVAL)
             .values(**values))
-    result = await session.exec(stmt)  # type: ignore[call-overload]
-    return bool(result.rowcount == 1)
+    return await execute(session, stmt) == 1
 
 
 async def _reload(session: AsyncSession, reply_id: int) -> Reply:

@@ -16,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.base import Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,16 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """A session whose work commits on success and rolls back on error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+async def execute(session: AsyncSession, statement: Executable) -> int:
+    """Run an UPDATE or DELETE in the session; returns how many rows it touched.
+
+    sqlmodel types ``exec`` for SELECTs only, so every conditional update would otherwise carry a type
+    suppression of its own.
+    """
+    result = await session.exec(statement)  # type: ignore[call-overload]
+    return int(result.rowcount)
 
 
 def alembic_config() -> AlembicConfig:

@@ -9,6 +9,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import execute
 from storage.models import OutboxKind, OutboxState, SlackOutbox, Ticket
 from storage.types import utcnow
 
@@ -67,11 +68,9 @@ async def mark_sent(session: AsyncSession, *, row_id: int, channel: str, ts: str
     session.add(row)
     if row.kind == OutboxKind.CARD:
         # The card's channel ID and ts let follow-ups thread under it and later edits find it.
-        await session.exec(
-            update(Ticket)
-            .where(col(Ticket.id) == row.ticket_id)
-            .values(channel=channel, slack_ts=ts, updated_at=utcnow(), version=col(Ticket.version) + 1)
-        )  # type: ignore[call-overload]
+        await execute(session, update(Ticket)
+                      .where(col(Ticket.id) == row.ticket_id)
+                      .values(channel=channel, slack_ts=ts, updated_at=utcnow(), version=col(Ticket.version) + 1))
 
 
 async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error: str, ambiguous: bool = False) -> None:
@@ -93,13 +92,11 @@ async def claim(session: AsyncSession, *, row: SlackOutbox, lease_until: datetim
     up after the lease looks in Slack before posting, instead of posting it a second time.
     """
     marker = row.last_error if in_doubt(row) else AMBIGUOUS + "a send attempt did not finish"
-    result = await session.exec(
-        update(SlackOutbox)
-        .where(col(SlackOutbox.id) == row.id, col(SlackOutbox.state) == OutboxState.PENDING,
-               col(SlackOutbox.next_attempt_at) == row.next_attempt_at)
-        .values(next_attempt_at=lease_until, last_error=marker)
-    )  # type: ignore[call-overload]
-    return bool(result.rowcount == 1)
+    claimed = await execute(session, update(SlackOutbox)
+                            .where(col(SlackOutbox.id) == row.id, col(SlackOutbox.state) == OutboxState.PENDING,
+                                   col(SlackOutbox.next_attempt_at) == row.next_attempt_at)
+                            .values(next_attempt_at=lease_until, last_error=marker))
+    return claimed == 1
 
 
 def in_doubt(row: SlackOutbox) -> bool:

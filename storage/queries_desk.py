@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, delete, update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import execute
 from storage.models import Mention, Note, Reply, Ticket, TicketEvent, TicketState
 
 NOTE_SENT = "note_sent"  # TicketEvent action that claims a note's one public send
@@ -33,8 +34,8 @@ async def claim_note_send(session: AsyncSession, *, note: Note, actor: str) -> b
     first claim. Checking first and writing after would let two concurrent clicks both pass.
     """
     assert note.id is not None
-    await session.exec(update(Note).where(col(Note.id) == note.id)  # type: ignore[call-overload]
-                       .values(author_slack_id=col(Note.author_slack_id)))
+    await execute(session, update(Note).where(col(Note.id) == note.id)
+                  .values(author_slack_id=col(Note.author_slack_id)))
     if (await session.exec(select(TicketEvent.id).where(*_sent_event(note)).limit(1))).first() is not None:
         return False
     session.add(TicketEvent(ticket_id=note.ticket_id, actor=actor, action=NOTE_SENT, detail=f"note {note.id}"))
@@ -43,7 +44,7 @@ async def claim_note_send(session: AsyncSession, *, note: Note, actor: str) -> b
 
 async def release_note_send(session: AsyncSession, *, note: Note) -> None:
     """Undo a claim whose reply was refused, so the note can be sent once the problem is fixed."""
-    await session.exec(delete(TicketEvent).where(*_sent_event(note)))  # type: ignore[call-overload]
+    await execute(session, delete(TicketEvent).where(*_sent_event(note)))
 
 
 def _sent_event(note: Note) -> list[ColumnElement[bool]]:

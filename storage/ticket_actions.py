@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import execute
 from storage.models import OutboxKind, OutboxState, SlackOutbox, Ticket, TicketEvent, TicketState
 from storage.types import utcnow
 
@@ -27,8 +28,7 @@ async def _change(session: AsyncSession, *, ticket_id: int, actor: str, action: 
         .where(col(Ticket.id) == ticket_id, *where)
         .values(**values, updated_at=utcnow(), version=col(Ticket.version) + 1)
     )
-    result = await session.exec(stmt)  # type: ignore[call-overload]
-    if result.rowcount != 1:
+    if await execute(session, stmt) != 1:
         return False
     log_event(session, ticket_id=ticket_id, actor=actor, action=action, detail=detail)
     await queue_card_refresh(session, ticket_id=ticket_id)

@@ -9,6 +9,7 @@ from sqlalchemy import update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import execute
 from storage.models import Mention, Ticket, TicketState
 
 
@@ -101,8 +102,7 @@ async def record_mention_edit(session: AsyncSession, *, mention_id: int, text: s
         .where(col(Mention.edited_at).is_(None) | (col(Mention.edited_at) < edited_at))
         .values(text=text, edited_at=edited_at)
     )
-    result = await session.exec(stmt)  # type: ignore[call-overload]
-    return bool(result.rowcount == 1)
+    return await execute(session, stmt) == 1
 
 
 async def record_mention_deleted(session: AsyncSession, *, status_id: str, at: datetime) -> list[Mention]:
@@ -112,7 +112,7 @@ async def record_mention_deleted(session: AsyncSession, *, status_id: str, at: d
     for mention in list(await session.exec(stmt)):
         mark = (update(Mention).where(col(Mention.id) == mention.id, col(Mention.deleted_at).is_(None))
                 .values(deleted_at=at))
-        if (await session.exec(mark)).rowcount == 1:  # type: ignore[call-overload]
+        if await execute(session, mark) == 1:
             marked.append(mention)
     return marked
 
