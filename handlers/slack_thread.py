@@ -144,7 +144,7 @@ async def on_send(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> No
         outcome = await _publish(ctx, context["permissions"], note, user)
     except ReplyError as exc:
         async with transaction(ctx.sessions) as session:
-            await queries_desk.release_note_send(session, note=note)
+            await queries_desk.release_note_send(session, note=note, reason=str(exc))
         await _tell(ctx, user, note, ticket, _refusal(str(exc), note.text))
         return
     await _tell(ctx, user, note, ticket, outcome)

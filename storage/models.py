@@ -91,6 +91,8 @@ class Note(SQLModel, table=True):
     slack_channel: str = Field(max_length=32)
     slack_ts: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Who sent this note to the customer (slack.thread_replies = "confirm"); set once, by a conditional update.
+    sent_by: str | None = Field(default=None, max_length=32)
 
 
 class ReplyState:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, delete, update
+from sqlalchemy import ColumnElement, update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import execute
-from storage.models import Mention, Note, Reply, Ticket, TicketEvent, TicketState
-
-NOTE_SENT = "note_sent"  # TicketEvent action that claims a note's one public send
+from storage.models import Mention, Note, Reply, Ticket, TicketState
+from storage.ticket_actions import log_event
 
 
 async def ticket_for_thread(session: AsyncSession, *, channel: str, thread_ts: str) -> Ticket | None:
@@ -27,29 +26,21 @@ async def note_for_message(session: AsyncSession, *, channel: str, ts: str) -> N
 
 
 async def claim_note_send(session: AsyncSession, *, note: Note, actor: str) -> bool:
-    """Claim the right to publish a note, once: False if another click already claimed it.
-
-    The no-op UPDATE is there for its lock: a second click on the same note waits at it (a row lock on
-    Postgres, the database write lock on SQLite) until the first commits, so its check below sees the
-    first claim. Checking first and writing after would let two concurrent clicks both pass.
-    """
+    """Claim the right to publish a note, once: False if another click already claimed it."""
     assert note.id is not None
-    await execute(session, update(Note).where(col(Note.id) == note.id)
-                  .values(author_slack_id=col(Note.author_slack_id)))
-    if (await session.exec(select(TicketEvent.id).where(*_sent_event(note)).limit(1))).first() is not None:
+    claimed = await execute(session, update(Note).where(col(Note.id) == note.id, col(Note.sent_by).is_(None))
+                            .values(sent_by=actor))
+    if claimed != 1:
         return False
-    session.add(TicketEvent(ticket_id=note.ticket_id, actor=actor, action=NOTE_SENT, detail=f"note {note.id}"))
+    log_event(session, ticket_id=note.ticket_id, actor=actor, action="note_sent", detail=f"note {note.id}")
     return True
 
 
-async def release_note_send(session: AsyncSession, *, note: Note) -> None:
+async def release_note_send(session: AsyncSession, *, note: Note, reason: str) -> None:
     """Undo a claim whose reply was refused, so the note can be sent once the problem is fixed."""
-    await execute(session, delete(TicketEvent).where(*_sent_event(note)))
-
-
-def _sent_event(note: Note) -> list[ColumnElement[bool]]:
-    return [col(TicketEvent.ticket_id) == note.ticket_id, col(TicketEvent.action) == NOTE_SENT,
-            col(TicketEvent.detail) == f"note {note.id}"]
+    await execute(session, update(Note).where(col(Note.id) == note.id).values(sent_by=None))
+    log_event(session, ticket_id=note.ticket_id, actor=note.author_slack_id, action="note_send_refused",
+              detail=f"note {note.id}: {reason}")
 
 
 async def open_tickets_assigned(session: AsyncSession, *, assignee: str, limit: int) -> list[Ticket]:

@@ -26,6 +26,7 @@ def upgrade() -> None:
     sa.Column('slack_channel', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('slack_ts', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('sent_by', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
     sa.ForeignKeyConstraint(['ticket_id'], ['tickets.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('slack_channel', 'slack_ts', name='uq_notes_slack_message')
