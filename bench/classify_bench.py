@@ -24,11 +24,11 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # run as a plain script, outside the installed package
+from mentiondesk.bot.classify.cli import run_classify
+from mentiondesk.bot.classify.model import DEFAULT_MODEL_PATH, ComplaintClassifier
 
-from bot.classifier import DEFAULT_MODEL_PATH, ComplaintClassifier  # noqa: E402
-from bot.classify_cli import run_classify  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 
 OPENERS = ["@brand", "@shop@social.example", "hey @support", "", "", "to whoever runs this account,"]
 PHRASES = [
@@ -75,11 +75,11 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
 def cold_load_seconds() -> float:
     # A fresh interpreter measures what the daemon pays at start-up: imports plus the first load.
     code = (
-        "import sys, time; t0 = time.perf_counter(); sys.path.insert(0, sys.argv[1]); "
-        "from bot.classifier import ComplaintClassifier; ComplaintClassifier.load(); "
+        "import time; t0 = time.perf_counter(); "
+        "from mentiondesk.bot.classify.model import ComplaintClassifier; ComplaintClassifier.load(); "
         "print(time.perf_counter() - t0)"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(REPO_ROOT)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
 
 

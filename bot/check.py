@@ -9,9 +9,9 @@ from typing import TextIO
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import Config
-from bot.mastodon_client import MastodonClient
-from storage.db import DatabaseError, create_engine, current_revision, head_revision, safe_url
+from mentiondesk.bot.config import Config
+from mentiondesk.bot.mastodon.client import MastodonClient
+from mentiondesk.storage.db import DatabaseError, create_engine, current_revision, head_revision, safe_url
 
 
 @dataclass(frozen=True)

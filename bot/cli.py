@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.config import Config, ConfigError, load_config
+from mentiondesk.bot.config import Config, ConfigError, load_config
 
 logger = logging.getLogger("mentiondesk")
 
@@ -78,7 +78,7 @@ def _setup_logging(level: str) -> None:
 
 
 async def _run_daemon(config: Config) -> None:
-    from bot.daemon import Daemon
+    from mentiondesk.bot.daemon import Daemon
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -103,7 +103,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from bot.check import report, run_checks
+    from mentiondesk.bot.check import report, run_checks
 
     config = _load(args.config)
     print(f"ok   config: {config.source}")
@@ -112,8 +112,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from bot.classifier import ComplaintClassifier
-    from bot.classify_cli import run_classify
+    from mentiondesk.bot.classify.cli import run_classify
+    from mentiondesk.bot.classify.model import ComplaintClassifier
 
     classifier = ComplaintClassifier.load(args.model)
     # A stray invalid byte must become an error line for that input, not end the whole run.
@@ -123,7 +123,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
-    from storage.db import create_engine, current_revision, head_revision, safe_url, upgrade
+    from mentiondesk.storage.db import create_engine, current_revision, head_revision, safe_url, upgrade
 
     config = _load(args.config)
     url = config.settings.database.url
@@ -143,7 +143,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from bot.demo import run_demo
+    from mentiondesk.bot.demo import run_demo
 
     _setup_logging("WARNING")
     return asyncio.run(run_demo(seconds=args.seconds, out=sys.stdout))
@@ -173,8 +173,8 @@ def _known_failure(exc: Exception) -> str | None:
     """A one-line explanation for failures a person can fix, None for bugs (which keep their traceback)."""
     from mastodon.errors import MastodonError, MastodonUnauthorizedError
 
-    from bot.classifier import ClassifierError
-    from storage.db import DatabaseError
+    from mentiondesk.bot.classify.model import ClassifierError
+    from mentiondesk.storage.db import DatabaseError
 
     if isinstance(exc, DatabaseError | ClassifierError):
         return str(exc)

@@ -9,10 +9,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.classifier import ComplaintClassifier
-from bot.config import Settings
-from bot.events import AccountRef
-from bot.mastodon_client import MastodonClient, StatusLimits
+from mentiondesk.bot.classify.model import ComplaintClassifier
+from mentiondesk.bot.config import Settings
+from mentiondesk.bot.events import AccountRef
+from mentiondesk.bot.mastodon.client import MastodonClient, StatusLimits
 
 # Mastodon's defaults, until the instance says otherwise.
 DEFAULT_LIMITS = StatusLimits(max_characters=500, characters_reserved_per_url=23)

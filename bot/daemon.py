@@ -14,20 +14,27 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.classifier import ComplaintClassifier
-from bot.config import Config, ConfigError
-from bot.context import AppContext
-from bot.dispatch import Dispatcher
-from bot.events import MentionReceived, Post, PostChange, PostEdited
-from bot.mastodon_client import MastodonClient
-from bot.permissions import Permissions
-from bot.post_sweeper import PostSweeper
-from bot.retry import backoff_delay
-from bot.slack_app import SlackIntake, SocketModeConnection, build_app, finish_listeners
-from bot.slack_sender import SlackSender
-from bot.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
-from handlers import build_router
-from storage.db import DatabaseError, create_engine, current_revision, head_revision, session_factory, upgrade
+from mentiondesk.bot.classify.model import ComplaintClassifier
+from mentiondesk.bot.config import Config, ConfigError
+from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.dispatch import Dispatcher
+from mentiondesk.bot.events import MentionReceived, Post, PostChange, PostEdited
+from mentiondesk.bot.mastodon.client import MastodonClient
+from mentiondesk.bot.mastodon.post_sweeper import PostSweeper
+from mentiondesk.bot.mastodon.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
+from mentiondesk.bot.retry import backoff_delay
+from mentiondesk.bot.slack.app import SlackIntake, SocketModeConnection, build_app, finish_listeners
+from mentiondesk.bot.slack.permissions import Permissions
+from mentiondesk.bot.slack.sender import SlackSender
+from mentiondesk.handlers import build_router, slack_listeners
+from mentiondesk.storage.db import (
+    DatabaseError,
+    create_engine,
+    current_revision,
+    head_revision,
+    session_factory,
+    upgrade,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +107,8 @@ class Daemon:
                                   limits=await mastodon.status_limits(), slack=slack)
         self._dispatcher = Dispatcher(build_router(), self.context)
         if slack is not None:
-            self._slack_intake = self._slack_connection(build_app(self.context, Permissions(settings.slack, slack),
-                                                                  slack))
+            app = build_app(self.context, Permissions(settings.slack, slack), slack, slack_listeners())
+            self._slack_intake = self._slack_connection(app)
             self._tasks.append(asyncio.create_task(self._connect_slack(), name="slack intake"))
 
         stream_base = await mastodon.streaming_base_url() if settings.mastodon.streaming else mastodon.base_url
@@ -121,7 +128,7 @@ class Daemon:
     def _slack_connection(self, app: AsyncApp) -> SlackIntake:
         secrets, slack = self.config.secrets, self.config.settings.slack
         if slack.mode == "http":
-            from bot.slack_http import SlackHttpServer
+            from mentiondesk.bot.slack.http import SlackHttpServer
 
             assert secrets.slack_signing_secret is not None
             return SlackHttpServer(app, slack, signing_secret=secrets.slack_signing_secret)

@@ -9,9 +9,9 @@ from typing import Any, TextIO
 
 from sqlmodel import col, select
 
-from bot.config import Config, Secrets, parse_settings
-from bot.daemon import Daemon
-from storage.models import Mention, Ticket
+from mentiondesk.bot.config import Config, Secrets, parse_settings
+from mentiondesk.bot.daemon import Daemon
+from mentiondesk.storage.models import Mention, Ticket
 
 # Tokens for the throwaway in-process server only.
 _BRAND_TOKEN = "demo-brand-token"

@@ -1,4 +1,4 @@
-"""Public replies to customers: composing them as Mastodon counts them, and publishing them as the brand.
+"""Public replies to customers: checking them against the instance's limits, and publishing them as the brand.
 
 Publishing is the one place mentiondesk speaks for the brand, so every path to it (the Reply modal, a
 confirmed thread message, an approval) ends here, and every reply is kept in the audit trail.
@@ -7,7 +7,6 @@ confirmed thread message, an approval) ends here, and every reply is kept in the
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,47 +16,20 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.context import AppContext
-from bot.permissions import Permissions
-from bot.slack_cards import escape_mrkdwn
-from storage.db import execute, transaction
-from storage.models import Mention, OutboxKind, Reply, ReplyState, Ticket
-from storage.outbox import enqueue
-from storage.ticket_actions import log_event, record_first_response
-from storage.types import utcnow
+from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.mastodon.compose import allowed_visibilities, mastodon_length, with_mention
+from mentiondesk.bot.slack.cards import escape_mrkdwn
+from mentiondesk.bot.slack.permissions import Permissions
+from mentiondesk.storage.db import execute, transaction
+from mentiondesk.storage.models import Mention, OutboxKind, Reply, ReplyState, Ticket
+from mentiondesk.storage.outbox import enqueue
+from mentiondesk.storage.ticket_actions import log_event, record_first_response
+from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 
-# Narrowest first: a reply may be as private as the customer's post, never more public.
-VISIBILITIES = ("direct", "private", "unlisted", "public")
-_URL_RE = re.compile(r"https?://\S+")
-_MENTION_RE = re.compile(r"(?<![\w@])@(\w+)@[\w.-]+\w")
-
-
 class ReplyError(Exception):
     """The reply cannot be published as it stands; the message tells the agent why."""
-
-
-def allowed_visibilities(customer_visibility: str) -> list[str]:
-    """Visibilities no wider than the customer's post, widest first."""
-    limit = VISIBILITIES.index(customer_visibility) if customer_visibility in VISIBILITIES else 0
-    return list(reversed(VISIBILITIES[: limit + 1]))
-
-
-def with_mention(text: str, acct: str) -> str:
-    """The reply as posted: it starts by mentioning the customer, so they are notified and it threads."""
-    text = text.strip()
-    handle = f"@{acct}"
-    if re.match(re.escape(handle) + r"(?!\S)", text, flags=re.IGNORECASE):
-        return text
-    return f"{handle} {text}"
-
-
-def mastodon_length(text: str, *, url_chars: int = 23) -> int:
-    """Characters as Mastodon counts them: any link as url_chars, a remote @user@domain as @user."""
-    counted = _URL_RE.sub("x" * url_chars, text)
-    counted = _MENTION_RE.sub(lambda m: "@" + m.group(1), counted)
-    return len(counted)
 
 
 def check_length(text: str, ctx: AppContext) -> None:

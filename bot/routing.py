@@ -6,8 +6,8 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from bot.config import RoutingRule
-from bot.events import Post
+from mentiondesk.bot.config import RoutingRule
+from mentiondesk.bot.events import Post
 
 
 @lru_cache(maxsize=512)

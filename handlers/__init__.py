@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.dispatch import Router
-from handlers import mention, post_changes, slack_actions, slack_reply, slack_thread, slash_command
+from mentiondesk.bot.dispatch import Router
+from mentiondesk.handlers import mention, post_changes, slack_actions, slack_reply, slack_thread, slash_command
 
 
 def build_router() -> Router:

@@ -10,17 +10,17 @@ from datetime import timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.classifier import Classification
-from bot.context import AppContext
-from bot.dispatch import Router
-from bot.events import MentionReceived, Post
-from bot.routing import route
-from bot.slack_cards import followup_message
-from storage.db import transaction
-from storage.models import Mention, OutboxKind, Ticket
-from storage.outbox import enqueue
-from storage.ticket_actions import record_customer_activity, reopen
-from storage.tickets import (
+from mentiondesk.bot.classify.model import Classification
+from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.dispatch import Router
+from mentiondesk.bot.events import MentionReceived, Post
+from mentiondesk.bot.routing import route
+from mentiondesk.bot.slack.cards import followup_message
+from mentiondesk.storage.db import transaction
+from mentiondesk.storage.models import Mention, OutboxKind, Ticket
+from mentiondesk.storage.outbox import enqueue
+from mentiondesk.storage.ticket_actions import record_customer_activity, reopen
+from mentiondesk.storage.tickets import (
     latest_open_ticket,
     latest_resolved_ticket,
     latest_ticket,
@@ -28,7 +28,7 @@ from storage.tickets import (
     open_ticket_for_thread,
     ticket_for_thread,
 )
-from storage.types import utcnow
+from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 router = Router()

@@ -13,16 +13,16 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.context import AppContext
-from bot.dispatch import Router
-from bot.events import PostDeleted, PostEdited
-from bot.slack_cards import escape_mrkdwn
-from storage.db import transaction
-from storage.models import Mention, OutboxKind, Ticket
-from storage.outbox import enqueue
-from storage.ticket_actions import close, log_event, queue_card_refresh
-from storage.tickets import all_posts_deleted, mention_by_uri, record_mention_deleted, record_mention_edit
-from storage.types import utcnow
+from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.dispatch import Router
+from mentiondesk.bot.events import PostDeleted, PostEdited
+from mentiondesk.bot.slack.cards import escape_mrkdwn
+from mentiondesk.storage.db import transaction
+from mentiondesk.storage.models import Mention, OutboxKind, Ticket
+from mentiondesk.storage.outbox import enqueue
+from mentiondesk.storage.ticket_actions import close, log_event, queue_card_refresh
+from mentiondesk.storage.tickets import all_posts_deleted, mention_by_uri, record_mention_deleted, record_mention_edit
+from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 router = Router()

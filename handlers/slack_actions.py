@@ -9,12 +9,12 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.card_view import CLAIM, NOT_COMPLAINT, PRIORITY, REOPEN, RESOLVE, UNCLAIM
-from bot.context import AppContext
-from bot.slack_ephemeral import tell
-from storage import ticket_actions
-from storage.db import transaction
-from storage.models import Ticket, TicketState
+from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.slack.card_view import CLAIM, NOT_COMPLAINT, PRIORITY, REOPEN, RESOLVE, UNCLAIM
+from mentiondesk.bot.slack.ephemeral import tell
+from mentiondesk.storage import ticket_actions
+from mentiondesk.storage.db import transaction
+from mentiondesk.storage.models import Ticket, TicketState
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,8 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.card_view import REPLY
-from bot.context import AppContext
-from bot.permissions import Permissions
-from bot.replies import (
+from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.replies import (
     APPROVE,
     EDIT,
     REJECT,
@@ -29,7 +27,11 @@ from bot.replies import (
     reject,
     submit,
 )
-from bot.reply_modal import (
+from mentiondesk.bot.slack.card_view import REPLY
+from mentiondesk.bot.slack.cards import escape_mrkdwn
+from mentiondesk.bot.slack.ephemeral import tell
+from mentiondesk.bot.slack.permissions import Permissions
+from mentiondesk.bot.slack.reply_modal import (
     EDIT_CALLBACK,
     REPLY_CALLBACK,
     TEXT_ACTION,
@@ -43,9 +45,7 @@ from bot.reply_modal import (
     submitted_visibility,
     with_hint,
 )
-from bot.slack_cards import escape_mrkdwn
-from bot.slack_ephemeral import tell
-from storage.models import Reply, ReplyState, Ticket
+from mentiondesk.storage.models import Reply, ReplyState, Ticket
 
 logger = logging.getLogger(__name__)
 

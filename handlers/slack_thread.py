@@ -14,14 +14,15 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import IntegrityError
 
-from bot.context import AppContext
-from bot.permissions import Permissions
-from bot.replies import ReplyError, allowed_visibilities, latest_customer_post, submit
-from bot.slack_cards import escape_mrkdwn
-from storage import queries_desk
-from storage.db import transaction
-from storage.models import Note, Ticket
-from storage.ticket_actions import log_event
+from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.mastodon.compose import allowed_visibilities
+from mentiondesk.bot.replies import ReplyError, latest_customer_post, submit
+from mentiondesk.bot.slack.cards import escape_mrkdwn
+from mentiondesk.bot.slack.permissions import Permissions
+from mentiondesk.storage import queries_desk
+from mentiondesk.storage.db import transaction
+from mentiondesk.storage.models import Note, Ticket
+from mentiondesk.storage.ticket_actions import log_event
 
 logger = logging.getLogger(__name__)
 

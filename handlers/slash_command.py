@@ -16,11 +16,11 @@ from slack_bolt.async_app import AsyncApp
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.context import AppContext
-from bot.slack_cards import escape_mrkdwn
-from storage import queries_desk
-from storage.models import Reply, ReplyState, Ticket, TicketState
-from storage.types import utcnow
+from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.slack.cards import escape_mrkdwn
+from mentiondesk.storage import queries_desk
+from mentiondesk.storage.models import Reply, ReplyState, Ticket, TicketState
+from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 

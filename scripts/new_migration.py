@@ -9,16 +9,12 @@ writes (server defaults for new NOT NULL columns, data back-fills) before commit
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-from pathlib import Path
 
 from alembic import command
 from sqlalchemy import create_engine
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from storage.db import alembic_config  # after the sys.path line: the repo is not installed here
+from mentiondesk.storage.db import alembic_config
 
 
 def main() -> int:

@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""Train the complaint classifier and write bot/models/complaint_model.{npz,json}.
+"""Train the complaint classifier and write bot/classify/artifacts/complaint_model.{npz,json}.
 
 Data: the complaints corpus of Preoțiuc-Pietro, Găman and Aletras, "Automatically Identifying
 Complaints in Social Media" (ACL 2019), read from outside the repository (never copy it in).
 
-    .venv/bin/python scripts/train_classifier.py [--data PATH] [--out bot/models/complaint_model.npz]
+    .venv/bin/python scripts/train_classifier.py [--data PATH] [--out bot/classify/artifacts/complaint_model.npz]
 
 Steps: stratified 10-fold CV over a small grid of feature/regularisation settings, keep the best by
 out-of-fold macro-F1, pick the threshold maximising out-of-fold macro-F1, estimate the tuned-threshold
 performance honestly with a nested CV, fit on all rows, write the artifact and verify it round-trips
-through ``bot.classifier``. Everything is seeded, so reruns give the same artifact.
+through ``mentiondesk.bot.classify.model``. Everything is seeded, so reruns give the same artifact.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import hashlib
 import itertools
 import json
 import platform
-import sys
 import time
 import zipfile
 from collections.abc import Sequence
@@ -37,12 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# The script lives outside the package; importing the runtime featuriser (rather than a copy of it)
-# is what guarantees training and inference pre-process text identically.
-sys.path.insert(0, str(REPO_ROOT))
-
-from bot.classifier import (  # noqa: E402
+from mentiondesk.bot.classify.model import (
     ARTIFACT_FORMAT,
     MAX_CHARS,
     ComplaintClassifier,
@@ -56,6 +50,10 @@ from bot.classifier import (  # noqa: E402
     weight_block,
 )
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Importing the runtime featuriser from the installed package (rather than a copy of it) is what
+# guarantees training and inference pre-process text identically.
+
 SEED = 42
 N_FOLDS = 10
 INNER_FOLDS = 5
@@ -68,7 +66,7 @@ CITATION = (
 # sklearn's default pattern drops all of them.
 PUNCT_TOKENS = r"(?u)@user|\w+|[^\w\s]"
 SKLEARN_TOKENS = r"(?u)\b\w\w+\b"
-# Hand-written, not from the data set: they pin the feature space at load time (see bot.classifier).
+# Hand-written, not from the data set: they pin the feature space at load time (see mentiondesk.bot.classify.model).
 PROBE_TEXTS = [
     "@shop my parcel has been 'out for delivery' for six days and nobody answers 😡 https://t.co/x",
     "Thank you @cafe, the new oat latte is lovely! 🎉",
@@ -302,7 +300,7 @@ def probe_scores(npz_path: Path, blocks: Sequence[FeatureBlock], threshold: floa
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "complaints-train.csv")
-    ap.add_argument("--out", type=Path, default=REPO_ROOT / "bot" / "models" / "complaint_model.npz")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "bot" / "classify" / "artifacts" / "complaint_model.npz")
     ap.add_argument("--quick", action="store_true", help="only evaluate the first two candidate settings")
     return ap.parse_args(argv)
 
@@ -428,7 +426,8 @@ def build_metadata(
         ),
         "features": {
             "preprocessing": (
-                "bot.classifier.normalise_text: lone surrogates replaced, NFKC, control/format characters "
+                "mentiondesk.bot.classify.model.normalise_text: lone surrogates replaced, NFKC, "
+                "control/format characters "
                 "to spaces (ZWJ kept), URLs -> 'http', @handles -> '@user', whitespace collapsed, "
                 f"lowercased, truncated to {MAX_CHARS} characters; emoji kept"
             ),

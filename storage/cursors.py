@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Cursor
-from storage.types import utcnow
+from mentiondesk.storage.models import Cursor
+from mentiondesk.storage.types import utcnow
 
 
 async def get_cursor(session: AsyncSession, *, name: str) -> str | None:

@@ -9,9 +9,9 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import execute
-from storage.models import OutboxKind, OutboxState, SlackOutbox, Ticket
-from storage.types import utcnow
+from mentiondesk.storage.db import execute
+from mentiondesk.storage.models import OutboxKind, OutboxState, SlackOutbox, Ticket
+from mentiondesk.storage.types import utcnow
 
 # Prefix of last_error when an attempt failed after Slack may already have posted the message (the answer, not
 # the request, was lost). Kept in last_error rather than a column: it only matters until the row is sent.

@@ -9,9 +9,9 @@ from sqlalchemy import ColumnElement, update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import execute
-from storage.models import Mention, Note, Reply, Ticket, TicketState
-from storage.ticket_actions import log_event
+from mentiondesk.storage.db import execute
+from mentiondesk.storage.models import Mention, Note, Reply, Ticket, TicketState
+from mentiondesk.storage.ticket_actions import log_event
 
 
 async def ticket_for_thread(session: AsyncSession, *, channel: str, thread_ts: str) -> Ticket | None:

@@ -14,9 +14,9 @@ from sqlalchemy import ColumnElement, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import execute
-from storage.models import OutboxKind, OutboxState, SlackOutbox, Ticket, TicketEvent, TicketState
-from storage.types import utcnow
+from mentiondesk.storage.db import execute
+from mentiondesk.storage.models import OutboxKind, OutboxState, SlackOutbox, Ticket, TicketEvent, TicketState
+from mentiondesk.storage.types import utcnow
 
 PRIORITIES = ("high", "normal", "low")
 

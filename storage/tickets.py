@@ -9,8 +9,8 @@ from sqlalchemy import update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import execute
-from storage.models import Mention, Ticket, TicketState
+from mentiondesk.storage.db import execute
+from mentiondesk.storage.models import Mention, Ticket, TicketState
 
 
 async def mention_exists(session: AsyncSession, *, status_uri: str) -> bool:

@@ -15,9 +15,9 @@ from mastodon_mock.testing.server import MockServer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.config import Config, Secrets, parse_settings
-from bot.daemon import Daemon
-from storage.db import create_engine, session_factory, upgrade
+from mentiondesk.bot.config import Config, Secrets, parse_settings
+from mentiondesk.bot.daemon import Daemon
+from mentiondesk.storage.db import create_engine, session_factory, upgrade
 from tests.fakeslack import FakeSlack
 
 PG_ENV = "MENTIONDESK_TEST_DATABASE_URL"

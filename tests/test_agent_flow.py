@@ -9,9 +9,9 @@ from typing import Any
 from mastodon_mock.testing.server import MockServer
 from sqlmodel import select
 
-from bot.config import Config
-from bot.daemon import Daemon
-from storage.models import Reply, Ticket
+from mentiondesk.bot.config import Config
+from mentiondesk.bot.daemon import Daemon
+from mentiondesk.storage.models import Reply, Ticket
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import post, rows

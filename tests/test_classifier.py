@@ -1,4 +1,4 @@
-"""Tests for bot.classifier and bot.classify_cli against the packaged model artifact.
+"""Tests for mentiondesk.bot.classify.model and mentiondesk.bot.classify.cli against the packaged model artifact.
 
 All example texts are written for these tests; none come from the training corpus.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.classifier import DEFAULT_MODEL_PATH, Classification, ClassifierError, ComplaintClassifier
-from bot.classify_cli import run_classify
+from mentiondesk.bot.classify.cli import run_classify
+from mentiondesk.bot.classify.model import DEFAULT_MODEL_PATH, Classification, ClassifierError, ComplaintClassifier
 
 COMPLAINTS = [
     "my order never arrived and support ignores me, this is awful",

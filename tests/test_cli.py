@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from mastodon_mock.testing.server import MockServer
 
-from bot.cli import main
-from bot.demo import run_demo
-from storage.db import head_revision
+from mentiondesk.bot.cli import main
+from mentiondesk.bot.demo import run_demo
+from mentiondesk.storage.db import head_revision
 from tests.conftest import BRAND_TOKEN
 from tests.fakeslack import FakeSlack
 
@@ -95,10 +95,10 @@ def test_check_names_an_unreachable_database(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_classify_command_streams_json_lines() -> None:
-    lines = [{"text": "my parcel is two weeks late and nobody answers, worst service ever"},
-             {"text": "thanks a lot, the new version is great"}, "not json"]
+    lines: list[dict[str, str] | str] = [{"text": "my parcel is two weeks late and nobody answers, worst service ever"},
+                                         {"text": "thanks a lot, the new version is great"}, "not json"]
     stdin = "\n".join(json.dumps(x) if isinstance(x, dict) else x for x in lines) + "\n"
-    result = subprocess.run([sys.executable, "-m", "bot", "classify"], input=stdin, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "mentiondesk.bot", "classify"], input=stdin, capture_output=True,
                             text=True, timeout=60, check=False)
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o.get("label") for o in out] == ["complaint", "other", None]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_config, parse_settings, read_secrets
+from mentiondesk.bot.config import ConfigError, load_config, parse_settings, read_secrets
 
 EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 MINIMAL = """

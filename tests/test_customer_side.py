@@ -11,15 +11,15 @@ from mastodon_mock.testing.server import MockServer
 from sqlalchemy import update
 from sqlmodel import col
 
-from bot.config import Config
-from bot.daemon import Daemon
-from bot.events import PostDeleted, PostEdited
-from bot.mastodon_client import post_change_from_stream
-from handlers.post_changes import change_message
-from storage.db import transaction
-from storage.models import Mention, Ticket, TicketEvent
-from storage.ticket_actions import close, resolve
-from storage.types import utcnow
+from mentiondesk.bot.config import Config
+from mentiondesk.bot.daemon import Daemon
+from mentiondesk.bot.events import PostDeleted, PostEdited
+from mentiondesk.bot.mastodon.client import post_change_from_stream
+from mentiondesk.handlers.post_changes import change_message
+from mentiondesk.storage.db import transaction
+from mentiondesk.storage.models import Mention, Ticket, TicketEvent
+from mentiondesk.storage.ticket_actions import close, resolve
+from mentiondesk.storage.types import utcnow
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, PRAISE, post, rows

@@ -12,9 +12,9 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import col, select
 
-from bot.config import Config
-from bot.daemon import Daemon
-from storage.models import Mention, SlackOutbox, Ticket
+from mentiondesk.bot.config import Config
+from mentiondesk.bot.daemon import Daemon
+from mentiondesk.storage.models import Mention, SlackOutbox, Ticket
 from tests.conftest import eventually, post_as
 from tests.fakeslack import FakeSlack
 

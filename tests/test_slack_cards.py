@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.slack_cards import TicketCard, escape_mrkdwn, followup_message, render_plain, ticket_card
+from mentiondesk.bot.slack.cards import TicketCard, escape_mrkdwn, followup_message, render_plain, ticket_card
 
 WJ = "\u2060"
 POSTED = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)

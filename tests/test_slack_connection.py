@@ -6,9 +6,9 @@ from collections.abc import Awaitable, Callable
 
 from mastodon_mock.testing.server import MockServer
 
-from bot.config import Config
-from bot.daemon import Daemon
-from storage.models import Ticket
+from mentiondesk.bot.config import Config
+from mentiondesk.bot.daemon import Daemon
+from mentiondesk.storage.models import Ticket
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, _count, post, rows

@@ -18,10 +18,10 @@ from mastodon_mock.testing.server import MockServer
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import Config, ConfigError, Secrets, SlackSettings, parse_settings
-from bot.daemon import Daemon
-from bot.slack_http import ReplayGuard, SlackHttpServer
-from storage.models import Ticket
+from mentiondesk.bot.config import Config, ConfigError, Secrets, SlackSettings, parse_settings
+from mentiondesk.bot.daemon import Daemon
+from mentiondesk.bot.slack.http import ReplayGuard, SlackHttpServer
+from mentiondesk.storage.models import Ticket
 from tests.conftest import BRAND_TOKEN, eventually, settings_dict
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, post, rows
@@ -167,7 +167,7 @@ async def test_unverified_requests_are_refused(serve: ServerFactory, http: aioht
     base, recorder = await serve()
     body = command_body(slack)
     headers = make_headers(body)
-    with caplog.at_level(logging.WARNING, logger="bot.slack_http"):
+    with caplog.at_level(logging.WARNING, logger="mentiondesk.bot.slack.http"):
         status, text = await send(http, f"{base}/slack/commands", body, headers)
     assert (status, text) == (401, "unauthorized")
     assert recorder.commands == []
@@ -183,7 +183,7 @@ async def test_a_replayed_request_is_refused(serve: ServerFactory, http: aiohttp
     body = command_body(slack)
     headers = signed(body)
     assert (await send(http, f"{base}/slack/commands", body, headers))[0] == 200
-    with caplog.at_level(logging.WARNING, logger="bot.slack_http"):
+    with caplog.at_level(logging.WARNING, logger="mentiondesk.bot.slack.http"):
         assert (await send(http, f"{base}/slack/commands", body, headers))[0] == 401
     assert len(recorder.commands) == 1
     assert "replay" in caplog.text

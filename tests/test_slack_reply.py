@@ -11,10 +11,10 @@ from typing import Any
 
 from mastodon_mock.testing.server import MockServer
 
-from bot.config import Config
-from bot.daemon import Daemon
-from bot.reply_modal import TEXT_ACTION, TEXT_BLOCK, VISIBILITY_ACTION, VISIBILITY_BLOCK
-from storage.models import Mention, Reply, Ticket, TicketEvent
+from mentiondesk.bot.config import Config
+from mentiondesk.bot.daemon import Daemon
+from mentiondesk.bot.slack.reply_modal import TEXT_ACTION, TEXT_BLOCK, VISIBILITY_ACTION, VISIBILITY_BLOCK
+from mentiondesk.storage.models import Mention, Reply, Ticket, TicketEvent
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, post, rows
@@ -293,6 +293,7 @@ async def test_two_approvers_at_once_publish_once(mastodon: MockServer, slack: F
     assert [e.action for e in await rows(daemon, TicketEvent)].count("replied") == 1
     assert len(await brand_posts(mastodon)) == 1
     winner = (await one_reply(daemon)).approver_slack_id
+    assert winner is not None
     loser = BOSS2 if winner == BOSS else BOSS
     told = await slack.wait_for(lambda: ephemerals_to(slack, loser))
     assert "already approved by" in told[0] and not ephemerals_to(slack, winner)

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import SlackSettings
-from bot.slack_sender import SlackSender
-from storage.db import transaction
-from storage.models import Mention, OutboxKind, OutboxState, SlackOutbox, Ticket
-from storage.outbox import AMBIGUOUS, enqueue
+from mentiondesk.bot.config import SlackSettings
+from mentiondesk.bot.slack.sender import SlackSender
+from mentiondesk.storage.db import transaction
+from mentiondesk.storage.models import Mention, OutboxKind, OutboxState, SlackOutbox, Ticket
+from mentiondesk.storage.outbox import AMBIGUOUS, enqueue
 from tests.fakeslack import FakeSlack
 
 CLIENT_TIMEOUT_S = 1
@@ -170,7 +170,7 @@ async def test_lookup_refused_posts_again_rather_than_lose_the_card(slack: FakeS
     _, row_id = await new_ticket(sessions)
     slack.slow_next("chat.postMessage", delay_s=SLOWER_THAN_CLIENT_S)
     slack.fail_next("conversations.history", status=200, body='{"ok": false, "error": "missing_scope"}')
-    with caplog.at_level(logging.WARNING, logger="bot.slack_sender"):
+    with caplog.at_level(logging.WARNING, logger="mentiondesk.bot.slack.sender"):
         await drive(sender_for(slack, sessions), is_sent(sessions, row_id))
     # The documented trade-off: without channels:history the sender cannot tell, and a duplicate beats a loss.
     assert len(slack.messages("C0SUPPORT")) == 2
@@ -181,7 +181,7 @@ async def test_card_for_a_channel_name_is_not_searched(slack: FakeSlack, session
                                                        caplog: pytest.LogCaptureFixture) -> None:
     ticket_id, row_id = await new_ticket(sessions, channel="#support")
     slack.slow_next("chat.postMessage", delay_s=SLOWER_THAN_CLIENT_S)
-    with caplog.at_level(logging.WARNING, logger="bot.slack_sender"):
+    with caplog.at_level(logging.WARNING, logger="mentiondesk.bot.slack.sender"):
         await drive(sender_for(slack, sessions), is_sent(sessions, row_id))
     # conversations.history needs the channel ID, which only a successful post would have told us.
     assert slack.call_count("conversations.history") == 0 and len(slack.messages("C0SUPPORT")) == 2

@@ -8,9 +8,9 @@ from typing import Any
 
 from mastodon_mock.testing.server import MockServer
 
-from bot.config import Config
-from bot.daemon import Daemon
-from storage.models import Note, Ticket, TicketEvent
+from mentiondesk.bot.config import Config
+from mentiondesk.bot.daemon import Daemon
+from mentiondesk.storage.models import Note, Ticket, TicketEvent
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, post, rows

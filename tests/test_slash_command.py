@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from mastodon_mock.testing.server import MockServer
 
-from bot.config import Config
-from bot.daemon import Daemon
-from storage.models import Ticket
+from mentiondesk.bot.config import Config
+from mentiondesk.bot.daemon import Daemon
+from mentiondesk.storage.models import Ticket
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, COMPLAINT_2, rows
 from tests.test_slack_actions import ALICE, BOB, click

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from storage.cursors import get_cursor, set_cursor
-from storage.db import DatabaseError, create_engine, current_revision, head_revision, transaction, upgrade
-from storage.models import Mention, OutboxKind, Ticket
-from storage.outbox import claim, due_messages, enqueue, in_doubt, mark_retry, mark_sent, next_due_at
-from storage.tickets import has_open_ticket, open_ticket_for_thread
+from mentiondesk.storage.cursors import get_cursor, set_cursor
+from mentiondesk.storage.db import DatabaseError, create_engine, current_revision, head_revision, transaction, upgrade
+from mentiondesk.storage.models import Mention, OutboxKind, Ticket
+from mentiondesk.storage.outbox import claim, due_messages, enqueue, in_doubt, mark_retry, mark_sent, next_due_at
+from mentiondesk.storage.tickets import has_open_ticket, open_ticket_for_thread
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -102,9 +102,11 @@ async def test_outbox_due_retry_and_sent(sessions: Any) -> None:
         t = ticket()
         session.add(t)
         await session.flush()
+        assert t.id is not None
         row = enqueue(session, kind=OutboxKind.CARD, ticket_id=t.id, channel="#support", text="card",
                       blocks=[{"type": "divider"}])
     now = datetime.now(UTC)
+    assert row.id is not None
     async with transaction(sessions) as session:
         due = await due_messages(session, now=now)
         assert [(r.id, tk.id) for r, tk in due] == [(row.id, t.id)]
@@ -124,6 +126,7 @@ async def test_only_one_sender_can_claim_a_message(sessions: Any) -> None:
         t = ticket()
         session.add(t)
         await session.flush()
+        assert t.id is not None
         enqueue(session, kind=OutboxKind.CARD, ticket_id=t.id, channel="#support", text="card", blocks=[])
     now = datetime.now(UTC)
     async with sessions() as session:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.text import MentionRef, status_to_text
+from mentiondesk.bot.mastodon.text import MentionRef, status_to_text
 
 BRAND = MentionRef(url="https://social.example/@brand", acct="brand")
 ALICE = MentionRef(url="https://other.example/@alice", acct="alice@other.example")

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from bot.config import RoutingRule
-from bot.events import AccountRef, Post
-from bot.retry import Verdict, backoff_delay, parse_retry_after, sort_mastodon_error
-from bot.routing import route
-from bot.sse import SseEvent, read_events
+from mentiondesk.bot.config import RoutingRule
+from mentiondesk.bot.events import AccountRef, Post
+from mentiondesk.bot.mastodon.streaming import SseEvent, read_events
+from mentiondesk.bot.retry import Verdict, backoff_delay, parse_retry_after, sort_mastodon_error
+from mentiondesk.bot.routing import route
 
 
 def post(text: str = "", tags: tuple[str, ...] = (), language: str | None = None) -> Post:

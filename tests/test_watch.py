@@ -10,9 +10,9 @@ import pytest
 from mastodon.errors import MastodonUnauthorizedError
 from mastodon_mock.testing.server import MockServer
 
-from bot.config import Config
-from bot.daemon import Daemon
-from storage.models import Mention, Ticket
+from mentiondesk.bot.config import Config
+from mentiondesk.bot.daemon import Daemon
+from mentiondesk.storage.models import Mention, Ticket
 from tests.conftest import eventually
 from tests.test_e2e import COMPLAINT, PRAISE, _count, post, rows
 

@@ -12,8 +12,8 @@ from typing import Any
 from mastodon import Mastodon
 from mastodon.errors import MastodonAPIError, MastodonNotFoundError
 
-from bot.events import AccountRef, Post, PostChange, PostDeleted, PostEdited
-from bot.text import MentionRef, status_to_text
+from mentiondesk.bot.events import AccountRef, Post, PostChange, PostDeleted, PostEdited
+from mentiondesk.bot.mastodon.text import MentionRef, status_to_text
 
 USER_AGENT = "mentiondesk/0.1 (+https://github.com/mentiondesk/mentiondesk)"
 

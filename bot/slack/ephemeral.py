@@ -7,7 +7,7 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.context import AppContext
+from mentiondesk.bot.context import AppContext
 
 logger = logging.getLogger(__name__)
 

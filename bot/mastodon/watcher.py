@@ -6,7 +6,7 @@ after a restart or a dropped stream, the next poll picks up exactly where the la
 the unique key on each status makes posts that arrived by both routes count once.
 
 Edits and deletes come as stream events too (`status.update`, `delete`), but a server need not push them
-to the accounts a post mentions, and a dropped stream loses them for good: bot/post_sweeper.py re-reads
+to the accounts a post mentions, and a dropped stream loses them for good: bot/mastodon/post_sweeper.py re-reads
 the customer posts of open tickets now and then, and both routes feed the same handlers.
 """
 
@@ -26,9 +26,9 @@ import aiohttp
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.config import MastodonSettings
-from bot.events import Post, PostChange
-from bot.mastodon_client import (
+from mentiondesk.bot.config import MastodonSettings
+from mentiondesk.bot.events import Post, PostChange
+from mentiondesk.bot.mastodon.client import (
     CHANGE_EVENTS,
     FeedItem,
     MastodonClient,
@@ -36,10 +36,10 @@ from bot.mastodon_client import (
     post_change_from_stream,
     status_item,
 )
-from bot.retry import Verdict, backoff_delay, parse_retry_after, rate_limit_pause_s, sort_mastodon_error
-from bot.sse import read_events
-from storage.cursors import get_cursor, set_cursor
-from storage.db import transaction
+from mentiondesk.bot.mastodon.streaming import read_events
+from mentiondesk.bot.retry import Verdict, backoff_delay, parse_retry_after, rate_limit_pause_s, sort_mastodon_error
+from mentiondesk.storage.cursors import get_cursor, set_cursor
+from mentiondesk.storage.db import transaction
 
 logger = logging.getLogger(__name__)
 

@@ -8,13 +8,13 @@ import logging
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.config import MastodonSettings
-from bot.events import PostDeleted, PostEdited
-from bot.mastodon_client import MastodonClient
-from bot.retry import backoff_delay, rate_limit_pause_s
-from bot.watcher import OnChange
-from storage.models import Mention
-from storage.tickets import posts_to_refresh
+from mentiondesk.bot.config import MastodonSettings
+from mentiondesk.bot.events import PostDeleted, PostEdited
+from mentiondesk.bot.mastodon.client import MastodonClient
+from mentiondesk.bot.mastodon.watcher import OnChange
+from mentiondesk.bot.retry import backoff_delay, rate_limit_pause_s
+from mentiondesk.storage.models import Mention
+from mentiondesk.storage.tickets import posts_to_refresh
 
 logger = logging.getLogger(__name__)
 

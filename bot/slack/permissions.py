@@ -8,7 +8,7 @@ import time
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import SlackSettings
+from mentiondesk.bot.config import SlackSettings
 
 logger = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 ARTIFACT_FORMAT = "mentiondesk-complaint-tfidf-lr/1"
-DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "complaint_model.npz"
+DEFAULT_MODEL_PATH = Path(__file__).parent / "artifacts" / "complaint_model.npz"
 COMPLAINT = "complaint"
 OTHER = "other"
 

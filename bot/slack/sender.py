@@ -27,15 +27,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.card_view import render_card
-from bot.config import SlackSettings
-from bot.events import CardPosted
-from bot.retry import Verdict, backoff_delay, sort_slack_error
-from bot.slack_cards import render_plain
-from storage.db import transaction
-from storage.models import OutboxKind, SlackOutbox, Ticket
-from storage.outbox import claim, due_messages, in_doubt, mark_retry, mark_sent, next_due_at
-from storage.types import utcnow
+from mentiondesk.bot.config import SlackSettings
+from mentiondesk.bot.events import CardPosted
+from mentiondesk.bot.retry import Verdict, backoff_delay, sort_slack_error
+from mentiondesk.bot.slack.card_view import render_card
+from mentiondesk.bot.slack.cards import render_plain
+from mentiondesk.storage.db import transaction
+from mentiondesk.storage.models import OutboxKind, SlackOutbox, Ticket
+from mentiondesk.storage.outbox import claim, due_messages, in_doubt, mark_retry, mark_sent, next_due_at
+from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bot.mastodon_client import StatusLimits
-from bot.replies import allowed_visibilities, mastodon_length, with_mention
-from bot.slack_cards import escape_mrkdwn
+from mentiondesk.bot.mastodon.client import StatusLimits
+from mentiondesk.bot.mastodon.compose import allowed_visibilities, mastodon_length, with_mention
+from mentiondesk.bot.slack.cards import escape_mrkdwn
 
 REPLY_CALLBACK, EDIT_CALLBACK = "reply_modal", "reply_edit_modal"
 POST_BLOCK, HINT_BLOCK = "reply_customer_post", "reply_length_hint"

@@ -6,9 +6,9 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.slack_cards import TicketCard, ticket_card
-from storage.models import Ticket, TicketState
-from storage.tickets import ticket_mentions
+from mentiondesk.bot.slack.cards import TicketCard, ticket_card
+from mentiondesk.storage.models import Ticket, TicketState
+from mentiondesk.storage.tickets import ticket_mentions
 
 # action_ids of the card's controls; handlers/slack_actions.py registers one listener per id.
 CLAIM, UNCLAIM, REPLY, RESOLVE, REOPEN, NOT_COMPLAINT, PRIORITY = (

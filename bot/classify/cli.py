@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import TextIO
 
-from bot.classifier import COMPLAINT, OTHER, ComplaintClassifier
+from mentiondesk.bot.classify.model import COMPLAINT, OTHER, ComplaintClassifier
 
 __all__ = ["run_classify"]
 

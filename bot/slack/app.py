@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.context import AppContext
-from bot.permissions import Permissions
+from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.slack.permissions import Permissions
 
 logger = logging.getLogger(__name__)
 
 
-def build_app(ctx: AppContext, permissions: Permissions, client: AsyncWebClient) -> AsyncApp:
-    """A bolt app with every Slack listener registered; requests are verified before they reach it (HTTP mode)."""
-    from handlers import slack_listeners
+def build_app(ctx: AppContext, permissions: Permissions, client: AsyncWebClient,
+              listeners: Iterable[Callable[[AsyncApp], None]]) -> AsyncApp:
+    """A bolt app with the given listeners registered; requests are verified before they reach it (HTTP mode).
 
+    The listeners (handlers/) are passed in rather than imported, so the Slack side never reaches up into them.
+    """
     app = AsyncApp(
         client=client,
-        # Socket Mode needs no signature; in HTTP mode bot.slack_http verifies (and limits) each request
+        # Socket Mode needs no signature; in HTTP mode bot.slack.http verifies (and limits) each request
         # before bolt sees it, so bolt's own check would only repeat it.
         request_verification_enabled=False,
         raise_error_for_unhandled_request=False,
@@ -39,7 +42,7 @@ def build_app(ctx: AppContext, permissions: Permissions, client: AsyncWebClient)
     async def log_error(error: Exception, body: dict[str, Any]) -> None:
         logger.error("Slack %s handler failed: %s", body.get("type"), error, exc_info=error)
 
-    for register in slack_listeners():
+    for register in listeners:
         register(app)
     return app
 

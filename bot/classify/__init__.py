@@ -1,0 +1,1 @@
+"""Which mentions are complaints: the trained model (artifacts/) and the `classify` command."""
