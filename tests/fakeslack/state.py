@@ -1,0 +1,116 @@
+"""State that more than one Slack surface of the fake reads or writes.
+
+``FakeSlackState`` is the common base of the surface mixins (``WebApiMixin``,
+``SocketModeMixin``, ``PayloadsMixin``) and of ``FakeSlack`` itself. It only
+declares the shared attributes, so each mixin type-checks on its own;
+``FakeSlack.__init__`` sets them. State that one surface alone uses is declared
+in that surface's mixin. The helpers here are the ones every surface needs:
+channel lookup, ids and timestamps, and the message store.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+from collections import defaultdict
+
+from .protocol import APP_ID, BOT_ID, ApiError, JSONDict
+
+
+class FakeSlackState:
+    """Shared attributes (set in ``FakeSlack.__init__``) and the helpers all surfaces use."""
+
+    team_id: str
+    bot_user_id: str
+    _channels: dict[str, str]
+
+    # Message store: top-level posts in order, every message by (channel, ts),
+    # and thread replies by (channel, parent ts).
+    _top: list[JSONDict]
+    _by_key: dict[tuple[str, str], JSONDict]
+    _replies: defaultdict[tuple[str, str], list[JSONDict]]
+    # Views opened or updated through views.* (by view ID), which interaction payloads refer back to.
+    _open_views: dict[str, JSONDict]
+    _last_ts_us: int
+    _ids: itertools.count[int]
+    # trigger_id -> when it was issued (time.monotonic()); payloads issue them, views.open consumes them.
+    _triggers: dict[str, float]
+
+    _down: bool
+    _port: int | None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("FakeSlack is not started")
+        return self._port
+
+    def _channel_id(self, value: object, *, allow_name: bool) -> str:
+        """Resolve a channel ID (or, where Slack allows it, ``#name``/``name``)."""
+        if isinstance(value, str) and value in self._channels:
+            return value
+        if allow_name and isinstance(value, str):
+            name = value.removeprefix("#")
+            for channel_id, channel_name in self._channels.items():
+                if channel_name == name:
+                    return channel_id
+        raise ApiError("channel_not_found")
+
+    def _next_ts(self) -> str:
+        # Slack ts values are unique per channel and sort by time; keep them strictly increasing.
+        now_us = int(time.time() * 1_000_000)
+        self._last_ts_us = max(now_us, self._last_ts_us + 100)
+        seconds, micros = divmod(self._last_ts_us, 1_000_000)
+        return f"{seconds}.{micros:06d}"
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}0{next(self._ids):08X}"
+
+    # ------------------------------------------------------------------ message store
+
+    def _store(self, channel_id: str, fields: JSONDict, *, ts: str | None = None) -> JSONDict:
+        record: JSONDict = {
+            "type": "message",
+            "channel": channel_id,
+            "ts": ts or self._next_ts(),
+            "user": fields.get("user", self.bot_user_id),
+            "text": fields.get("text") or "",
+            "blocks": fields.get("blocks"),
+            "attachments": fields.get("attachments"),
+            "thread_ts": fields.get("thread_ts"),
+            "metadata": fields.get("metadata"),
+            "team": self.team_id,
+        }
+        if record["user"] == self.bot_user_id:
+            record.update(bot_id=BOT_ID, app_id=APP_ID)
+        for key in ("unfurl_links", "unfurl_media", "edited"):
+            if key in fields:
+                record[key] = fields[key]
+        self._by_key[(channel_id, record["ts"])] = record
+        if record["thread_ts"] is None:
+            self._top.append(record)
+        else:
+            self._replies[(channel_id, record["thread_ts"])].append(record)
+        return record
+
+    def _render(self, record: JSONDict, *, with_metadata: bool) -> JSONDict:
+        """A stored message as Slack returns it (no channel; thread fields derived)."""
+        keys = ("type", "user", "bot_id", "app_id", "text", "ts", "team", "blocks", "attachments", "edited")
+        msg = {k: record[k] for k in keys if record.get(k) is not None}
+        channel_id, ts = record["channel"], record["ts"]
+        if record["thread_ts"] is not None:
+            parent = self._by_key[(channel_id, record["thread_ts"])]
+            msg.update(thread_ts=record["thread_ts"], parent_user_id=parent["user"])
+        elif replies := self._replies.get((channel_id, ts)):
+            users = sorted({r["user"] for r in replies})
+            msg.update(
+                thread_ts=ts,
+                reply_count=len(replies),
+                reply_users=users,
+                reply_users_count=len(users),
+                latest_reply=replies[-1]["ts"],
+            )
+        if with_metadata and record.get("metadata"):
+            msg["metadata"] = record["metadata"]
+        return copy.deepcopy(msg)

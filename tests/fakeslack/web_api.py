@@ -1,0 +1,351 @@
+"""Slack's Web API methods, as ``WebApiMixin`` handlers of ``FakeSlack``'s ``/api/{method}`` dispatch.
+
+auth.test, chat.*, conversations.*, views.* and usergroups.*, with the checks
+Slack applies to each (channels, Block Kit limits, per-channel post rate,
+trigger_id expiry, view hashes) and their helpers: message validation, paging
+and cursors, ts handling. ``_web_api_methods`` is this module's part of the
+method table; a new family of methods adds its handlers there (or, once this
+module grows large, in a mixin of its own that contributes a table the same way).
+apps.connections.open belongs to Socket Mode and lives in socket_mode.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import time
+import uuid
+from decimal import Decimal, InvalidOperation
+
+from .blockkit import MESSAGE_TEXT_MAX, validate_blocks, validate_modal
+from .protocol import (
+    APP_ID,
+    BOT_ID,
+    ApiError,
+    Handler,
+    JSONDict,
+    _decode_json,
+    _invalid_arguments,
+    _ratelimited,
+    _truthy,
+)
+from .state import FakeSlackState
+
+# Slack allows ~1 message per second per channel; leave slack for timer jitter.
+POST_INTERVAL_S = 0.9
+# Slack's trigger_ids expire three seconds after the user's interaction.
+TRIGGER_TTL_S = 3.0
+
+
+def _ts_value(ts: object, error: str) -> Decimal:
+    try:
+        return Decimal(str(ts))
+    except InvalidOperation:
+        raise ApiError(error) from None
+
+
+def _int_param(value: object, *, default: int, low: int, high: int) -> int:
+    if value in (None, "", 0, "0"):
+        return default
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise _invalid_arguments(f"invalid integer value {value!r}") from None
+    return max(low, min(high, number))
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _decode_cursor(cursor: object) -> int:
+    if not cursor:
+        return 0
+    try:
+        kind, _, number = base64.b64decode(str(cursor)).decode().partition(":")
+        if kind == "offset":
+            return int(number)
+    except ValueError:
+        pass
+    raise ApiError("invalid_cursor")
+
+
+class WebApiMixin(FakeSlackState):
+    """The Web API methods (other than Socket Mode's apps.connections.open) and their checks."""
+
+    enforce_rate_limit: bool
+    # Inspection state (public, read by tests).
+    updates: list[JSONDict]
+    ephemerals: list[JSONDict]
+    views: list[JSONDict]
+    # User group ID (S...) -> member user IDs, answered by usergroups.users.list; tests set it.
+    usergroups: dict[str, list[str]]
+    _last_post_at: dict[str, float]
+    _used_triggers: set[str]
+
+    def _web_api_methods(self) -> dict[str, Handler]:
+        return {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._chat_post_message,
+            "chat.update": self._chat_update,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
+            "conversations.info": self._conversations_info,
+            "views.open": self._views_open,
+            "views.update": self._views_update,
+            "usergroups.users.list": self._usergroups_users_list,
+        }
+
+    # ------------------------------------------------------------------ message checks
+
+    def _content(self, p: JSONDict) -> JSONDict:
+        """Validate text/blocks/attachments of a message; returns only the fields sent."""
+        content: JSONDict = {}
+        text = p.get("text")
+        if text is not None:
+            if not isinstance(text, str):
+                raise _invalid_arguments("text must be a string")
+            if len(text) > MESSAGE_TEXT_MAX:
+                raise ApiError("msg_too_long")
+            content["text"] = text
+        if p.get("blocks") is not None:
+            blocks = _decode_json(p["blocks"], "invalid_blocks_format")
+            if not isinstance(blocks, list):
+                raise ApiError("invalid_blocks_format")
+            errors = validate_blocks(blocks)
+            if errors:
+                raise ApiError(
+                    "invalid_blocks",
+                    errors=errors,
+                    response_metadata={"messages": [f"[ERROR] {e}" for e in errors]},
+                )
+            content["blocks"] = blocks
+        if p.get("attachments") is not None:
+            content["attachments"] = _decode_json(p["attachments"], "invalid_attachments")
+        if not (content.get("text") or content.get("blocks") or content.get("attachments")):
+            raise ApiError("no_text")
+        return content
+
+    def _metadata(self, p: JSONDict) -> JSONDict | None:
+        raw = _decode_json(p.get("metadata"), "invalid_metadata_format")
+        if raw is None:
+            return None
+        if not (
+            isinstance(raw, dict)
+            and isinstance(raw.get("event_type"), str)
+            and raw["event_type"]
+            and isinstance(raw.get("event_payload"), dict)
+        ):
+            raise ApiError("invalid_metadata_schema")
+        return {"event_type": raw["event_type"], "event_payload": raw["event_payload"]}
+
+    def _thread_parent(self, channel_id: str, thread_ts: object) -> str | None:
+        if thread_ts in (None, ""):
+            return None
+        # Real Slack silently posts to the channel for an unknown thread_ts; the
+        # fake refuses, so a wrong ts shows up in tests instead of as a lost thread.
+        parent = self._by_key.get((channel_id, str(thread_ts)))
+        if parent is None or parent["thread_ts"] is not None:
+            raise ApiError("thread_not_found")
+        return str(thread_ts)
+
+    def _check_post_rate(self, channel_id: str) -> None:
+        if not self.enforce_rate_limit:
+            return
+        last = self._last_post_at.get(channel_id)
+        if last is not None and time.monotonic() - last < POST_INTERVAL_S:
+            raise _ratelimited(1)
+
+    # ------------------------------------------------------------------ auth.test, chat.*
+
+    def _auth_test(self, p: JSONDict) -> JSONDict:
+        return {
+            "url": "https://fake-team.slack.com/",
+            "team": "Fake Team",
+            "user": "mentiondesk",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    def _chat_post_message(self, p: JSONDict) -> JSONDict:
+        channel_id = self._channel_id(p.get("channel"), allow_name=True)
+        # Slack's rate limiter sits in front of validation, so check it first;
+        # only accepted posts start a new interval.
+        self._check_post_rate(channel_id)
+        fields = self._content(p)
+        fields["metadata"] = self._metadata(p)
+        fields["thread_ts"] = self._thread_parent(channel_id, p.get("thread_ts"))
+        for key in ("unfurl_links", "unfurl_media"):
+            if key in p:
+                fields[key] = _truthy(p[key])
+        record = self._store(channel_id, fields)
+        self._last_post_at[channel_id] = time.monotonic()
+        message = self._render(record, with_metadata=True)
+        return {"channel": channel_id, "ts": record["ts"], "message": message}
+
+    def _chat_update(self, p: JSONDict) -> JSONDict:
+        channel_id = self._channel_id(p.get("channel"), allow_name=False)
+        record = self._by_key.get((channel_id, str(p.get("ts"))))
+        if record is None:
+            raise ApiError("message_not_found")
+        if record["user"] != self.bot_user_id:
+            raise ApiError("cant_update_message")
+        changes = self._content(p)
+        metadata = self._metadata(p)
+        if metadata is not None:
+            changes["metadata"] = metadata
+        # Fields left out of chat.update keep their previous value (Slack's documented rule).
+        previous = {k: copy.deepcopy(record[k]) for k in ("text", "blocks", "attachments", "metadata")}
+        record.update(changes)
+        record["edited"] = {"user": self.bot_user_id, "ts": self._next_ts()}
+        self.updates.append({"channel": channel_id, "ts": record["ts"], **changes, "previous": previous})
+        message = self._render(record, with_metadata=True)
+        return {"channel": channel_id, "ts": record["ts"], "text": record["text"], "message": message}
+
+    def _chat_post_ephemeral(self, p: JSONDict) -> JSONDict:
+        channel_id = self._channel_id(p.get("channel"), allow_name=True)
+        user = p.get("user")
+        if not isinstance(user, str) or not user:
+            raise _invalid_arguments("missing required field: user")
+        fields = self._content(p)
+        ts = self._next_ts()
+        self.ephemerals.append(
+            {"channel": channel_id, "user": user, "ts": ts, "thread_ts": p.get("thread_ts"), **fields}
+        )
+        return {"message_ts": ts}
+
+    # ------------------------------------------------------------------ conversations.*
+
+    def _conversations_history(self, p: JSONDict) -> JSONDict:
+        channel_id = self._channel_id(p.get("channel"), allow_name=False)
+        oldest = _ts_value(p.get("oldest") or "0", "invalid_ts_oldest")
+        latest = _ts_value(p["latest"], "invalid_ts_latest") if p.get("latest") else None
+        inclusive = _truthy(p.get("inclusive"))
+
+        def in_range(ts: Decimal) -> bool:
+            above = ts >= oldest if inclusive else ts > oldest
+            below = latest is None or (ts <= latest if inclusive else ts < latest)
+            return above and below
+
+        newest_first = [m for m in reversed(self._top) if m["channel"] == channel_id and in_range(Decimal(m["ts"]))]
+        return self._page(newest_first, p)
+
+    def _conversations_replies(self, p: JSONDict) -> JSONDict:
+        channel_id = self._channel_id(p.get("channel"), allow_name=False)
+        if not p.get("ts"):
+            raise _invalid_arguments("missing required field: ts")
+        record = self._by_key.get((channel_id, str(p["ts"])))
+        if record is None:
+            raise ApiError("thread_not_found")
+        parent_ts = record["thread_ts"] or record["ts"]
+        parent = self._by_key[(channel_id, parent_ts)]
+        return self._page([parent, *self._replies.get((channel_id, parent_ts), [])], p)
+
+    def _page(self, records: list[JSONDict], p: JSONDict) -> JSONDict:
+        """One cursor-paginated page of messages, as conversations.* return them."""
+        limit = _int_param(p.get("limit"), default=100, low=1, high=999)
+        offset = _decode_cursor(p.get("cursor"))
+        with_metadata = _truthy(p.get("include_all_metadata"))
+        page = records[offset : offset + limit]
+        has_more = offset + limit < len(records)
+        result: JSONDict = {
+            "messages": [self._render(m, with_metadata=with_metadata) for m in page],
+            "has_more": has_more,
+        }
+        if has_more:
+            result["response_metadata"] = {"next_cursor": _encode_cursor(offset + limit)}
+        return result
+
+    def _conversations_info(self, p: JSONDict) -> JSONDict:
+        channel_id = self._channel_id(p.get("channel"), allow_name=False)
+        name = self._channels[channel_id]
+        return {
+            "channel": {
+                "id": channel_id,
+                "name": name,
+                "name_normalized": name,
+                "is_channel": True,
+                "is_private": False,
+                "is_archived": False,
+                "is_member": True,
+            }
+        }
+
+    # ------------------------------------------------------------------ views.*
+
+    def _consume_trigger(self, trigger_id: object) -> None:
+        if not isinstance(trigger_id, str) or not trigger_id:
+            raise _invalid_arguments("missing required field: trigger_id")
+        issued_at = self._triggers.get(trigger_id)
+        if issued_at is None:
+            raise ApiError("invalid_trigger_id")
+        if trigger_id in self._used_triggers:
+            raise ApiError("exchanged_trigger_id")
+        if time.monotonic() - issued_at > TRIGGER_TTL_S:
+            raise ApiError("expired_trigger_id")
+        self._used_triggers.add(trigger_id)
+
+    def _checked_view(self, p: JSONDict) -> JSONDict:
+        view = _decode_json(p.get("view"), "invalid_arguments")
+        if view is None:
+            raise _invalid_arguments("missing required field: view")
+        errors = validate_modal(view)
+        if errors:
+            # Slack reports view problems as invalid_arguments, not invalid_blocks.
+            raise _invalid_arguments(*errors)
+        assert isinstance(view, dict)
+        return view
+
+    def _publish_view(self, method: str, view_id: str, view: JSONDict, trigger_id: str | None) -> JSONDict:
+        stored: JSONDict = {
+            "state": {"values": {}},
+            "private_metadata": "",
+            "callback_id": "",
+            "external_id": "",
+            **copy.deepcopy(view),
+            "id": view_id,
+            "team_id": self.team_id,
+            "app_id": APP_ID,
+            "bot_id": BOT_ID,
+            "root_view_id": view_id,
+            "previous_view_id": None,
+            "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
+        }
+        self._open_views[view_id] = stored
+        self.views.append({"method": method, "id": view_id, "trigger_id": trigger_id, "view": stored})
+        return {"view": copy.deepcopy(stored)}
+
+    def _views_open(self, p: JSONDict) -> JSONDict:
+        view = self._checked_view(p)
+        self._consume_trigger(p.get("trigger_id"))
+        return self._publish_view("views.open", self._new_id("V"), view, p["trigger_id"])
+
+    def _views_update(self, p: JSONDict) -> JSONDict:
+        view = self._checked_view(p)
+        view_id = p.get("view_id")
+        if not view_id and p.get("external_id"):
+            view_id = next(
+                (v["id"] for v in self._open_views.values() if v["external_id"] == p["external_id"]),
+                None,
+            )
+        elif not view_id:
+            raise _invalid_arguments("either view_id or external_id is required")
+        current = self._open_views.get(str(view_id))
+        if current is None:
+            raise ApiError("not_found")
+        if p.get("hash") and p["hash"] != current["hash"]:
+            raise ApiError("hash_conflict")
+        return self._publish_view("views.update", current["id"], view, None)
+
+    # ------------------------------------------------------------------ usergroups.*
+
+    def _usergroups_users_list(self, p: JSONDict) -> JSONDict:
+        group = p.get("usergroup")
+        if not group:
+            raise _invalid_arguments("missing required field: usergroup")
+        if group not in self.usergroups:
+            raise ApiError("no_such_subteam")
+        return {"users": list(self.usergroups[str(group)])}
