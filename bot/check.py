@@ -25,8 +25,9 @@ async def _check_mastodon(config: Config) -> str:
     token = config.secrets.mastodon_token
     if not token:
         raise RuntimeError("MENTIONDESK_MASTODON_TOKEN is not set")
-    client = MastodonClient(config.settings.mastodon.base_url, token,
-                            timeout_s=config.settings.mastodon.request_timeout_s)
+    client = MastodonClient(
+        config.settings.mastodon.base_url, token, timeout_s=config.settings.mastodon.request_timeout_s
+    )
     account = await client.verify_credentials()
     return f"signed in as @{account.acct} on {config.settings.mastodon.base_url}"
 
@@ -37,8 +38,9 @@ async def _check_slack(config: Config) -> str:
         return "dry run: cards are printed, Slack is not contacted"
     if not config.secrets.slack_bot_token:
         raise RuntimeError("MENTIONDESK_SLACK_BOT_TOKEN is not set")
-    client = AsyncWebClient(token=config.secrets.slack_bot_token, base_url=slack.base_url,
-                            timeout=int(slack.request_timeout_s))
+    client = AsyncWebClient(
+        token=config.secrets.slack_bot_token, base_url=slack.base_url, timeout=int(slack.request_timeout_s)
+    )
     try:
         response = await client.auth_test()
     except SlackApiError as exc:
@@ -74,8 +76,9 @@ async def _check_database(config: Config) -> str:
     if current != head:
         if config.settings.database.auto_migrate:
             return f"{safe_url(url)} reachable; schema {current or 'empty'} will be upgraded to {head} at start"
-        raise DatabaseError(f"{safe_url(url)}: schema is at {current or 'nothing'}, needs {head}: "
-                            "run `mentiondesk db upgrade`")
+        raise DatabaseError(
+            f"{safe_url(url)}: schema is at {current or 'nothing'}, needs {head}: run `mentiondesk db upgrade`"
+        )
     return f"{safe_url(url)} reachable, schema current ({head})"
 
 

@@ -28,9 +28,13 @@ def _default_config_path() -> Path:
 
 
 def _add_config_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", type=Path, default=None,
-                        help="TOML config file (default: $MENTIONDESK_CONFIG, ./config.toml, "
-                             "/etc/mentiondesk/config.toml)")
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help="TOML config file (default: $MENTIONDESK_CONFIG, ./config.toml, /etc/mentiondesk/config.toml)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,30 +44,43 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon", description="Run the daemon until SIGTERM or Ctrl-C.")
     _add_config_arg(run)
 
-    check = sub.add_parser("check", help="validate the config and test every connection",
-                           description="Validate the config file, then check Mastodon (verify_credentials), "
-                                       "Slack (auth.test) and the database (reachable, migrations current).")
+    check = sub.add_parser(
+        "check",
+        help="validate the config and test every connection",
+        description="Validate the config file, then check Mastodon (verify_credentials), "
+        "Slack (auth.test) and the database (reachable, migrations current).",
+    )
     _add_config_arg(check)
 
-    classify = sub.add_parser("classify", help="classify JSON lines from stdin",
-                              description='Read JSON lines {"text": ...} on stdin; write one JSON line '
-                                          '{"label": "complaint"|"other", "score": 0..1} per input, in order.')
+    classify = sub.add_parser(
+        "classify",
+        help="classify JSON lines from stdin",
+        description='Read JSON lines {"text": ...} on stdin; write one JSON line '
+        '{"label": "complaint"|"other", "score": 0..1} per input, in order.',
+    )
     classify.add_argument("--threshold", type=float, default=None, help="complaint threshold (default: the model's)")
     classify.add_argument("--model", type=Path, default=None, help="model artifact (.npz); default: the packaged one")
 
     db = sub.add_parser("db", help="database schema commands", description="Database schema commands.")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
-    upgrade = db_sub.add_parser("upgrade", help="apply pending migrations",
-                                description="Apply pending schema migrations to database.url.")
+    upgrade = db_sub.add_parser(
+        "upgrade", help="apply pending migrations", description="Apply pending schema migrations to database.url."
+    )
     _add_config_arg(upgrade)
-    current = db_sub.add_parser("current", help="show the schema revision",
-                                description="Show the database's schema revision and the latest one.")
+    current = db_sub.add_parser(
+        "current",
+        help="show the schema revision",
+        description="Show the database's schema revision and the latest one.",
+    )
     _add_config_arg(current)
 
-    demo = sub.add_parser("demo", help="try mentiondesk without any accounts",
-                          description="Run the real daemon against a local mastodon-mock server with a few "
-                                      "customers posting, SQLite in a temporary folder and Slack in dry-run "
-                                      "mode. Needs: pip install 'mentiondesk[demo]'.")
+    demo = sub.add_parser(
+        "demo",
+        help="try mentiondesk without any accounts",
+        description="Run the real daemon against a local mastodon-mock server with a few "
+        "customers posting, SQLite in a temporary folder and Slack in dry-run "
+        "mode. Needs: pip install 'mentiondesk[demo]'.",
+    )
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20; 0 = until Ctrl-C)")
     return parser
 
@@ -73,8 +90,7 @@ def _load(path: Path | None) -> Config:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 async def _run_daemon(config: Config) -> None:

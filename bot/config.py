@@ -276,5 +276,4 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     settings = parse_settings(data, source=str(path))
-    return Config(settings=settings, secrets=read_secrets(os.environ if environ is None else environ),
-                  source=str(path))
+    return Config(settings=settings, secrets=read_secrets(os.environ if environ is None else environ), source=str(path))

@@ -88,8 +88,9 @@ class Daemon:
         threshold = settings.classifier.threshold if settings.classifier.threshold is not None else classifier.threshold
 
         assert secrets.mastodon_token is not None
-        mastodon = MastodonClient(settings.mastodon.base_url, secrets.mastodon_token,
-                                  timeout_s=settings.mastodon.request_timeout_s)
+        mastodon = MastodonClient(
+            settings.mastodon.base_url, secrets.mastodon_token, timeout_s=settings.mastodon.request_timeout_s
+        )
         brand = await mastodon.verify_credentials()
         logger.info("watching mentions of @%s on %s", brand.acct, settings.mastodon.base_url)
         self._http = aiohttp.ClientSession(read_bufsize=2**20)
@@ -98,13 +99,25 @@ class Daemon:
         if not settings.slack.dry_run:
             # No retry handlers: slack-sdk's default re-sends after a dropped connection, which can post a card
             # twice; the sender retries itself and looks in Slack first when an answer was lost.
-            slack = AsyncWebClient(token=secrets.slack_bot_token, base_url=settings.slack.base_url,
-                                   timeout=int(settings.slack.request_timeout_s), session=self._http,
-                                   retry_handlers=[])
+            slack = AsyncWebClient(
+                token=secrets.slack_bot_token,
+                base_url=settings.slack.base_url,
+                timeout=int(settings.slack.request_timeout_s),
+                session=self._http,
+                retry_handlers=[],
+            )
         self.sender = SlackSender(sessions, settings.slack, client=slack, dry_run_out=self._dry_run_out)
-        self.context = AppContext(settings=settings, sessions=sessions, classifier=classifier, threshold=threshold,
-                                  mastodon=mastodon, brand=brand, wake_outbox=self.sender.wake,
-                                  limits=await mastodon.status_limits(), slack=slack)
+        self.context = AppContext(
+            settings=settings,
+            sessions=sessions,
+            classifier=classifier,
+            threshold=threshold,
+            mastodon=mastodon,
+            brand=brand,
+            wake_outbox=self.sender.wake,
+            limits=await mastodon.status_limits(),
+            slack=slack,
+        )
         self._dispatcher = Dispatcher(build_router(), self.context)
         if slack is not None:
             app = build_app(self.context, Permissions(settings.slack, slack), slack, slack_listeners())
@@ -114,12 +127,21 @@ class Daemon:
         stream_base = await mastodon.streaming_base_url() if settings.mastodon.streaming else mastodon.base_url
         feeds = [notification_feed(mastodon)] + [hashtag_feed(mastodon, tag) for tag in settings.mastodon.hashtags]
         self.watchers = [
-            FeedWatcher(feed, client=mastodon, sessions=sessions, ingest=self.ingest, settings=settings.mastodon,
-                        http=self._http, stream_base_url=stream_base, on_change=self.post_changed)
+            FeedWatcher(
+                feed,
+                client=mastodon,
+                sessions=sessions,
+                ingest=self.ingest,
+                settings=settings.mastodon,
+                http=self._http,
+                stream_base_url=stream_base,
+                on_change=self.post_changed,
+            )
             for feed in feeds
         ]
-        self.sweeper = PostSweeper(client=mastodon, sessions=sessions, on_change=self.post_changed,
-                                   settings=settings.mastodon)
+        self.sweeper = PostSweeper(
+            client=mastodon, sessions=sessions, on_change=self.post_changed, settings=settings.mastodon
+        )
         self._sender_task = asyncio.create_task(self.sender.run(), name="slack sender")
         self._tasks.append(self._sender_task)
         self._tasks.extend(asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers)
@@ -155,8 +177,9 @@ class Daemon:
             return
         current, head = await current_revision(engine), head_revision()
         if current != head:
-            raise DatabaseError(f"database schema is at {current or 'nothing'}, this version needs {head}: "
-                                "run `mentiondesk db upgrade`")
+            raise DatabaseError(
+                f"database schema is at {current or 'nothing'}, this version needs {head}: run `mentiondesk db upgrade`"
+            )
 
     async def ingest(self, post: Post, source: str) -> None:
         """The unit of work for one post: retryable failures raise IngestError, others are logged and skipped."""

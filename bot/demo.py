@@ -18,15 +18,28 @@ _BRAND_TOKEN = "demo-brand-token"
 
 # (seconds to wait first, customer, text, index of an earlier post this one replies to)
 SCRIPT: list[tuple[float, str, str, int | None]] = [
-    (1.0, "maya", "@acme my parcel was due Monday and tracking hasn't moved in 5 days. Nobody answers "
-                  "the phone. Really disappointed.", None),
+    (
+        1.0,
+        "maya",
+        "@acme my parcel was due Monday and tracking hasn't moved in 5 days. Nobody answers "
+        "the phone. Really disappointed.",
+        None,
+    ),
     (1.5, "theo", "@acme just wanted to say the new app update is lovely, great work!", None),
     (1.5, "maya", "@acme order number is 88123 if that helps", 0),
-    (1.5, "ines", "@acme charged twice for the same order and still no refund after two weeks. "
-                  "This is unacceptable #acmehelp", None),
+    (
+        1.5,
+        "ines",
+        "@acme charged twice for the same order and still no refund after two weeks. This is unacceptable #acmehelp",
+        None,
+    ),
     (1.5, "theo", "@acme do you ship to Portugal?", None),
-    (1.5, "ravi", "@acme the app crashes every time I try to check out. Lost my cart three times now, "
-                  "so frustrating", None),
+    (
+        1.5,
+        "ravi",
+        "@acme the app crashes every time I try to check out. Lost my cart three times now, so frustrating",
+        None,
+    ),
 ]
 
 
@@ -39,17 +52,21 @@ def _mock_server() -> Any:
     customers = sorted({who for _, who, _, _ in SCRIPT})
     accounts = [SeedAccount(username="acme", display_name="Acme Support", access_token=_BRAND_TOKEN)]
     accounts += [SeedAccount(username=u, display_name=u.title(), access_token=f"demo-{u}") for u in customers]
-    return MockServer(config=MastodonMockConfig(database=DatabaseConfig(path=":memory:"),
-                                                seed=SeedConfig(accounts=accounts)))
+    return MockServer(
+        config=MastodonMockConfig(database=DatabaseConfig(path=":memory:"), seed=SeedConfig(accounts=accounts))
+    )
 
 
 def _config(mastodon_url: str, folder: Path) -> Config:
-    settings = parse_settings({
-        "mastodon": {"base_url": mastodon_url, "hashtags": ["acmehelp"], "poll_interval_s": 5.0},
-        "slack": {"default_channel": "#support", "dry_run": True},
-        "routing": {"rules": [{"channel": "#billing", "keywords": ["refund", "charged", "invoice"]}]},
-        "database": {"url": f"sqlite+aiosqlite:///{folder / 'demo.db'}"},
-    }, source="demo")
+    settings = parse_settings(
+        {
+            "mastodon": {"base_url": mastodon_url, "hashtags": ["acmehelp"], "poll_interval_s": 5.0},
+            "slack": {"default_channel": "#support", "dry_run": True},
+            "routing": {"rules": [{"channel": "#billing", "keywords": ["refund", "charged", "invoice"]}]},
+            "database": {"url": f"sqlite+aiosqlite:///{folder / 'demo.db'}"},
+        },
+        source="demo",
+    )
     return Config(settings=settings, secrets=Secrets(mastodon_token=_BRAND_TOKEN), source="demo")
 
 
@@ -81,8 +98,10 @@ async def run_demo(*, seconds: float, out: TextIO) -> int:
     await asyncio.to_thread(server.start)
     try:
         with tempfile.TemporaryDirectory(prefix="mentiondesk-demo-") as tmp:
-            out.write(f"mentiondesk demo: Mastodon (mastodon-mock) at {server.base_url}, SQLite in {tmp}, "
-                      "Slack in dry-run mode (cards are printed below).\n")
+            out.write(
+                f"mentiondesk demo: Mastodon (mastodon-mock) at {server.base_url}, SQLite in {tmp}, "
+                "Slack in dry-run mode (cards are printed below).\n"
+            )
             async with Daemon(_config(server.base_url, Path(tmp)), dry_run_out=out) as daemon:
                 await _play_script(server, out)
                 if seconds > 0:

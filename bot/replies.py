@@ -28,6 +28,7 @@ from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 
+
 class ReplyError(Exception):
     """The reply cannot be published as it stands; the message tells the agent why."""
 
@@ -35,23 +36,32 @@ class ReplyError(Exception):
 def check_length(text: str, ctx: AppContext) -> None:
     used = mastodon_length(text, url_chars=ctx.limits.characters_reserved_per_url)
     if used > ctx.limits.max_characters:
-        raise ReplyError(f"{used} characters, over the instance's limit of {ctx.limits.max_characters} "
-                         "(the @mention counts too)")
+        raise ReplyError(
+            f"{used} characters, over the instance's limit of {ctx.limits.max_characters} (the @mention counts too)"
+        )
 
 
 async def latest_customer_post(session: AsyncSession, ticket: Ticket) -> Mention:
     """The customer's most recent post in the ticket that still exists: replies go under it."""
-    stmt = (select(Mention).where(Mention.ticket_id == ticket.id, Mention.account_id == ticket.customer_account_id,
-                                  col(Mention.deleted_at).is_(None))
-            .order_by(col(Mention.posted_at).desc(), col(Mention.id).desc()).limit(1))
+    stmt = (
+        select(Mention)
+        .where(
+            Mention.ticket_id == ticket.id,
+            Mention.account_id == ticket.customer_account_id,
+            col(Mention.deleted_at).is_(None),
+        )
+        .order_by(col(Mention.posted_at).desc(), col(Mention.id).desc())
+        .limit(1)
+    )
     mention = (await session.exec(stmt)).first()
     if mention is None:
         raise ReplyError("the customer deleted every post in this ticket; there is nothing to reply to")
     return mention
 
 
-async def create_reply(ctx: AppContext, *, ticket_id: int, author: str, text: str, visibility: str,
-                       state: str) -> Reply:
+async def create_reply(
+    ctx: AppContext, *, ticket_id: int, author: str, text: str, visibility: str, state: str
+) -> Reply:
     """Record a reply (pending approval or about to publish) after checking it can be published."""
     async with transaction(ctx.sessions) as session:
         ticket = await session.get(Ticket, ticket_id)
@@ -62,16 +72,21 @@ async def create_reply(ctx: AppContext, *, ticket_id: int, author: str, text: st
             raise ReplyError(f"the customer posted as {parent.visibility}; a reply cannot be {visibility}")
         full_text = with_mention(text, ticket.customer_acct)
         check_length(full_text, ctx)
-        reply = Reply(ticket_id=ticket_id, author_slack_id=author, text=full_text, visibility=visibility,
-                      in_reply_to_status_id=parent.status_id, state=state)
+        reply = Reply(
+            ticket_id=ticket_id,
+            author_slack_id=author,
+            text=full_text,
+            visibility=visibility,
+            in_reply_to_status_id=parent.status_id,
+            state=state,
+        )
         session.add(reply)
         await session.flush()
         log_event(session, ticket_id=ticket_id, actor=author, action="reply_written", detail=f"reply {reply.id}")
     return reply
 
 
-async def publish(ctx: AppContext, *, reply_id: int, approver: str | None = None,
-                  text: str | None = None) -> Reply:
+async def publish(ctx: AppContext, *, reply_id: int, approver: str | None = None, text: str | None = None) -> Reply:
     """Post the reply on Mastodon; on success record it, thread it under the card and stamp first response.
 
     Without an approver only a reply submit() has just created (state publishing) goes out. With one, the
@@ -80,9 +95,12 @@ async def publish(ctx: AppContext, *, reply_id: int, approver: str | None = None
     """
     reply = await _claim(ctx, reply_id=reply_id, approver=approver, text=text)
     try:
-        posted = await ctx.mastodon.post_reply(reply.text, in_reply_to_id=reply.in_reply_to_status_id,
-                                               visibility=reply.visibility,
-                                               idempotency_key=f"mentiondesk-reply-{reply.id}")
+        posted = await ctx.mastodon.post_reply(
+            reply.text,
+            in_reply_to_id=reply.in_reply_to_status_id,
+            visibility=reply.visibility,
+            idempotency_key=f"mentiondesk-reply-{reply.id}",
+        )
     except MastodonError as exc:
         await _record_failure(ctx, reply, f"Mastodon did not accept the reply: {exc}")
         raise ReplyError(f"Mastodon did not accept the reply: {exc}") from exc
@@ -103,8 +121,7 @@ async def _claim(ctx: AppContext, *, reply_id: int, approver: str | None, text: 
             if reply is None or reply.state != ReplyState.PUBLISHING:
                 raise ReplyError(handled_message(reply))
             return reply
-        values: dict[str, Any] = {"state": ReplyState.PUBLISHING, "approver_slack_id": approver,
-                                  "decided_at": utcnow()}
+        values: dict[str, Any] = {"state": ReplyState.PUBLISHING, "approver_slack_id": approver, "decided_at": utcnow()}
         if text is not None:
             values["text"] = await _edited_text(ctx, session, reply_id, text)
         if not await _decide(session, reply_id=reply_id, values=values):
@@ -122,17 +139,18 @@ async def reject(ctx: AppContext, *, reply_id: int, approver: str) -> Reply:
         if not await _decide(session, reply_id=reply_id, values=values):
             raise ReplyError(handled_message(await session.get(Reply, reply_id)))
         reply = await _reload(session, reply_id)
-        log_event(session, ticket_id=reply.ticket_id, actor=approver, action="reply_rejected",
-                  detail=f"reply {reply.id}")
+        log_event(
+            session, ticket_id=reply.ticket_id, actor=approver, action="reply_rejected", detail=f"reply {reply.id}"
+        )
     logger.info("reply %d on ticket #%d rejected by %s", reply_id, reply.ticket_id, approver)
     return reply
 
 
 async def _decide(session: AsyncSession, *, reply_id: int, values: dict[str, Any]) -> bool:
     # The WHERE clause is the lock: a second decision finds the state changed and updates nothing.
-    stmt = (update(Reply)
-            .where(col(Reply.id) == reply_id, col(Reply.state) == ReplyState.PENDING_APPROVAL)
-            .values(**values))
+    stmt = (
+        update(Reply).where(col(Reply.id) == reply_id, col(Reply.state) == ReplyState.PENDING_APPROVAL).values(**values)
+    )
     return await execute(session, stmt) == 1
 
 
@@ -175,8 +193,9 @@ async def _record_failure(ctx: AppContext, reply: Reply, error: str) -> None:
         assert stored is not None
         stored.state, stored.error = ReplyState.FAILED, error[:2000]
         session.add(stored)
-        log_event(session, ticket_id=stored.ticket_id, actor=stored.author_slack_id, action="reply_failed",
-                  detail=error)
+        log_event(
+            session, ticket_id=stored.ticket_id, actor=stored.author_slack_id, action="reply_failed", detail=error
+        )
 
 
 async def _record_published(session: AsyncSession, reply: Reply, *, status_id: str, url: str) -> Reply:
@@ -184,7 +203,11 @@ async def _record_published(session: AsyncSession, reply: Reply, *, status_id: s
     assert stored is not None
     now = utcnow()
     stored.state, stored.mastodon_status_id, stored.mastodon_url, stored.published_at = (
-        ReplyState.PUBLISHED, status_id, url, now)
+        ReplyState.PUBLISHED,
+        status_id,
+        url,
+        now,
+    )
     session.add(stored)
     log_event(session, ticket_id=stored.ticket_id, actor=stored.author_slack_id, action="replied", detail=url)
     # The SLA clock stops when Mastodon accepted the post, not when the agent pressed Send.
@@ -192,8 +215,9 @@ async def _record_published(session: AsyncSession, reply: Reply, *, status_id: s
     ticket = await session.get(Ticket, stored.ticket_id)
     assert ticket is not None
     text, blocks = replied_message(stored)
-    enqueue(session, kind=OutboxKind.FOLLOWUP, ticket_id=stored.ticket_id, channel=ticket.channel, text=text,
-            blocks=blocks)
+    enqueue(
+        session, kind=OutboxKind.FOLLOWUP, ticket_id=stored.ticket_id, channel=ticket.channel, text=text, blocks=blocks
+    )
     return stored
 
 
@@ -218,18 +242,21 @@ class Submitted:
     awaiting_approval: bool
 
 
-async def submit(ctx: AppContext, permissions: Permissions, *, ticket_id: int, author: str, text: str,
-                 visibility: str) -> Submitted:
+async def submit(
+    ctx: AppContext, permissions: Permissions, *, ticket_id: int, author: str, text: str, visibility: str
+) -> Submitted:
     """The one way a reply leaves Slack: refused, sent for approval, or published. Raises ReplyError to refuse."""
     if not await permissions.can_reply(author):
         raise ReplyError("you are not allowed to reply publicly for the brand (ask to be added to slack.repliers)")
     if await permissions.needs_approval(author):
-        reply = await create_reply(ctx, ticket_id=ticket_id, author=author, text=text, visibility=visibility,
-                                   state=ReplyState.PENDING_APPROVAL)
+        reply = await create_reply(
+            ctx, ticket_id=ticket_id, author=author, text=text, visibility=visibility, state=ReplyState.PENDING_APPROVAL
+        )
         await request_approval(ctx, reply)
         return Submitted(reply, awaiting_approval=True)
-    reply = await create_reply(ctx, ticket_id=ticket_id, author=author, text=text, visibility=visibility,
-                               state=ReplyState.PUBLISHING)
+    reply = await create_reply(
+        ctx, ticket_id=ticket_id, author=author, text=text, visibility=visibility, state=ReplyState.PUBLISHING
+    )
     return Submitted(await publish(ctx, reply_id=reply.id or 0), awaiting_approval=False)
 
 
@@ -237,15 +264,27 @@ def approval_request(reply: Reply) -> tuple[str, list[dict[str, Any]]]:
     """The message approvers see: the exact text that would be posted, and the three choices."""
     assert reply.id is not None
     quoted = "\n".join("&gt; " + line for line in escape_mrkdwn(reply.text).splitlines())
-    summary = (f"<@{reply.author_slack_id}> wants to reply publicly ({reply.visibility}) on ticket "
-               f"#{reply.ticket_id}:\n{quoted}")[:3000]
+    summary = (
+        f"<@{reply.author_slack_id}> wants to reply publicly ({reply.visibility}) on ticket "
+        f"#{reply.ticket_id}:\n{quoted}"
+    )[:3000]
     value = str(reply.id)
     buttons = [
-        {"type": "button", "action_id": APPROVE, "value": value, "style": "primary",
-         "text": {"type": "plain_text", "text": "Approve"}},
+        {
+            "type": "button",
+            "action_id": APPROVE,
+            "value": value,
+            "style": "primary",
+            "text": {"type": "plain_text", "text": "Approve"},
+        },
         {"type": "button", "action_id": EDIT, "value": value, "text": {"type": "plain_text", "text": "Edit"}},
-        {"type": "button", "action_id": REJECT, "value": value, "style": "danger",
-         "text": {"type": "plain_text", "text": "Reject"}},
+        {
+            "type": "button",
+            "action_id": REJECT,
+            "value": value,
+            "style": "danger",
+            "text": {"type": "plain_text", "text": "Reject"},
+        },
     ]
     blocks: list[dict[str, Any]] = [
         {"type": "section", "block_id": f"reply-{value}-text", "text": {"type": "mrkdwn", "text": summary}},
@@ -278,14 +317,22 @@ async def request_approval(ctx: AppContext, reply: Reply) -> None:
         assert stored is not None
         stored.approval_channel, stored.approval_ts = str(response["channel"]), str(response["ts"])
         session.add(stored)
-        log_event(session, ticket_id=stored.ticket_id, actor=stored.author_slack_id, action="approval_requested",
-                  detail=f"reply {stored.id}")
+        log_event(
+            session,
+            ticket_id=stored.ticket_id,
+            actor=stored.author_slack_id,
+            action="approval_requested",
+            detail=f"reply {stored.id}",
+        )
 
 
 def approval_decided(reply: Reply, outcome: str) -> tuple[str, list[dict[str, Any]]]:
     """The approval request once decided: the outcome (mrkdwn, ours) and the text; no buttons left to click."""
     quoted = "\n".join("&gt; " + line for line in escape_mrkdwn(reply.text).splitlines())
-    body = (f"{outcome}\nReply by <@{reply.author_slack_id}> ({reply.visibility}) on ticket "
-            f"#{reply.ticket_id}:\n{quoted}")[:3000]
-    return (f"Reply on ticket #{reply.ticket_id}: {outcome}"[:3000],
-            [{"type": "section", "block_id": f"reply-{reply.id}-decided", "text": {"type": "mrkdwn", "text": body}}])
+    body = (
+        f"{outcome}\nReply by <@{reply.author_slack_id}> ({reply.visibility}) on ticket #{reply.ticket_id}:\n{quoted}"
+    )[:3000]
+    return (
+        f"Reply on ticket #{reply.ticket_id}: {outcome}"[:3000],
+        [{"type": "section", "block_id": f"reply-{reply.id}-decided", "text": {"type": "mrkdwn", "text": body}}],
+    )

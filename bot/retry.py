@@ -70,14 +70,23 @@ def sort_mastodon_error(exc: BaseException, *, ratelimit_reset: float | None = N
         return Sorted(Verdict.RATE_LIMITED, "Mastodon rate limit reached", wait_s=wait)
     if isinstance(exc, MastodonUnauthorizedError):
         return Sorted(Verdict.FATAL, f"Mastodon refused the access token: {exc}")
-    if isinstance(exc, MastodonNetworkError | MastodonServerError | aiohttp.ClientError | asyncio.TimeoutError
-                  | OSError):
+    if isinstance(
+        exc, MastodonNetworkError | MastodonServerError | aiohttp.ClientError | asyncio.TimeoutError | OSError
+    ):
         return Sorted(Verdict.TRANSIENT, f"{type(exc).__name__}: {exc}")
     return Sorted(Verdict.FATAL, f"{type(exc).__name__}: {exc}")
 
 
-_SLACK_FATAL = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
-                "no_permission", "missing_scope", "not_allowed_token_type"}
+_SLACK_FATAL = {
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "no_permission",
+    "missing_scope",
+    "not_allowed_token_type",
+}
 
 
 def sort_slack_error(exc: BaseException) -> Sorted:

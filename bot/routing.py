@@ -28,8 +28,9 @@ def rule_matches(rule: RoutingRule, post: Post) -> bool:
             return False
     if rule.languages:
         language = (post.language or "").casefold()
-        if not any(language == lang.casefold() or language.startswith(lang.casefold() + "-")
-                   for lang in rule.languages):
+        if not any(
+            language == lang.casefold() or language.startswith(lang.casefold() + "-") for lang in rule.languages
+        ):
             return False
     return True
 

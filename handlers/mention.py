@@ -62,8 +62,9 @@ async def _place(post: Post, *, complaint: bool, ctx: AppContext) -> Placement:
     async with ctx.sessions() as session:
         parent = [post.in_reply_to_id] if post.in_reply_to_id else []
         # A reply into one of their open tickets goes there; any other post joins their latest open ticket.
-        joined = (await open_ticket_for_thread(session, account_id=account_id, status_ids=parent)
-                  or await latest_open_ticket(session, account_id=account_id))
+        joined = await open_ticket_for_thread(
+            session, account_id=account_id, status_ids=parent
+        ) or await latest_open_ticket(session, account_id=account_id)
         if joined is not None:
             return Placement(join=joined.id)
         resolved = await latest_resolved_ticket(session, account_id=account_id)
@@ -174,18 +175,26 @@ async def record_mention(event: MentionReceived, ctx: AppContext) -> None:
         return
     if ticket is not None:
         ctx.wake_outbox()
-    logger.info("mention %s from @%s: %s %.2f%s", post.id, post.account.acct, result.label, result.score,
-                f" -> ticket #{ticket.id}" if ticket is not None else "")
+    logger.info(
+        "mention %s from @%s: %s %.2f%s",
+        post.id,
+        post.account.acct,
+        result.label,
+        result.score,
+        f" -> ticket #{ticket.id}" if ticket is not None else "",
+    )
 
 
-async def _file(session: AsyncSession, mention: Mention, post: Post, result: Classification, placement: Placement,
-                ctx: AppContext) -> Ticket | None:
+async def _file(
+    session: AsyncSession, mention: Mention, post: Post, result: Classification, placement: Placement, ctx: AppContext
+) -> Ticket | None:
     """Store the mention where placement says; returns its ticket, if it has one."""
     if placement.join is not None:
         ticket = await session.get(Ticket, placement.join)
         assert ticket is not None and ticket.id is not None
-        if placement.reopen and await reopen(session, ticket_id=ticket.id, actor="customer",
-                                             detail=f"customer posted again: {post.url}"):
+        if placement.reopen and await reopen(
+            session, ticket_id=ticket.id, actor="customer", detail=f"customer posted again: {post.url}"
+        ):
             logger.info("TicketReopened #%d by a new post from @%s", ticket.id, post.account.acct)
         await _add_followup(session, ticket, mention, post)
         return ticket
@@ -195,8 +204,15 @@ async def _file(session: AsyncSession, mention: Mention, post: Post, result: Cla
     return None
 
 
-async def _open_ticket(session: AsyncSession, mention: Mention, post: Post, result: Classification,
-                       ctx: AppContext, *, previous: int | None) -> Ticket:
+async def _open_ticket(
+    session: AsyncSession,
+    mention: Mention,
+    post: Post,
+    result: Classification,
+    ctx: AppContext,
+    *,
+    previous: int | None,
+) -> Ticket:
     ticket = _new_ticket(post, result, ctx, previous)
     session.add(ticket)
     await session.flush()  # assigns the ticket number the card shows
@@ -205,10 +221,22 @@ async def _open_ticket(session: AsyncSession, mention: Mention, post: Post, resu
     session.add(mention)
     await session.flush()
     # The card itself is rendered when it is sent, so one posted after an outage shows the ticket as it is then.
-    enqueue(session, kind=OutboxKind.CARD, ticket_id=ticket.id, channel=ticket.channel, text="", blocks=[],
-            mention_id=mention.id)
-    logger.info("TicketOpened #%d for @%s in %s%s", ticket.id, post.account.acct, ticket.channel,
-                f" (follows #{previous})" if previous is not None else "")
+    enqueue(
+        session,
+        kind=OutboxKind.CARD,
+        ticket_id=ticket.id,
+        channel=ticket.channel,
+        text="",
+        blocks=[],
+        mention_id=mention.id,
+    )
+    logger.info(
+        "TicketOpened #%d for @%s in %s%s",
+        ticket.id,
+        post.account.acct,
+        ticket.channel,
+        f" (follows #{previous})" if previous is not None else "",
+    )
     return ticket
 
 
@@ -218,7 +246,20 @@ async def _add_followup(session: AsyncSession, ticket: Ticket, mention: Mention,
     session.add(mention)
     await session.flush()
     await record_customer_activity(session, ticket_id=ticket.id, at=post.created_at)
-    text, blocks = followup_message(number=ticket.id, author_acct=post.account.acct, author_url=post.account.url,
-                                    text=post.text, post_url=post.url, posted_at=post.created_at)
-    enqueue(session, kind=OutboxKind.FOLLOWUP, ticket_id=ticket.id, channel=ticket.channel, text=text,
-            blocks=blocks, mention_id=mention.id)
+    text, blocks = followup_message(
+        number=ticket.id,
+        author_acct=post.account.acct,
+        author_url=post.account.url,
+        text=post.text,
+        post_url=post.url,
+        posted_at=post.created_at,
+    )
+    enqueue(
+        session,
+        kind=OutboxKind.FOLLOWUP,
+        ticket_id=ticket.id,
+        channel=ticket.channel,
+        text=text,
+        blocks=blocks,
+        mention_id=mention.id,
+    )

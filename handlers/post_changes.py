@@ -45,8 +45,7 @@ async def apply_edit(event: PostEdited, ctx: AppContext) -> None:
             return  # not a post we stored (the user stream also carries the home timeline)
         if not await record_mention_edit(session, mention_id=mention.id, text=post.text, edited_at=post.edited_at):
             return  # this edit (or a later one) was applied already
-        told = await _tell_thread(session, mention, action="customer_edited", what="edited their post",
-                                  text=post.text)
+        told = await _tell_thread(session, mention, action="customer_edited", what="edited their post", text=post.text)
     logger.info("PostEdited %s by @%s%s", post.id, post.account.acct, f" on ticket #{told}" if told else "")
     if told:
         ctx.wake_outbox()
@@ -63,23 +62,32 @@ async def apply_delete(event: PostDeleted, ctx: AppContext) -> None:
                 continue
             told.append(ticket_id)
             if await all_posts_deleted(session, ticket_id=ticket_id) and await close(
-                    session, ticket_id=ticket_id, actor="customer", reason=ALL_POSTS_DELETED):
+                session, ticket_id=ticket_id, actor="customer", reason=ALL_POSTS_DELETED
+            ):
                 logger.info("TicketClosed #%d: %s", ticket_id, ALL_POSTS_DELETED)
     if told:
         logger.info("PostDeleted %s on ticket(s) %s", event.status_id, ", ".join(f"#{t}" for t in told))
         ctx.wake_outbox()
 
 
-async def _tell_thread(session: AsyncSession, mention: Mention, *, action: str, what: str,
-                       text: str | None = None) -> int | None:
+async def _tell_thread(
+    session: AsyncSession, mention: Mention, *, action: str, what: str, text: str | None = None
+) -> int | None:
     """Post the change into the card's thread, log it and refresh the card; returns the ticket id, if any."""
     if mention.ticket_id is None:
         return None
     ticket = await session.get(Ticket, mention.ticket_id)
     assert ticket is not None and ticket.id is not None
     fallback, blocks = change_message(number=ticket.id, acct=mention.account_acct, what=what, text=text)
-    enqueue(session, kind=OutboxKind.FOLLOWUP, ticket_id=ticket.id, channel=ticket.channel, text=fallback,
-            blocks=blocks, mention_id=mention.id)
+    enqueue(
+        session,
+        kind=OutboxKind.FOLLOWUP,
+        ticket_id=ticket.id,
+        channel=ticket.channel,
+        text=fallback,
+        blocks=blocks,
+        mention_id=mention.id,
+    )
     log_event(session, ticket_id=ticket.id, actor="customer", action=action, detail=mention.status_url)
     await queue_card_refresh(session, ticket_id=ticket.id)
     return ticket.id

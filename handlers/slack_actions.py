@@ -61,17 +61,27 @@ def _button(change: Change, verb: str, doc: str) -> Callable[..., Awaitable[None
 
 
 BUTTONS: dict[str, Callable[..., Awaitable[None]]] = {
-    CLAIM: _button(lambda s, t, u: ticket_actions.claim(s, ticket_id=t, user=u), "claim",
-                   "Claim: assign the ticket to the agent who clicked, unless someone has it."),
-    UNCLAIM: _button(lambda s, t, u: ticket_actions.unclaim(s, ticket_id=t, user=u), "unclaim",
-                     "Unclaim: only the assignee can give a ticket back."),
-    RESOLVE: _button(lambda s, t, u: ticket_actions.resolve(s, ticket_id=t, user=u), "resolve",
-                     "Resolve an open ticket."),
-    REOPEN: _button(lambda s, t, u: ticket_actions.reopen(s, ticket_id=t, actor=u), "reopen",
-                    "Reopen a resolved or closed ticket."),
+    CLAIM: _button(
+        lambda s, t, u: ticket_actions.claim(s, ticket_id=t, user=u),
+        "claim",
+        "Claim: assign the ticket to the agent who clicked, unless someone has it.",
+    ),
+    UNCLAIM: _button(
+        lambda s, t, u: ticket_actions.unclaim(s, ticket_id=t, user=u),
+        "unclaim",
+        "Unclaim: only the assignee can give a ticket back.",
+    ),
+    RESOLVE: _button(
+        lambda s, t, u: ticket_actions.resolve(s, ticket_id=t, user=u), "resolve", "Resolve an open ticket."
+    ),
+    REOPEN: _button(
+        lambda s, t, u: ticket_actions.reopen(s, ticket_id=t, actor=u), "reopen", "Reopen a resolved or closed ticket."
+    ),
     NOT_COMPLAINT: _button(
         lambda s, t, u: ticket_actions.close(s, ticket_id=t, actor=u, reason="not a complaint", label="other"),
-        "close", "Not a complaint: close the ticket and record the corrected label."),
+        "close",
+        "Not a complaint: close the ticket and record the corrected label.",
+    ),
 }
 
 
@@ -79,9 +89,13 @@ async def on_priority(ack: Any, body: dict[str, Any], context: dict[str, Any]) -
     """Priority: the select's value is "<ticket>:<priority>"."""
     await ack()
     ticket_id, _, priority = str(body["actions"][0]["selected_option"]["value"]).partition(":")
-    await _apply(body, context["desk"],
-                 lambda s, t, u: ticket_actions.set_priority(s, ticket_id=t, user=u, priority=priority),
-                 f"set the priority of ({priority})", int(ticket_id))
+    await _apply(
+        body,
+        context["desk"],
+        lambda s, t, u: ticket_actions.set_priority(s, ticket_id=t, user=u, priority=priority),
+        f"set the priority of ({priority})",
+        int(ticket_id),
+    )
 
 
 def register(app: AsyncApp) -> None:

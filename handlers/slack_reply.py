@@ -49,11 +49,14 @@ from mentiondesk.storage.models import Reply, ReplyState, Ticket
 
 logger = logging.getLogger(__name__)
 
-NOT_A_REPLIER = ("You can't reply publicly for the brand: only the people and user groups listed in "
-                 "`slack.repliers` can. You can still claim this ticket and write notes in its thread; "
-                 "ask an admin to add you if you should be answering customers.")
-NOT_AN_APPROVER = ("Only approvers can approve, edit or reject replies: people in `slack.repliers` whose "
-                   "own replies need no approval.")
+NOT_A_REPLIER = (
+    "You can't reply publicly for the brand: only the people and user groups listed in "
+    "`slack.repliers` can. You can still claim this ticket and write notes in its thread; "
+    "ask an admin to add you if you should be answering customers."
+)
+NOT_AN_APPROVER = (
+    "Only approvers can approve, edit or reject replies: people in `slack.repliers` whose own replies need no approval."
+)
 
 
 def _slack(ctx: AppContext) -> AsyncWebClient:
@@ -72,8 +75,11 @@ def _action_int(body: dict[str, Any]) -> int:
 
 def _at(channel: str | None, user: str, thread_ts: str | None = None) -> dict[str, Any]:
     """A stand-in interaction body for `tell`, when the real one (a modal's) says nothing about where."""
-    return {"user": {"id": user}, "channel": {"id": channel} if channel else None,
-            "container": {"thread_ts": thread_ts} if thread_ts else {}}
+    return {
+        "user": {"id": user},
+        "channel": {"id": channel} if channel else None,
+        "container": {"thread_ts": thread_ts} if thread_ts else {},
+    }
 
 
 def _kept_text(text: str) -> str:
@@ -110,10 +116,15 @@ async def _reply_view(ctx: AppContext, body: dict[str, Any], ticket_id: int) -> 
         post = await latest_customer_post(session, ticket)
     container = body.get("container") or {}
     channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
-    target = ReplyTarget(ticket_id=ticket_id, acct=ticket.customer_acct, channel=channel,
-                         thread_ts=container.get("thread_ts") or (body.get("message") or {}).get("thread_ts"))
-    return reply_view(target, post_text=post.text, post_url=post.status_url, post_visibility=post.visibility,
-                      limits=ctx.limits)
+    target = ReplyTarget(
+        ticket_id=ticket_id,
+        acct=ticket.customer_acct,
+        channel=channel,
+        thread_ts=container.get("thread_ts") or (body.get("message") or {}).get("thread_ts"),
+    )
+    return reply_view(
+        target, post_text=post.text, post_url=post.status_url, post_visibility=post.visibility, limits=ctx.limits
+    )
 
 
 async def on_text_changed(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
@@ -143,20 +154,34 @@ async def on_reply_submitted(ack: Any, body: dict[str, Any], context: dict[str, 
     await ack()
     user, where = _user(body), _at(target.channel, _user(body), target.thread_ts)
     try:
-        outcome = await submit(ctx, context["permissions"], ticket_id=target.ticket_id, author=user, text=text,
-                               visibility=visibility or "direct")
+        outcome = await submit(
+            ctx,
+            context["permissions"],
+            ticket_id=target.ticket_id,
+            author=user,
+            text=text,
+            visibility=visibility or "direct",
+        )
     except ReplyError as exc:
         await tell(ctx, where, f"Your reply on ticket #{target.ticket_id} was not posted: {exc}.\n{_kept_text(text)}")
         return
     except Exception:
         # The modal is gone: whatever broke, the agent must hear of it and get their text back.
         logger.exception("reply on ticket #%d by %s failed", target.ticket_id, user)
-        await tell(ctx, where, f"Your reply on ticket #{target.ticket_id} was not posted: something went wrong "
-                               f"on our side (it is in the logs).\n{_kept_text(text)}")
+        await tell(
+            ctx,
+            where,
+            f"Your reply on ticket #{target.ticket_id} was not posted: something went wrong "
+            f"on our side (it is in the logs).\n{_kept_text(text)}",
+        )
         return
     if outcome.awaiting_approval:
-        await tell(ctx, where, f"Your reply on ticket #{target.ticket_id} was sent for approval to "
-                               f"<#{ctx.settings.slack.approval_channel}>; it is posted once an approver approves it.")
+        await tell(
+            ctx,
+            where,
+            f"Your reply on ticket #{target.ticket_id} was sent for approval to "
+            f"<#{ctx.settings.slack.approval_channel}>; it is posted once an approver approves it.",
+        )
 
 
 # ---------------------------------------------------------------- approval
@@ -190,8 +215,11 @@ async def on_reject(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> 
         await tell(ctx, body, f"Not rejected: {exc}.")
         return
     await _show_decision(ctx, reply, f"*Rejected by <@{approver}>*: not posted.")
-    await _tell_author(ctx, reply, f"<@{approver}> rejected your reply on ticket #{reply.ticket_id}; it was not "
-                                   f"posted.\n{_kept_text(reply.text)}")
+    await _tell_author(
+        ctx,
+        reply,
+        f"<@{approver}> rejected your reply on ticket #{reply.ticket_id}; it was not posted.\n{_kept_text(reply.text)}",
+    )
 
 
 async def on_edit(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
@@ -207,10 +235,15 @@ async def on_edit(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> No
     if reply is None or ticket is None or reply.state != ReplyState.PENDING_APPROVAL:
         await tell(ctx, body, f"Cannot edit: {handled_message(reply)}.")
         return
-    target = ReplyTarget(ticket_id=reply.ticket_id, acct=ticket.customer_acct, reply_id=reply_id,
-                         channel=reply.approval_channel or (body.get("channel") or {}).get("id"))
-    view = edit_view(target, author=reply.author_slack_id, text=reply.text, visibility=reply.visibility,
-                     limits=ctx.limits)
+    target = ReplyTarget(
+        ticket_id=reply.ticket_id,
+        acct=ticket.customer_acct,
+        reply_id=reply_id,
+        channel=reply.approval_channel or (body.get("channel") or {}).get("id"),
+    )
+    view = edit_view(
+        target, author=reply.author_slack_id, text=reply.text, visibility=reply.visibility, limits=ctx.limits
+    )
     await _slack(ctx).views_open(trigger_id=body["trigger_id"], view=view)
 
 
@@ -231,25 +264,32 @@ async def on_edit_submitted(ack: Any, body: dict[str, Any], context: dict[str, A
     await _publish_approved(ctx, where, reply_id=target.reply_id, approver=_user(body), text=text)
 
 
-async def _publish_approved(ctx: AppContext, where: dict[str, Any], *, reply_id: int, approver: str,
-                            text: str | None) -> None:
+async def _publish_approved(
+    ctx: AppContext, where: dict[str, Any], *, reply_id: int, approver: str, text: str | None
+) -> None:
     """Publish on an approver's word and show the outcome on the approval message."""
     try:
         reply = await publish(ctx, reply_id=reply_id, approver=approver, text=text)
     except ReplyError as exc:
-        await _approved_but_not_published(ctx, where, reply_id=reply_id, approver=approver, error=str(exc),
-                                          text=text)
+        await _approved_but_not_published(ctx, where, reply_id=reply_id, approver=approver, error=str(exc), text=text)
         return
     except Exception:
         logger.exception("approved reply %d could not be published", reply_id)
-        await _approved_but_not_published(ctx, where, reply_id=reply_id, approver=approver,
-                                          error="something went wrong on our side (it is in the logs)", text=text)
+        await _approved_but_not_published(
+            ctx,
+            where,
+            reply_id=reply_id,
+            approver=approver,
+            error="something went wrong on our side (it is in the logs)",
+            text=text,
+        )
         return
     await _show_decision(ctx, reply, f"*Approved by <@{approver}>* — published <{reply.mastodon_url}|on Mastodon>")
 
 
-async def _approved_but_not_published(ctx: AppContext, where: dict[str, Any], *, reply_id: int, approver: str,
-                                      error: str, text: str | None) -> None:
+async def _approved_but_not_published(
+    ctx: AppContext, where: dict[str, Any], *, reply_id: int, approver: str, error: str, text: str | None
+) -> None:
     async with ctx.sessions() as session:
         reply = await session.get(Reply, reply_id)
     mine = reply is not None and reply.approver_slack_id == approver and reply.state == ReplyState.FAILED
@@ -260,8 +300,12 @@ async def _approved_but_not_published(ctx: AppContext, where: dict[str, Any], *,
         return
     await _show_decision(ctx, reply, f"*Approved by <@{approver}>*, but not published: {escape_mrkdwn(error)}")
     await tell(ctx, where, f"The reply you approved was not published: {error}.\n{_kept_text(reply.text)}")
-    await _tell_author(ctx, reply, f"Your reply on ticket #{reply.ticket_id} was approved by <@{approver}> but "
-                                   f"could not be published: {error}.\n{_kept_text(reply.text)}")
+    await _tell_author(
+        ctx,
+        reply,
+        f"Your reply on ticket #{reply.ticket_id} was approved by <@{approver}> but "
+        f"could not be published: {error}.\n{_kept_text(reply.text)}",
+    )
 
 
 async def _show_decision(ctx: AppContext, reply: Reply, outcome: str) -> None:

@@ -54,12 +54,16 @@ async def _store_note(ctx: AppContext, event: dict[str, Any]) -> tuple[Note, Tic
             # Slack redelivers events it thinks were lost; the (channel, ts) key makes a repeat a no-op.
             if await queries_desk.note_for_message(session, channel=channel, ts=ts) is not None:
                 return None
-            note = Note(ticket_id=ticket.id, author_slack_id=str(event["user"]), text=str(event["text"]),
-                        slack_channel=channel, slack_ts=ts)
+            note = Note(
+                ticket_id=ticket.id,
+                author_slack_id=str(event["user"]),
+                text=str(event["text"]),
+                slack_channel=channel,
+                slack_ts=ts,
+            )
             session.add(note)
             await session.flush()
-            log_event(session, ticket_id=ticket.id, actor=note.author_slack_id, action="note",
-                      detail=f"note {note.id}")
+            log_event(session, ticket_id=ticket.id, actor=note.author_slack_id, action="note", detail=f"note {note.id}")
     except IntegrityError:
         return None  # a concurrent redelivery stored it first
     return note, ticket
@@ -85,10 +89,19 @@ def confirm_prompt(note: Note, ticket: Ticket) -> tuple[str, list[dict[str, Any]
     question = f"Send this to {escape_mrkdwn('@' + ticket.customer_acct)} publicly?"
     value = str(note.id)
     buttons = [
-        {"type": "button", "action_id": SEND_NOTE, "value": value, "style": "primary",
-         "text": {"type": "plain_text", "text": "Send"}},
-        {"type": "button", "action_id": KEEP_NOTE, "value": value,
-         "text": {"type": "plain_text", "text": "Keep as note"}},
+        {
+            "type": "button",
+            "action_id": SEND_NOTE,
+            "value": value,
+            "style": "primary",
+            "text": {"type": "plain_text", "text": "Send"},
+        },
+        {
+            "type": "button",
+            "action_id": KEEP_NOTE,
+            "value": value,
+            "text": {"type": "plain_text", "text": "Keep as note"},
+        },
     ]
     blocks: list[dict[str, Any]] = [
         {"type": "section", "block_id": f"note-{value}-question", "text": {"type": "mrkdwn", "text": question}},
@@ -97,8 +110,9 @@ def confirm_prompt(note: Note, ticket: Ticket) -> tuple[str, list[dict[str, Any]
     return question, blocks
 
 
-async def _tell(ctx: AppContext, user: str, note: Note, ticket: Ticket, text: str,
-                blocks: list[dict[str, Any]] | None = None) -> None:
+async def _tell(
+    ctx: AppContext, user: str, note: Note, ticket: Ticket, text: str, blocks: list[dict[str, Any]] | None = None
+) -> None:
     """An ephemeral message to user in the ticket's thread, where the note was written.
 
     The place comes from the note rather than the click: a click on an ephemeral message does not
@@ -107,8 +121,9 @@ async def _tell(ctx: AppContext, user: str, note: Note, ticket: Ticket, text: st
     if ctx.slack is None:
         return
     try:
-        await ctx.slack.chat_postEphemeral(channel=note.slack_channel, user=user, text=text, blocks=blocks,
-                                           thread_ts=ticket.slack_ts)
+        await ctx.slack.chat_postEphemeral(
+            channel=note.slack_channel, user=user, text=text, blocks=blocks, thread_ts=ticket.slack_ts
+        )
     except SlackApiError as exc:
         logger.warning("could not tell %s about note %s: %s", user, note.id, exc.response.get("error"))
 
@@ -159,8 +174,9 @@ async def _publish(ctx: AppContext, permissions: Permissions, note: Note, user: 
             raise ReplyError(f"ticket #{note.ticket_id} does not exist")
         parent = await latest_customer_post(session, ticket)
     visibility = allowed_visibilities(parent.visibility)[0]
-    submitted = await submit(ctx, permissions, ticket_id=note.ticket_id, author=user, text=note.text,
-                             visibility=visibility)
+    submitted = await submit(
+        ctx, permissions, ticket_id=note.ticket_id, author=user, text=note.text, visibility=visibility
+    )
     if submitted.awaiting_approval:
         return "Your note was sent for approval; it is published once an approver accepts it."
     return f"Sent to {escape_mrkdwn('@' + ticket.customer_acct)} publicly ({visibility})."

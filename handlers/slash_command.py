@@ -103,14 +103,16 @@ async def answer_show(session: AsyncSession, number: int) -> tuple[str, list[dic
     name = escape_mrkdwn(" ".join(ticket.customer_display_name.split()))
     customer = f"{name} ({_customer(ticket)})" if name else _customer(ticket)
     activity = ticket.last_customer_activity_at or ticket.posted_at
-    summary = "\n".join([
-        f"{_ref(ticket)} · {state} · {ticket.priority} priority",
-        f"Customer: {customer}",
-        f"Assignee: <@{ticket.assignee_slack_id}>" if ticket.assignee_slack_id else "Assignee: unclaimed",
-        f"SLA: {_sla(ticket, now)}",
-        f"Last customer activity: {_date(activity)}",
-        f"Internal notes: {await queries_desk.count_notes(session, ticket_id=number)}",
-    ])
+    summary = "\n".join(
+        [
+            f"{_ref(ticket)} · {state} · {ticket.priority} priority",
+            f"Customer: {customer}",
+            f"Assignee: <@{ticket.assignee_slack_id}>" if ticket.assignee_slack_id else "Assignee: unclaimed",
+            f"SLA: {_sla(ticket, now)}",
+            f"Last customer activity: {_date(activity)}",
+            f"Internal notes: {await queries_desk.count_notes(session, ticket_id=number)}",
+        ]
+    )
     replies = await queries_desk.ticket_replies(session, ticket_id=number)
     listed = "\n".join(_reply_line(r) for r in replies[-REPLIES_SHOWN:]) or "none yet"
     earlier = f" (latest {REPLIES_SHOWN} of {len(replies)})" if len(replies) > REPLIES_SHOWN else ""
@@ -121,25 +123,31 @@ async def answer_show(session: AsyncSession, number: int) -> tuple[str, list[dic
 async def answer_stats(session: AsyncSession) -> tuple[str, list[dict[str, Any]]]:
     now = utcnow()
     stats = await queries_desk.day_stats(session, since=datetime.combine(now.date(), time(), tzinfo=UTC), now=now)
-    text = "\n".join([
-        "*Today (UTC)*",
-        f"Mentions: {stats.mentions} · complaints: {stats.complaints}",
-        f"Tickets opened: {stats.opened} · resolved: {stats.resolved}",
-        f"First responses: {stats.responded_in_sla} within SLA · {stats.responded_late} late",
-        f"Open now: {stats.open_now} · overdue: {stats.open_overdue}",
-    ])
-    return (f"Today: {stats.opened} opened, {stats.resolved} resolved, {stats.open_overdue} open overdue",
-            [_section(text)])
+    text = "\n".join(
+        [
+            "*Today (UTC)*",
+            f"Mentions: {stats.mentions} · complaints: {stats.complaints}",
+            f"Tickets opened: {stats.opened} · resolved: {stats.resolved}",
+            f"First responses: {stats.responded_in_sla} within SLA · {stats.responded_late} late",
+            f"Open now: {stats.open_now} · overdue: {stats.open_overdue}",
+        ]
+    )
+    return (
+        f"Today: {stats.opened} opened, {stats.resolved} resolved, {stats.open_overdue} open overdue",
+        [_section(text)],
+    )
 
 
 def answer_help(command: str) -> tuple[str, list[dict[str, Any]]]:
-    text = "\n".join([
-        f"*{command}* answers only you:",
-        f"`{command} mine`: your open tickets",
-        f"`{command} open`: open tickets nobody has claimed, oldest first",
-        f"`{command} show 42`: ticket #42 in detail, with its replies",
-        f"`{command} stats`: today's counts and the SLA state",
-    ])
+    text = "\n".join(
+        [
+            f"*{command}* answers only you:",
+            f"`{command} mine`: your open tickets",
+            f"`{command} open`: open tickets nobody has claimed, oldest first",
+            f"`{command} show 42`: ticket #42 in detail, with its replies",
+            f"`{command} stats`: today's counts and the SLA state",
+        ]
+    )
     return f"Usage: {command} mine | open | show N | stats", [_section(text)]
 
 
@@ -175,8 +183,9 @@ async def on_command(ack: Any, body: dict[str, Any], context: dict[str, Any]) ->
     except (SQLAlchemyError, OSError) as exc:
         # Still ack: otherwise Slack shows the agent a bare "dispatch_failed" and nobody knows why.
         logger.error("%s %r by %s failed: %s", command, body.get("text"), user, exc)
-        await ack(text="The desk's database is not answering right now; try again in a minute.",
-                  response_type="ephemeral")
+        await ack(
+            text="The desk's database is not answering right now; try again in a minute.", response_type="ephemeral"
+        )
         return
     logger.info("%s %r by %s", command, body.get("text"), user)
     await ack(text=text, blocks=blocks, response_type="ephemeral")

@@ -28,8 +28,7 @@ def enqueue(
     blocks: list[dict[str, Any]],
     mention_id: int | None = None,
 ) -> SlackOutbox:
-    row = SlackOutbox(kind=kind, ticket_id=ticket_id, mention_id=mention_id, channel=channel, text=text,
-                      blocks=blocks)
+    row = SlackOutbox(kind=kind, ticket_id=ticket_id, mention_id=mention_id, channel=channel, text=text, blocks=blocks)
     session.add(row)
     return row
 
@@ -68,9 +67,12 @@ async def mark_sent(session: AsyncSession, *, row_id: int, channel: str, ts: str
     session.add(row)
     if row.kind == OutboxKind.CARD:
         # The card's channel ID and ts let follow-ups thread under it and later edits find it.
-        await execute(session, update(Ticket)
-                      .where(col(Ticket.id) == row.ticket_id)
-                      .values(channel=channel, slack_ts=ts, updated_at=utcnow(), version=col(Ticket.version) + 1))
+        await execute(
+            session,
+            update(Ticket)
+            .where(col(Ticket.id) == row.ticket_id)
+            .values(channel=channel, slack_ts=ts, updated_at=utcnow(), version=col(Ticket.version) + 1),
+        )
 
 
 async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error: str, ambiguous: bool = False) -> None:
@@ -92,10 +94,16 @@ async def claim(session: AsyncSession, *, row: SlackOutbox, lease_until: datetim
     up after the lease looks in Slack before posting, instead of posting it a second time.
     """
     marker = row.last_error if in_doubt(row) else AMBIGUOUS + "a send attempt did not finish"
-    claimed = await execute(session, update(SlackOutbox)
-                            .where(col(SlackOutbox.id) == row.id, col(SlackOutbox.state) == OutboxState.PENDING,
-                                   col(SlackOutbox.next_attempt_at) == row.next_attempt_at)
-                            .values(next_attempt_at=lease_until, last_error=marker))
+    claimed = await execute(
+        session,
+        update(SlackOutbox)
+        .where(
+            col(SlackOutbox.id) == row.id,
+            col(SlackOutbox.state) == OutboxState.PENDING,
+            col(SlackOutbox.next_attempt_at) == row.next_attempt_at,
+        )
+        .values(next_attempt_at=lease_until, last_error=marker),
+    )
     return claimed == 1
 
 

@@ -28,8 +28,9 @@ async def note_for_message(session: AsyncSession, *, channel: str, ts: str) -> N
 async def claim_note_send(session: AsyncSession, *, note: Note, actor: str) -> bool:
     """Claim the right to publish a note, once: False if another click already claimed it."""
     assert note.id is not None
-    claimed = await execute(session, update(Note).where(col(Note.id) == note.id, col(Note.sent_by).is_(None))
-                            .values(sent_by=actor))
+    claimed = await execute(
+        session, update(Note).where(col(Note.id) == note.id, col(Note.sent_by).is_(None)).values(sent_by=actor)
+    )
     if claimed != 1:
         return False
     log_event(session, ticket_id=note.ticket_id, actor=actor, action="note_sent", detail=f"note {note.id}")
@@ -39,21 +40,34 @@ async def claim_note_send(session: AsyncSession, *, note: Note, actor: str) -> b
 async def release_note_send(session: AsyncSession, *, note: Note, reason: str) -> None:
     """Undo a claim whose reply was refused, so the note can be sent once the problem is fixed."""
     await execute(session, update(Note).where(col(Note.id) == note.id).values(sent_by=None))
-    log_event(session, ticket_id=note.ticket_id, actor=note.author_slack_id, action="note_send_refused",
-              detail=f"note {note.id}: {reason}")
+    log_event(
+        session,
+        ticket_id=note.ticket_id,
+        actor=note.author_slack_id,
+        action="note_send_refused",
+        detail=f"note {note.id}: {reason}",
+    )
 
 
 async def open_tickets_assigned(session: AsyncSession, *, assignee: str, limit: int) -> list[Ticket]:
     """The open tickets an agent has claimed, oldest first."""
-    stmt = (select(Ticket).where(Ticket.state == TicketState.OPEN, Ticket.assignee_slack_id == assignee)
-            .order_by(col(Ticket.created_at), col(Ticket.id)).limit(limit))
+    stmt = (
+        select(Ticket)
+        .where(Ticket.state == TicketState.OPEN, Ticket.assignee_slack_id == assignee)
+        .order_by(col(Ticket.created_at), col(Ticket.id))
+        .limit(limit)
+    )
     return list(await session.exec(stmt))
 
 
 async def unclaimed_open_tickets(session: AsyncSession, *, limit: int) -> list[Ticket]:
     """Open tickets nobody has claimed, oldest first: the queue to pick from."""
-    stmt = (select(Ticket).where(Ticket.state == TicketState.OPEN, col(Ticket.assignee_slack_id).is_(None))
-            .order_by(col(Ticket.created_at), col(Ticket.id)).limit(limit))
+    stmt = (
+        select(Ticket)
+        .where(Ticket.state == TicketState.OPEN, col(Ticket.assignee_slack_id).is_(None))
+        .order_by(col(Ticket.created_at), col(Ticket.id))
+        .limit(limit)
+    )
     return list(await session.exec(stmt))
 
 
@@ -90,14 +104,15 @@ async def day_stats(session: AsyncSession, *, since: datetime, now: datetime) ->
     open_unanswered = [col(Ticket.state) == TicketState.OPEN, col(Ticket.first_response_at).is_(None)]
     return DayStats(
         mentions=await _count(session, Mention, col(Mention.received_at) >= since),
-        complaints=await _count(session, Mention, col(Mention.received_at) >= since,
-                                col(Mention.label) == "complaint"),
+        complaints=await _count(session, Mention, col(Mention.received_at) >= since, col(Mention.label) == "complaint"),
         opened=await _count(session, Ticket, col(Ticket.created_at) >= since),
         resolved=await _count(session, Ticket, col(Ticket.resolved_at) >= since),
-        responded_in_sla=await _count(session, Ticket, *responded_today,
-                                      col(Ticket.first_response_at) <= col(Ticket.first_response_due_at)),
-        responded_late=await _count(session, Ticket, *responded_today,
-                                    col(Ticket.first_response_at) > col(Ticket.first_response_due_at)),
+        responded_in_sla=await _count(
+            session, Ticket, *responded_today, col(Ticket.first_response_at) <= col(Ticket.first_response_due_at)
+        ),
+        responded_late=await _count(
+            session, Ticket, *responded_today, col(Ticket.first_response_at) > col(Ticket.first_response_due_at)
+        ),
         open_now=await _count(session, Ticket, col(Ticket.state) == TicketState.OPEN),
         open_overdue=await _count(session, Ticket, *open_unanswered, col(Ticket.first_response_due_at) < now),
     )

@@ -21,8 +21,16 @@ from mentiondesk.storage.types import utcnow
 PRIORITIES = ("high", "normal", "low")
 
 
-async def _change(session: AsyncSession, *, ticket_id: int, actor: str, action: str, detail: str = "",
-                  where: list[ColumnElement[bool]], values: dict[str, Any]) -> bool:
+async def _change(
+    session: AsyncSession,
+    *,
+    ticket_id: int,
+    actor: str,
+    action: str,
+    detail: str = "",
+    where: list[ColumnElement[bool]],
+    values: dict[str, Any],
+) -> bool:
     stmt = (
         update(Ticket)
         .where(col(Ticket.id) == ticket_id, *where)
@@ -57,49 +65,97 @@ async def queue_card_refresh(session: AsyncSession, *, ticket_id: int) -> None:
 
 
 async def claim(session: AsyncSession, *, ticket_id: int, user: str) -> bool:
-    return await _change(session, ticket_id=ticket_id, actor=user, action="claimed",
-                         where=[col(Ticket.assignee_slack_id).is_(None), col(Ticket.state) == TicketState.OPEN],
-                         values={"assignee_slack_id": user})
+    return await _change(
+        session,
+        ticket_id=ticket_id,
+        actor=user,
+        action="claimed",
+        where=[col(Ticket.assignee_slack_id).is_(None), col(Ticket.state) == TicketState.OPEN],
+        values={"assignee_slack_id": user},
+    )
 
 
 async def unclaim(session: AsyncSession, *, ticket_id: int, user: str) -> bool:
-    return await _change(session, ticket_id=ticket_id, actor=user, action="unclaimed",
-                         where=[col(Ticket.assignee_slack_id) == user], values={"assignee_slack_id": None})
+    return await _change(
+        session,
+        ticket_id=ticket_id,
+        actor=user,
+        action="unclaimed",
+        where=[col(Ticket.assignee_slack_id) == user],
+        values={"assignee_slack_id": None},
+    )
 
 
 async def resolve(session: AsyncSession, *, ticket_id: int, user: str) -> bool:
-    return await _change(session, ticket_id=ticket_id, actor=user, action="resolved",
-                         where=[col(Ticket.state) == TicketState.OPEN],
-                         values={"state": TicketState.RESOLVED, "resolved_at": utcnow()})
+    return await _change(
+        session,
+        ticket_id=ticket_id,
+        actor=user,
+        action="resolved",
+        where=[col(Ticket.state) == TicketState.OPEN],
+        values={"state": TicketState.RESOLVED, "resolved_at": utcnow()},
+    )
 
 
 async def reopen(session: AsyncSession, *, ticket_id: int, actor: str, detail: str = "") -> bool:
-    return await _change(session, ticket_id=ticket_id, actor=actor, action="reopened", detail=detail,
-                         where=[col(Ticket.state) != TicketState.OPEN],
-                         values={"state": TicketState.OPEN, "resolved_at": None, "closed_reason": None})
+    return await _change(
+        session,
+        ticket_id=ticket_id,
+        actor=actor,
+        action="reopened",
+        detail=detail,
+        where=[col(Ticket.state) != TicketState.OPEN],
+        values={"state": TicketState.OPEN, "resolved_at": None, "closed_reason": None},
+    )
 
 
 async def close(session: AsyncSession, *, ticket_id: int, actor: str, reason: str, label: str | None = None) -> bool:
     values: dict[str, Any] = {"state": TicketState.CLOSED, "closed_reason": reason}
     if label is not None:
         values["label"] = label
-    return await _change(session, ticket_id=ticket_id, actor=actor, action="closed", detail=reason,
-                         where=[col(Ticket.state) != TicketState.CLOSED], values=values)
+    return await _change(
+        session,
+        ticket_id=ticket_id,
+        actor=actor,
+        action="closed",
+        detail=reason,
+        where=[col(Ticket.state) != TicketState.CLOSED],
+        values=values,
+    )
 
 
 async def set_priority(session: AsyncSession, *, ticket_id: int, user: str, priority: str) -> bool:
     if priority not in PRIORITIES:
         raise ValueError(f"priority must be one of {PRIORITIES}, got {priority!r}")
-    return await _change(session, ticket_id=ticket_id, actor=user, action="priority", detail=priority,
-                         where=[col(Ticket.priority) != priority], values={"priority": priority})
+    return await _change(
+        session,
+        ticket_id=ticket_id,
+        actor=user,
+        action="priority",
+        detail=priority,
+        where=[col(Ticket.priority) != priority],
+        values={"priority": priority},
+    )
 
 
 async def record_first_response(session: AsyncSession, *, ticket_id: int, at: datetime, actor: str) -> bool:
     """Stamp the first public response; later replies leave the first one standing."""
-    return await _change(session, ticket_id=ticket_id, actor=actor, action="first_response",
-                         where=[col(Ticket.first_response_at).is_(None)], values={"first_response_at": at})
+    return await _change(
+        session,
+        ticket_id=ticket_id,
+        actor=actor,
+        action="first_response",
+        where=[col(Ticket.first_response_at).is_(None)],
+        values={"first_response_at": at},
+    )
 
 
 async def record_customer_activity(session: AsyncSession, *, ticket_id: int, at: datetime) -> None:
-    await _change(session, ticket_id=ticket_id, actor="customer", action="customer_post", where=[],
-                  values={"last_customer_activity_at": at})
+    await _change(
+        session,
+        ticket_id=ticket_id,
+        actor="customer",
+        action="customer_post",
+        where=[],
+        values={"last_customer_activity_at": at},
+    )

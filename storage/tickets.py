@@ -18,9 +18,7 @@ async def mention_exists(session: AsyncSession, *, status_uri: str) -> bool:
     return result.first() is not None
 
 
-async def open_ticket_for_thread(
-    session: AsyncSession, *, account_id: str, status_ids: Sequence[str]
-) -> Ticket | None:
+async def open_ticket_for_thread(session: AsyncSession, *, account_id: str, status_ids: Sequence[str]) -> Ticket | None:
     """The customer's open ticket that holds any of status_ids (the posts this one replies under)."""
     if not status_ids:
         return None
@@ -56,15 +54,23 @@ async def list_tickets(session: AsyncSession, *, limit: int = 100) -> list[Ticke
 
 async def latest_open_ticket(session: AsyncSession, *, account_id: str) -> Ticket | None:
     """The customer's most recent open ticket: where a new post of theirs belongs, thread or not."""
-    stmt = (select(Ticket).where(Ticket.customer_account_id == account_id, Ticket.state == TicketState.OPEN)
-            .order_by(col(Ticket.id).desc()).limit(1))
+    stmt = (
+        select(Ticket)
+        .where(Ticket.customer_account_id == account_id, Ticket.state == TicketState.OPEN)
+        .order_by(col(Ticket.id).desc())
+        .limit(1)
+    )
     return (await session.exec(stmt)).first()
 
 
 async def latest_resolved_ticket(session: AsyncSession, *, account_id: str) -> Ticket | None:
     """The customer's most recently resolved ticket (closed ones are left alone: never reopened automatically)."""
-    stmt = (select(Ticket).where(Ticket.customer_account_id == account_id, Ticket.state == TicketState.RESOLVED)
-            .order_by(col(Ticket.resolved_at).desc(), col(Ticket.id).desc()).limit(1))
+    stmt = (
+        select(Ticket)
+        .where(Ticket.customer_account_id == account_id, Ticket.state == TicketState.RESOLVED)
+        .order_by(col(Ticket.resolved_at).desc(), col(Ticket.id).desc())
+        .limit(1)
+    )
     return (await session.exec(stmt)).first()
 
 
@@ -110,8 +116,11 @@ async def record_mention_deleted(session: AsyncSession, *, status_id: str, at: d
     stmt = select(Mention).where(Mention.status_id == status_id, col(Mention.deleted_at).is_(None))
     marked = []
     for mention in list(await session.exec(stmt)):
-        mark = (update(Mention).where(col(Mention.id) == mention.id, col(Mention.deleted_at).is_(None))
-                .values(deleted_at=at))
+        mark = (
+            update(Mention)
+            .where(col(Mention.id) == mention.id, col(Mention.deleted_at).is_(None))
+            .values(deleted_at=at)
+        )
         if await execute(session, mark) == 1:
             marked.append(mention)
     return marked

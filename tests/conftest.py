@@ -63,8 +63,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def _db_params() -> list[Any]:
     params: list[Any] = ["sqlite"]
-    params.append("postgres" if os.environ.get(PG_ENV) else pytest.param(
-        "postgres", marks=pytest.mark.skip(reason=f"{PG_ENV} not set")))
+    params.append(
+        "postgres"
+        if os.environ.get(PG_ENV)
+        else pytest.param("postgres", marks=pytest.mark.skip(reason=f"{PG_ENV} not set"))
+    )
     return params
 
 
@@ -122,10 +125,18 @@ async def slack() -> AsyncIterator[FakeSlack]:
 
 def settings_dict(*, mastodon_url: str, slack_url: str, db_url: str, **sections: dict[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "mastodon": {"base_url": mastodon_url, "poll_interval_s": 1.0, "stream_down_poll_interval_s": 0.3,
-                     "max_backoff_s": 1.0},
-        "slack": {"base_url": slack_url, "default_channel": "C0SUPPORT", "max_retry_delay_s": 0.5,
-                  "post_interval_s": 1.0},
+        "mastodon": {
+            "base_url": mastodon_url,
+            "poll_interval_s": 1.0,
+            "stream_down_poll_interval_s": 0.3,
+            "max_backoff_s": 1.0,
+        },
+        "slack": {
+            "base_url": slack_url,
+            "default_channel": "C0SUPPORT",
+            "max_retry_delay_s": 0.5,
+            "post_interval_s": 1.0,
+        },
         "database": {"url": db_url},
     }
     for name, values in sections.items():
@@ -137,9 +148,12 @@ def settings_dict(*, mastodon_url: str, slack_url: str, db_url: str, **sections:
 def make_config(mastodon: MockServer, slack: FakeSlack, db_url: str) -> Callable[..., Config]:
     def make(**sections: dict[str, Any]) -> Config:
         data = settings_dict(mastodon_url=mastodon.base_url, slack_url=slack.base_url, db_url=db_url, **sections)
-        return Config(settings=parse_settings(data, source="test"),
-                      secrets=Secrets(mastodon_token=BRAND_TOKEN, slack_bot_token=slack.bot_token,
-                                      slack_app_token=slack.app_token))
+        return Config(
+            settings=parse_settings(data, source="test"),
+            secrets=Secrets(
+                mastodon_token=BRAND_TOKEN, slack_bot_token=slack.bot_token, slack_app_token=slack.app_token
+            ),
+        )
 
     return make
 

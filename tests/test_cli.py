@@ -31,7 +31,8 @@ def test_every_subcommand_has_help(words: list[str], capsys: pytest.CaptureFixtu
 
 def write_config(tmp_path: Path, *, mastodon_url: str, slack_url: str, db_url: str) -> Path:
     path = tmp_path / "config.toml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 [mastodon]
 base_url = "{mastodon_url}"
 [slack]
@@ -39,7 +40,9 @@ base_url = "{slack_url}"
 default_channel = "C0SUPPORT"
 [database]
 url = "{db_url}"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -51,9 +54,14 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.Captur
     assert "slack.default_chanel: unknown key" in err and "slack.default_channel: required key is missing" in err
 
 
-async def test_check_reports_each_connection(tmp_path: Path, db_url: str, mastodon: MockServer, slack: FakeSlack,
-                                             capsys: pytest.CaptureFixture[str],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_check_reports_each_connection(
+    tmp_path: Path,
+    db_url: str,
+    mastodon: MockServer,
+    slack: FakeSlack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     path = write_config(tmp_path, mastodon_url=mastodon.base_url, slack_url=slack.base_url, db_url=db_url)
     monkeypatch.setenv("MENTIONDESK_MASTODON_TOKEN", BRAND_TOKEN)
     monkeypatch.setenv("MENTIONDESK_SLACK_BOT_TOKEN", slack.bot_token)
@@ -82,10 +90,15 @@ async def test_check_reports_each_connection(tmp_path: Path, db_url: str, mastod
     assert "FAIL slack: Socket Mode: the app token was refused (invalid_auth)" in out
 
 
-def test_check_names_an_unreachable_database(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_config(tmp_path, mastodon_url="http://127.0.0.1:9", slack_url="http://127.0.0.1:9/api/",
-                        db_url="postgresql+asyncpg://md:hunter2@127.0.0.1:9/md")
+def test_check_names_an_unreachable_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(
+        tmp_path,
+        mastodon_url="http://127.0.0.1:9",
+        slack_url="http://127.0.0.1:9/api/",
+        db_url="postgresql+asyncpg://md:hunter2@127.0.0.1:9/md",
+    )
     monkeypatch.setenv("MENTIONDESK_MASTODON_TOKEN", "t")
     assert main(["check", "--config", str(path)]) == 1
     out = capsys.readouterr().out
@@ -95,11 +108,20 @@ def test_check_names_an_unreachable_database(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_classify_command_streams_json_lines() -> None:
-    lines: list[dict[str, str] | str] = [{"text": "my parcel is two weeks late and nobody answers, worst service ever"},
-                                         {"text": "thanks a lot, the new version is great"}, "not json"]
+    lines: list[dict[str, str] | str] = [
+        {"text": "my parcel is two weeks late and nobody answers, worst service ever"},
+        {"text": "thanks a lot, the new version is great"},
+        "not json",
+    ]
     stdin = "\n".join(json.dumps(x) if isinstance(x, dict) else x for x in lines) + "\n"
-    result = subprocess.run([sys.executable, "-m", "mentiondesk.bot", "classify"], input=stdin, capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "mentiondesk.bot", "classify"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o.get("label") for o in out] == ["complaint", "other", None]
     assert "line 3" in out[2]["error"]
@@ -116,10 +138,15 @@ async def test_demo_shows_tickets_arriving() -> None:
     assert "6 mentions stored, 3 tickets opened" in text
 
 
-def test_run_with_a_rejected_token_says_so(tmp_path: Path, mastodon: MockServer, capsys: pytest.CaptureFixture[str],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_config(tmp_path, mastodon_url=mastodon.base_url, slack_url="http://127.0.0.1:9/api/",
-                        db_url=f"sqlite+aiosqlite:///{tmp_path / 'md.db'}")
+def test_run_with_a_rejected_token_says_so(
+    tmp_path: Path, mastodon: MockServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(
+        tmp_path,
+        mastodon_url=mastodon.base_url,
+        slack_url="http://127.0.0.1:9/api/",
+        db_url=f"sqlite+aiosqlite:///{tmp_path / 'md.db'}",
+    )
     monkeypatch.setenv("MENTIONDESK_MASTODON_TOKEN", "not-the-token")
     monkeypatch.setenv("MENTIONDESK_SLACK_BOT_TOKEN", "xoxb-x")
     monkeypatch.setenv("MENTIONDESK_SLACK_APP_TOKEN", "xapp-x")

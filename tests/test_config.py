@@ -43,17 +43,28 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert config.settings.slack.dry_run is False
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("[slack]\ndefault_channel = '#s'\n", "mastodon: required key is missing"),
-    (MINIMAL + "[database]\nurl = 'postgresql://x/y'\n", "database.url: Value error, must start with"),
-    (MINIMAL.replace("https://social.example", "social.example"), "mastodon.base_url: Value error, must be an http"),
-    (MINIMAL + "[slack2]\n", "slack2: unknown key"),
-    (MINIMAL.replace('default_channel = "#support"', 'default_chanel = "#support"'),
-     "slack.default_chanel: unknown key"),
-    (MINIMAL + "[sla]\nfirst_response_minutes = -5\n", "sla.first_response_minutes: Input should be greater than 0"),
-    (MINIMAL + "[[routing.rules]]\nchannel = '#x'\n", "routing.rules.0: Value error, a rule needs at least one"),
-    ("[mastodon\n", "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[slack]\ndefault_channel = '#s'\n", "mastodon: required key is missing"),
+        (MINIMAL + "[database]\nurl = 'postgresql://x/y'\n", "database.url: Value error, must start with"),
+        (
+            MINIMAL.replace("https://social.example", "social.example"),
+            "mastodon.base_url: Value error, must be an http",
+        ),
+        (MINIMAL + "[slack2]\n", "slack2: unknown key"),
+        (
+            MINIMAL.replace('default_channel = "#support"', 'default_chanel = "#support"'),
+            "slack.default_chanel: unknown key",
+        ),
+        (
+            MINIMAL + "[sla]\nfirst_response_minutes = -5\n",
+            "sla.first_response_minutes: Input should be greater than 0",
+        ),
+        (MINIMAL + "[[routing.rules]]\nchannel = '#x'\n", "routing.rules.0: Value error, a rule needs at least one"),
+        ("[mastodon\n", "invalid TOML"),
+    ],
+)
 def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), environ={})
@@ -69,8 +80,9 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_secrets_from_env_and_files(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("file-secret\n", encoding="utf-8")
-    secrets = read_secrets({"MENTIONDESK_MASTODON_TOKEN": "env-secret",
-                            "MENTIONDESK_SLACK_BOT_TOKEN_FILE": str(token_file)})
+    secrets = read_secrets(
+        {"MENTIONDESK_MASTODON_TOKEN": "env-secret", "MENTIONDESK_SLACK_BOT_TOKEN_FILE": str(token_file)}
+    )
     assert secrets.mastodon_token == "env-secret"
     assert secrets.slack_bot_token == "file-secret"
     assert secrets.slack_app_token is None
@@ -88,11 +100,15 @@ def test_required_secrets(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL), environ={})
     with pytest.raises(ConfigError) as info:
         config.require_secrets()
-    assert str(info.value) == ("MENTIONDESK_MASTODON_TOKEN, MENTIONDESK_SLACK_BOT_TOKEN, "
-                               "MENTIONDESK_SLACK_APP_TOKEN (Socket Mode) not set (or the matching *_FILE "
-                               "variable naming a file)")
-    http = load_config(write(tmp_path, MINIMAL + 'mode = "http"\n'),
-                       environ={"MENTIONDESK_MASTODON_TOKEN": "t", "MENTIONDESK_SLACK_BOT_TOKEN": "b"})
+    assert str(info.value) == (
+        "MENTIONDESK_MASTODON_TOKEN, MENTIONDESK_SLACK_BOT_TOKEN, "
+        "MENTIONDESK_SLACK_APP_TOKEN (Socket Mode) not set (or the matching *_FILE "
+        "variable naming a file)"
+    )
+    http = load_config(
+        write(tmp_path, MINIMAL + 'mode = "http"\n'),
+        environ={"MENTIONDESK_MASTODON_TOKEN": "t", "MENTIONDESK_SLACK_BOT_TOKEN": "b"},
+    )
     with pytest.raises(ConfigError, match=r"^MENTIONDESK_SLACK_SIGNING_SECRET \(HTTP mode\) not set"):
         http.require_secrets()
     dry = load_config(write(tmp_path, MINIMAL + "dry_run = true\n"), environ={"MENTIONDESK_MASTODON_TOKEN": "t"})

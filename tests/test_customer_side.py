@@ -33,8 +33,9 @@ async def _ticket(daemon: Daemon, ticket_id: int | None = None) -> Ticket:
     return next(t for t in tickets if ticket_id is None or t.id == ticket_id)
 
 
-async def _opened_with_card(daemon: Daemon, mastodon: MockServer, slack: FakeSlack,
-                            text: str = COMPLAINT) -> tuple[dict[str, Any], Ticket]:
+async def _opened_with_card(
+    daemon: Daemon, mastodon: MockServer, slack: FakeSlack, text: str = COMPLAINT
+) -> tuple[dict[str, Any], Ticket]:
     """Alice complains; returns her status and the ticket once its card is in Slack."""
     status = await post(mastodon, "alice", text)
 
@@ -74,9 +75,9 @@ async def _resolve(daemon: Daemon, ticket_id: int | None, *, days_ago: float = 0
     daemon.context.wake_outbox()  # as the Slack action handlers do after a change
 
 
-async def test_new_mention_joins_the_open_ticket_outside_the_thread(mastodon: MockServer, slack: FakeSlack,
-                                                                    make_config: Callable[..., Config],
-                                                                    start_daemon: Start) -> None:
+async def test_new_mention_joins_the_open_ticket_outside_the_thread(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config())
     _, ticket = await _opened_with_card(daemon, mastodon, slack)
     await post(mastodon, "alice", "@brand also the tracking page shows nothing at all")  # not a reply
@@ -85,9 +86,9 @@ async def test_new_mention_joins_the_open_ticket_outside_the_thread(mastodon: Mo
     assert [m.ticket_id for m in await rows(daemon, Mention)] == [ticket.id, ticket.id]
 
 
-async def test_post_on_recently_resolved_ticket_reopens_it(mastodon: MockServer, slack: FakeSlack,
-                                                           make_config: Callable[..., Config],
-                                                           start_daemon: Start) -> None:
+async def test_post_on_recently_resolved_ticket_reopens_it(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(tickets={"reopen_window_days": 7}))
     _, ticket = await _opened_with_card(daemon, mastodon, slack)
     await _resolve(daemon, ticket.id, days_ago=6)
@@ -103,9 +104,9 @@ async def test_post_on_recently_resolved_ticket_reopens_it(mastodon: MockServer,
     assert ("customer", "reopened") in events
 
 
-async def test_post_after_the_reopen_window_opens_a_linked_ticket(mastodon: MockServer, slack: FakeSlack,
-                                                                  make_config: Callable[..., Config],
-                                                                  start_daemon: Start) -> None:
+async def test_post_after_the_reopen_window_opens_a_linked_ticket(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(tickets={"reopen_window_days": 7}))
     first, old = await _opened_with_card(daemon, mastodon, slack)
     await _resolve(daemon, old.id, days_ago=8)
@@ -119,9 +120,9 @@ async def test_post_after_the_reopen_window_opens_a_linked_ticket(mastodon: Mock
     assert f"Follows ticket #{old.id}" in str(slack.messages("C0SUPPORT")[-1]["blocks"])
 
 
-async def test_ticket_closed_as_not_a_complaint_is_linked_not_reopened(mastodon: MockServer, slack: FakeSlack,
-                                                                      make_config: Callable[..., Config],
-                                                                      start_daemon: Start) -> None:
+async def test_ticket_closed_as_not_a_complaint_is_linked_not_reopened(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config())
     _, old = await _opened_with_card(daemon, mastodon, slack)
     assert daemon.context is not None and old.id is not None
@@ -137,8 +138,9 @@ async def test_ticket_closed_as_not_a_complaint_is_linked_not_reopened(mastodon:
     assert (await _ticket(daemon, old.id)).state == "closed"
 
 
-async def test_edit_updates_the_ticket_and_card_once(mastodon: MockServer, slack: FakeSlack,
-                                                     make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_edit_updates_the_ticket_and_card_once(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(mastodon=FAST_REFRESH))
     status, ticket = await _opened_with_card(daemon, mastodon, slack)
     await asyncio.to_thread(mastodon.client("alice").status_update, status["id"], "@brand still no parcel, day 12")
@@ -156,9 +158,9 @@ async def test_edit_updates_the_ticket_and_card_once(mastodon: MockServer, slack
     assert len([m for m in _thread(slack, ticket) if "edited their post" in m["text"]]) == 1
 
 
-async def test_deleting_the_only_post_closes_the_ticket(mastodon: MockServer, slack: FakeSlack,
-                                                        make_config: Callable[..., Config],
-                                                        start_daemon: Start) -> None:
+async def test_deleting_the_only_post_closes_the_ticket(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(mastodon=FAST_REFRESH))
     status, ticket = await _opened_with_card(daemon, mastodon, slack)
     await asyncio.to_thread(mastodon.client("alice").status_delete, status["id"])
@@ -170,9 +172,9 @@ async def test_deleting_the_only_post_closes_the_ticket(mastodon: MockServer, sl
     await slack.wait_for(lambda: "deleted a post" in _thread_text(slack, ticket), timeout_s=5)
 
 
-async def test_deleting_one_of_two_posts_keeps_the_ticket_open(mastodon: MockServer, slack: FakeSlack,
-                                                               make_config: Callable[..., Config],
-                                                               start_daemon: Start) -> None:
+async def test_deleting_one_of_two_posts_keeps_the_ticket_open(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(mastodon=FAST_REFRESH))
     first, ticket = await _opened_with_card(daemon, mastodon, slack)
     second = await post(mastodon, "alice", "@brand order number is 1234", in_reply_to_id=first["id"])
@@ -184,9 +186,9 @@ async def test_deleting_one_of_two_posts_keeps_the_ticket_open(mastodon: MockSer
     assert (await _ticket(daemon)).state == "open"
 
 
-async def test_stream_brings_edits_and_deletes_when_the_server_pushes_them(mastodon: MockServer, slack: FakeSlack,
-                                                                           make_config: Callable[..., Config],
-                                                                           start_daemon: Start) -> None:
+async def test_stream_brings_edits_and_deletes_when_the_server_pushes_them(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     # mastodon-mock pushes edits and deletes to followers only, so the brand follows alice; the sweep is
     # slowed right down so only the stream can explain the changes arriving.
     brand = mastodon.client("brand")
@@ -220,16 +222,19 @@ def test_stream_change_events_are_normalised() -> None:
     assert post_change_from_stream("delete", "109") == PostDeleted(status_id="109")
     assert post_change_from_stream("delete", '"109"') == PostDeleted(status_id="109")
     assert post_change_from_stream("notification", "{}") is None
-    status = ('{"id": "7", "uri": "u", "content": "<p>hi</p>", "created_at": "2026-01-01T00:00:00Z",'
-              ' "edited_at": "2026-01-02T00:00:00Z", "account": {"id": "3", "acct": "alice"}}')
+    status = (
+        '{"id": "7", "uri": "u", "content": "<p>hi</p>", "created_at": "2026-01-01T00:00:00Z",'
+        ' "edited_at": "2026-01-02T00:00:00Z", "account": {"id": "3", "acct": "alice"}}'
+    )
     for name in ("status.update", "status_update"):
         change = post_change_from_stream(name, status)
         assert isinstance(change, PostEdited) and change.post.text == "hi" and change.post.edited_at is not None
 
 
 def test_change_message_escapes_and_bounds_customer_text() -> None:
-    fallback, blocks = change_message(number=4, acct="here", what="edited their post",
-                                      text="<!channel> & " + "x" * 5000)
+    fallback, blocks = change_message(
+        number=4, acct="here", what="edited their post", text="<!channel> & " + "x" * 5000
+    )
     body = blocks[0]["text"]["text"]
     assert "<!channel>" not in body and "&lt;!channel&gt; &amp;" in body
     assert len(body) <= 3000 and "<!channel>" not in fallback

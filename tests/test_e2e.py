@@ -35,8 +35,9 @@ async def rows(daemon: Daemon, model: type[Any]) -> list[Any]:
         return list(await session.exec(select(model).order_by(col(model.id))))
 
 
-async def test_complaint_becomes_ticket_and_card(mastodon: MockServer, slack: FakeSlack,
-                                                 make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_complaint_becomes_ticket_and_card(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config())
     await eventually(lambda: _connected(daemon), what="stream connected")
     status = await post(mastodon, "alice", COMPLAINT)
@@ -64,9 +65,9 @@ async def test_complaint_becomes_ticket_and_card(mastodon: MockServer, slack: Fa
     assert stored.slack_ts == card["ts"] and stored.channel == "C0SUPPORT"
 
 
-async def test_follow_up_joins_ticket_and_threads_under_card(mastodon: MockServer, slack: FakeSlack,
-                                                             make_config: Callable[..., Config],
-                                                             start_daemon: Start) -> None:
+async def test_follow_up_joins_ticket_and_threads_under_card(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config())
     first = await post(mastodon, "alice", COMPLAINT)
     await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 1, timeout_s=10)
@@ -84,9 +85,9 @@ async def test_follow_up_joins_ticket_and_threads_under_card(mastodon: MockServe
     await eventually(lambda: _count(daemon, Ticket, 2), what="second ticket")
 
 
-async def test_restart_mid_stream_processes_every_post_once(mastodon: MockServer, slack: FakeSlack,
-                                                            make_config: Callable[..., Config],
-                                                            start_daemon: Start) -> None:
+async def test_restart_mid_stream_processes_every_post_once(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     config = make_config()
     daemon = await start_daemon(config)
     await eventually(lambda: _connected(daemon), what="stream connected")
@@ -109,9 +110,9 @@ async def test_restart_mid_stream_processes_every_post_once(mastodon: MockServer
     assert len(texts) == 7 and all(sum(f"take {i}" in t for t in texts) == 1 for i in range(6))
 
 
-async def test_slack_outage_delays_cards_but_loses_none(mastodon: MockServer, slack: FakeSlack,
-                                                       make_config: Callable[..., Config],
-                                                       start_daemon: Start) -> None:
+async def test_slack_outage_delays_cards_but_loses_none(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     slack.set_down(True)
     daemon = await start_daemon(make_config())
     await post(mastodon, "alice", COMPLAINT)
@@ -128,8 +129,9 @@ async def test_slack_outage_delays_cards_but_loses_none(mastodon: MockServer, sl
     assert all(r.state == "sent" for r in await rows(daemon, SlackOutbox))
 
 
-async def test_rate_limits_are_honoured(mastodon: MockServer, make_config: Callable[..., Config],
-                                        start_daemon: Start, slack: FakeSlack) -> None:
+async def test_rate_limits_are_honoured(
+    mastodon: MockServer, make_config: Callable[..., Config], start_daemon: Start, slack: FakeSlack
+) -> None:
     slack.enforce_rate_limit = True
     slack.rate_limit_next("chat.postMessage", retry_after_s=1, count=1)
     # Three customers (a customer's second complaint would join their open ticket).
@@ -142,8 +144,9 @@ async def test_rate_limits_are_honoured(mastodon: MockServer, make_config: Calla
     assert len(await rows(daemon, Ticket)) == 3
 
 
-async def test_stream_failure_falls_back_to_polling(mastodon: MockServer, slack: FakeSlack,
-                                                    make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_stream_failure_falls_back_to_polling(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     with mastodon.fault(path_regex=r"^/api/v1/streaming/.*", status=502, count=None):
         daemon = await start_daemon(make_config())
         await post(mastodon, "alice", COMPLAINT)
@@ -152,8 +155,9 @@ async def test_stream_failure_falls_back_to_polling(mastodon: MockServer, slack:
     await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 1, timeout_s=10)
 
 
-async def test_hashtags_routing_and_ignored_authors(mastodon: MockServer, slack: FakeSlack,
-                                                    make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_hashtags_routing_and_ignored_authors(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     config = make_config(
         mastodon={"hashtags": ["acmehelp"]},
         routing={"rules": [{"channel": "C0BILLING", "keywords": ["refund", "invoice"]}]},
@@ -184,9 +188,9 @@ async def _ticket_has_ts(daemon: Daemon, ticket_id: int | None) -> bool:
     return any(t.id == ticket_id and t.slack_ts for t in await rows(daemon, Ticket))
 
 
-async def test_post_in_mention_and_hashtag_feeds_is_stored_once(mastodon: MockServer, slack: FakeSlack,
-                                                               make_config: Callable[..., Config],
-                                                               start_daemon: Start) -> None:
+async def test_post_in_mention_and_hashtag_feeds_is_stored_once(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(mastodon={"hashtags": ["acmehelp"]}))
     await eventually(lambda: _connected(daemon), what="both streams connected")
     await post(mastodon, "alice", f"{COMPLAINT} #acmehelp")
@@ -196,8 +200,9 @@ async def test_post_in_mention_and_hashtag_feeds_is_stored_once(mastodon: MockSe
     await slack.wait_for(lambda: len(slack.messages()) == 1, timeout_s=5)
 
 
-async def test_database_going_away_loses_nothing(db_url: str, mastodon: MockServer, slack: FakeSlack,
-                                                 make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_database_going_away_loses_nothing(
+    db_url: str, mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     if not db_url.startswith("postgresql"):
         pytest.skip("needs a database server that can refuse connections")
     daemon = await start_daemon(make_config())
@@ -209,8 +214,13 @@ async def test_database_going_away_loses_nothing(db_url: str, mastodon: MockServ
     try:
         async with admin.connect() as conn:
             await conn.execute(text(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false'))
-            await conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                    "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": dbname})
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :db AND pid <> pg_backend_pid()"
+                ),
+                {"db": dbname},
+            )
         await post(mastodon, "bob", COMPLAINT_2)
         await asyncio.sleep(2.0)  # the stream delivers it and the polls retry, all failing to store it
     finally:
@@ -222,9 +232,9 @@ async def test_database_going_away_loses_nothing(db_url: str, mastodon: MockServ
     assert len(await rows(daemon, Mention)) == 2
 
 
-async def test_two_daemons_sharing_a_database_post_each_card_once(mastodon: MockServer, slack: FakeSlack,
-                                                                  make_config: Callable[..., Config],
-                                                                  start_daemon: Start) -> None:
+async def test_two_daemons_sharing_a_database_post_each_card_once(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     config = make_config()
     first, second = await start_daemon(config), await start_daemon(config)
     await eventually(lambda: _connected(first), what="first daemon's stream")
@@ -241,8 +251,11 @@ async def test_two_daemons_sharing_a_database_post_each_card_once(mastodon: Mock
 
 async def _outage_recorded(daemon: Daemon) -> bool:
     outbox = await rows(daemon, SlackOutbox)
-    return ([r.state for r in outbox] == ["pending", "pending"] and outbox[0].attempts >= 1
-            and "HTTP 503" in (outbox[0].last_error or ""))
+    return (
+        [r.state for r in outbox] == ["pending", "pending"]
+        and outbox[0].attempts >= 1
+        and "HTTP 503" in (outbox[0].last_error or "")
+    )
 
 
 def _with_threads(slack: FakeSlack, channel: str) -> list[dict[str, Any]]:

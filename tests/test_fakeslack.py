@@ -241,9 +241,7 @@ async def test_overlong_text_is_msg_too_long(web: AsyncWebClient) -> None:
     [
         pytest.param([section("x" * 3001)], "/blocks/0/text/text", id="section-text-3001"),
         pytest.param([{"type": "divider"}] * 51, "/blocks", id="51-blocks"),
-        pytest.param(
-            [section("a", block_id="b"), section("b", block_id="b")], "/blocks/1/block_id", id="dup-id"
-        ),
+        pytest.param([section("a", block_id="b"), section("b", block_id="b")], "/blocks/1/block_id", id="dup-id"),
         pytest.param(
             [{"type": "header", "text": {"type": "mrkdwn", "text": "hi"}}],
             "/blocks/0/text/type",
@@ -253,9 +251,7 @@ async def test_overlong_text_is_msg_too_long(web: AsyncWebClient) -> None:
             [
                 {
                     "type": "actions",
-                    "elements": [
-                        {"type": "button", "text": {"type": "plain_text", "text": "Go"}, "style": "green"}
-                    ],
+                    "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Go"}, "style": "green"}],
                 }
             ],
             "/blocks/0/elements/0/style",
@@ -395,9 +391,7 @@ class Listener:
     async def __call__(self, client: AsyncBaseSocketModeClient, req: SocketModeRequest) -> None:
         self.requests.append(req)
         payload = {"text": "ticket created"} if req.type == "slash_commands" else None
-        await client.send_socket_mode_response(
-            SocketModeResponse(envelope_id=req.envelope_id, payload=payload)
-        )
+        await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id, payload=payload))
 
 
 @pytest.fixture

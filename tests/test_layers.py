@@ -18,28 +18,45 @@ SOURCE_DIRS = ("bot", "handlers", "storage")
 # Lowest first. A name stands for the module and everything under it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("storage", ("mentiondesk.storage",)),
-    ("core", ("mentiondesk.bot", "mentiondesk.bot.config", "mentiondesk.bot.events", "mentiondesk.bot.retry",
-              "mentiondesk.bot.dispatch", "mentiondesk.bot.routing")),
+    (
+        "core",
+        (
+            "mentiondesk.bot",
+            "mentiondesk.bot.config",
+            "mentiondesk.bot.events",
+            "mentiondesk.bot.retry",
+            "mentiondesk.bot.dispatch",
+            "mentiondesk.bot.routing",
+        ),
+    ),
     ("mastodon side", ("mentiondesk.bot.mastodon",)),
     ("classify side", ("mentiondesk.bot.classify",)),
     ("handler context", ("mentiondesk.bot.context",)),
     ("slack side", ("mentiondesk.bot.slack",)),
     ("reply path", ("mentiondesk.bot.replies",)),
     ("handlers", ("mentiondesk.handlers",)),
-    ("entry points", ("mentiondesk.bot.daemon", "mentiondesk.bot.check", "mentiondesk.bot.demo",
-                      "mentiondesk.bot.cli", "mentiondesk.bot.__main__")),
+    (
+        "entry points",
+        (
+            "mentiondesk.bot.daemon",
+            "mentiondesk.bot.check",
+            "mentiondesk.bot.demo",
+            "mentiondesk.bot.cli",
+            "mentiondesk.bot.__main__",
+        ),
+    ),
 ]
 
 
 def layer_of(module: str) -> int | None:
     """The layer whose longest matching name covers the module."""
-    best: tuple[int, int] | None = None  # (length of the matching name, layer index)
-    for index, (_, names) in enumerate(LAYERS):
-        for name in names:
-            if module == name or module.startswith(name + "."):
-                if best is None or len(name) > best[0]:
-                    best = (len(name), index)
-    return None if best is None else best[1]
+    matches = [
+        (len(name), index)
+        for index, (_, names) in enumerate(LAYERS)
+        for name in names
+        if module == name or module.startswith(name + ".")
+    ]
+    return max(matches)[1] if matches else None
 
 
 def module_name(path: Path) -> str:
@@ -78,8 +95,12 @@ def test_every_module_has_a_layer() -> None:
 
 
 def test_the_package_is_imported_under_its_one_name() -> None:
-    bare = [f"{p.relative_to(REPO)}:{line} imports {name}" for p in source_files() + sorted((REPO / "tests").rglob("*.py"))
-            for line, name in imports_of(p) if name.split(".")[0] in SOURCE_DIRS]
+    bare = [
+        f"{p.relative_to(REPO)}:{line} imports {name}"
+        for p in source_files() + sorted((REPO / "tests").rglob("*.py"))
+        for line, name in imports_of(p)
+        if name.split(".")[0] in SOURCE_DIRS
+    ]
     assert not bare, "import through mentiondesk.*, as installed:\n" + "\n".join(bare)
 
 
@@ -91,19 +112,23 @@ def test_no_import_climbs_to_a_higher_layer() -> None:
         for line, name in imports_of(path):
             target = layer_of(name)
             if target is not None and target > own:
-                climbs.append(f"{path.relative_to(REPO)}:{line} ({LAYERS[own][0]}) imports {name} "
-                              f"({LAYERS[target][0]})")
+                climbs.append(
+                    f"{path.relative_to(REPO)}:{line} ({LAYERS[own][0]}) imports {name} ({LAYERS[target][0]})"
+                )
     assert not climbs, "imports that climb up the flow:\n" + "\n".join(climbs)
 
 
-@pytest.mark.parametrize(("module", "layer"), [
-    ("mentiondesk.storage.db", "storage"),
-    ("mentiondesk.bot.slack.sender", "slack side"),
-    ("mentiondesk.bot.mastodon.watcher", "mastodon side"),
-    ("mentiondesk.handlers.mention", "handlers"),
-    ("mentiondesk.bot.daemon", "entry points"),
-    ("mentiondesk.bot", "core"),
-])
+@pytest.mark.parametrize(
+    ("module", "layer"),
+    [
+        ("mentiondesk.storage.db", "storage"),
+        ("mentiondesk.bot.slack.sender", "slack side"),
+        ("mentiondesk.bot.mastodon.watcher", "mastodon side"),
+        ("mentiondesk.handlers.mention", "handlers"),
+        ("mentiondesk.bot.daemon", "entry points"),
+        ("mentiondesk.bot", "core"),
+    ],
+)
 def test_layer_lookup_takes_the_most_specific_name(module: str, layer: str) -> None:
     index = layer_of(module)
     assert index is not None and LAYERS[index][0] == layer

@@ -44,13 +44,18 @@ async def ticket(daemon: Daemon) -> Ticket:
     return (await rows(daemon, Ticket))[0]
 
 
-async def test_claim_unclaim_resolve_reopen_update_the_card(mastodon: MockServer, slack: FakeSlack,
-                                                            make_config: Callable[..., Config],
-                                                            start_daemon: Start) -> None:
+async def test_claim_unclaim_resolve_reopen_update_the_card(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config())
     card = await card_for_new_ticket(mastodon, slack)
-    assert button_ids(card) == ["ticket_claim", "ticket_reply", "ticket_resolve", "ticket_not_complaint",
-                                "ticket_priority"]
+    assert button_ids(card) == [
+        "ticket_claim",
+        "ticket_reply",
+        "ticket_resolve",
+        "ticket_not_complaint",
+        "ticket_priority",
+    ]
     number = str((await ticket(daemon)).id)
 
     await click(slack, card, ALICE, "ticket_claim", number)
@@ -79,8 +84,9 @@ async def test_claim_unclaim_resolve_reopen_update_the_card(mastodon: MockServer
     assert (ALICE, "claimed") in events and (ALICE, "resolved") in events and (BOB, "reopened") in events
 
 
-async def test_not_a_complaint_and_priority(mastodon: MockServer, slack: FakeSlack,
-                                            make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_not_a_complaint_and_priority(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config())
     card = await card_for_new_ticket(mastodon, slack)
     number = (await ticket(daemon)).id
@@ -95,13 +101,15 @@ async def test_not_a_complaint_and_priority(mastodon: MockServer, slack: FakeSla
     assert (t.state, t.label, t.closed_reason) == ("closed", "other", "not a complaint")
 
 
-async def test_two_agents_claiming_at_once_one_wins(mastodon: MockServer, slack: FakeSlack,
-                                                    make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_two_agents_claiming_at_once_one_wins(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config())
     card = await card_for_new_ticket(mastodon, slack)
     number = str((await ticket(daemon)).id)
-    await asyncio.gather(click(slack, card, ALICE, "ticket_claim", number),
-                         click(slack, card, BOB, "ticket_claim", number))
+    await asyncio.gather(
+        click(slack, card, ALICE, "ticket_claim", number), click(slack, card, BOB, "ticket_claim", number)
+    )
     await slack.wait_for(lambda: len(slack.ephemerals) == 1)
     winner = (await ticket(daemon)).assignee_slack_id
     assert winner in (ALICE, BOB)

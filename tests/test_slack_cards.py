@@ -140,8 +140,9 @@ def test_ticket_card_layout() -> None:
 
 def test_ticket_card_status_follows_the_work() -> None:
     later = datetime(2024, 5, 1, 15, 0, tzinfo=UTC)
-    worked = replace(CARD, assignee_slack_id="U0ALICE", last_customer_activity_at=later, edited_at=later,
-                     previous_ticket=7)
+    worked = replace(
+        CARD, assignee_slack_id="U0ALICE", last_customer_activity_at=later, edited_at=later, previous_ticket=7
+    )
     status = [e["text"] for e in block(ticket_card(worked, now=later)[1], "ticket-42-status")["elements"]]
     assert status[0] == "Assigned to <@U0ALICE>"
     assert status[1].startswith("First response due") and status[1].endswith("(overdue)")
@@ -341,9 +342,13 @@ def test_render_plain_without_blocks_uses_fallback() -> None:
 
 
 def test_render_plain_shows_a_selects_choice() -> None:
-    select = {"type": "static_select", "action_id": "p", "placeholder": {"type": "plain_text", "text": "Priority"},
-              "initial_option": {"text": {"type": "plain_text", "text": "High priority"}, "value": "1:high"},
-              "options": []}
+    select = {
+        "type": "static_select",
+        "action_id": "p",
+        "placeholder": {"type": "plain_text", "text": "Priority"},
+        "initial_option": {"text": {"type": "plain_text", "text": "High priority"}, "value": "1:high"},
+        "options": [],
+    }
     _, blocks = ticket_card(CARD, actions=[select], now=POSTED)
     assert render_plain("", blocks).endswith("\n[High priority]")
     del select["initial_option"]

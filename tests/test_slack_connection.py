@@ -17,9 +17,9 @@ from tests.test_slack_actions import ALICE, click, current_card
 Start = Callable[[Config], Awaitable[Daemon]]
 
 
-async def test_socket_reconnects_after_slack_asks_and_after_a_drop(mastodon: MockServer, slack: FakeSlack,
-                                                                   make_config: Callable[..., Config],
-                                                                   start_daemon: Start) -> None:
+async def test_socket_reconnects_after_slack_asks_and_after_a_drop(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config())
     await slack.wait_connected(timeout_s=5)
     await slack.disconnect_clients()  # Slack's "refresh_requested"
@@ -34,9 +34,9 @@ async def test_socket_reconnects_after_slack_asks_and_after_a_drop(mastodon: Moc
     await slack.wait_for(lambda: "Assigned to <@U0ALICE>" in str(current_card(slack, card)["blocks"]))
 
 
-async def test_tickets_open_while_slack_is_down_and_arrive_after(mastodon: MockServer, slack: FakeSlack,
-                                                                 make_config: Callable[..., Config],
-                                                                 start_daemon: Start) -> None:
+async def test_tickets_open_while_slack_is_down_and_arrive_after(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     slack.set_down(True)
     daemon = await start_daemon(make_config())  # starts although Slack cannot be reached
     await post(mastodon, "alice", COMPLAINT)

@@ -95,8 +95,9 @@ def command_body(slack: FakeSlack, text: str = "mine") -> bytes:
     return urlencode(slack.slash_command_payload(ALICE, "/mentiondesk", text, "C0SUPPORT")).encode()
 
 
-async def send(http: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-               content_type: str = FORM) -> tuple[int, str]:
+async def send(
+    http: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], content_type: str = FORM
+) -> tuple[int, str]:
     async with http.post(url, data=body, headers={"Content-Type": content_type, **headers}) as response:
         return response.status, await response.text()
 
@@ -107,8 +108,9 @@ async def test_health(serve: ServerFactory, http: aiohttp.ClientSession) -> None
         assert (response.status, await response.text()) == (200, "ok")
 
 
-async def test_signed_slash_command_reaches_bolt(serve: ServerFactory, http: aiohttp.ClientSession,
-                                                 slack: FakeSlack) -> None:
+async def test_signed_slash_command_reaches_bolt(
+    serve: ServerFactory, http: aiohttp.ClientSession, slack: FakeSlack
+) -> None:
     base, recorder = await serve()
     body = command_body(slack, "unclaimed")
     status, text = await send(http, f"{base}/slack/commands", body, signed(body))
@@ -150,20 +152,28 @@ def _non_ascii_signature(body: bytes) -> dict[str, str]:
     return {**signed(body), "X-Slack-Signature": "v0=é"}
 
 
-@pytest.mark.parametrize(("make_headers", "reason"), [
-    (lambda body: {}, "missing"),
-    (_missing_timestamp, "missing"),
-    (_missing_signature, "missing"),
-    (_wrong_secret, "signature mismatch"),
-    (_other_body, "signature mismatch"),
-    (_non_ascii_signature, "signature mismatch"),
-    (_six_minutes_old, "outside the replay window"),
-    (_six_minutes_ahead, "outside the replay window"),
-    (_timestamp_not_integer, "not an integer"),
-])
-async def test_unverified_requests_are_refused(serve: ServerFactory, http: aiohttp.ClientSession, slack: FakeSlack,
-                                               caplog: pytest.LogCaptureFixture,
-                                               make_headers: Callable[[bytes], dict[str, str]], reason: str) -> None:
+@pytest.mark.parametrize(
+    ("make_headers", "reason"),
+    [
+        (lambda body: {}, "missing"),
+        (_missing_timestamp, "missing"),
+        (_missing_signature, "missing"),
+        (_wrong_secret, "signature mismatch"),
+        (_other_body, "signature mismatch"),
+        (_non_ascii_signature, "signature mismatch"),
+        (_six_minutes_old, "outside the replay window"),
+        (_six_minutes_ahead, "outside the replay window"),
+        (_timestamp_not_integer, "not an integer"),
+    ],
+)
+async def test_unverified_requests_are_refused(
+    serve: ServerFactory,
+    http: aiohttp.ClientSession,
+    slack: FakeSlack,
+    caplog: pytest.LogCaptureFixture,
+    make_headers: Callable[[bytes], dict[str, str]],
+    reason: str,
+) -> None:
     base, recorder = await serve()
     body = command_body(slack)
     headers = make_headers(body)
@@ -177,8 +187,9 @@ async def test_unverified_requests_are_refused(serve: ServerFactory, http: aioht
         assert headers["X-Slack-Signature"] not in caplog.text
 
 
-async def test_a_replayed_request_is_refused(serve: ServerFactory, http: aiohttp.ClientSession,
-                                             slack: FakeSlack, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_replayed_request_is_refused(
+    serve: ServerFactory, http: aiohttp.ClientSession, slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
     base, recorder = await serve()
     body = command_body(slack)
     headers = signed(body)
@@ -189,8 +200,9 @@ async def test_a_replayed_request_is_refused(serve: ServerFactory, http: aiohttp
     assert "replay" in caplog.text
 
 
-async def test_slack_retry_is_signed_anew_and_accepted(serve: ServerFactory, http: aiohttp.ClientSession,
-                                                       slack: FakeSlack) -> None:
+async def test_slack_retry_is_signed_anew_and_accepted(
+    serve: ServerFactory, http: aiohttp.ClientSession, slack: FakeSlack
+) -> None:
     # Slack re-sends an unacknowledged request with a new timestamp and signature; that is not a replay.
     base, recorder = await serve()
     body = command_body(slack)
@@ -201,19 +213,21 @@ async def test_slack_retry_is_signed_anew_and_accepted(serve: ServerFactory, htt
     assert len(recorder.commands) == 2
 
 
-async def test_oversized_bodies_are_refused(serve: ServerFactory, http: aiohttp.ClientSession,
-                                            slack: FakeSlack) -> None:
+async def test_oversized_bodies_are_refused(
+    serve: ServerFactory, http: aiohttp.ClientSession, slack: FakeSlack
+) -> None:
     base, recorder = await serve(max_body_bytes=2048)
     big = command_body(slack, "x" * 4096)
     assert await send(http, f"{base}/slack/commands", big, signed(big)) == (413, "request body too large")
 
     async def chunks() -> AsyncIterator[bytes]:
         for start in range(0, len(big), 512):
-            yield big[start:start + 512]
+            yield big[start : start + 512]
 
     # No Content-Length (chunked): refused while reading, not after buffering it all.
-    async with http.post(f"{base}/slack/commands", data=chunks(),
-                         headers={"Content-Type": FORM, **signed(big)}) as response:
+    async with http.post(
+        f"{base}/slack/commands", data=chunks(), headers={"Content-Type": FORM, **signed(big)}
+    ) as response:
         assert response.status == 413
     assert recorder.commands == []
 
@@ -239,11 +253,16 @@ def test_replay_memory_forgets_after_the_window_and_stays_bounded() -> None:
 
 def http_config(mastodon: MockServer, slack: FakeSlack, db_url: str, *, signing_secret: str | None = SECRET) -> Config:
     """A daemon config in HTTP mode (conftest's make_config has no signing secret)."""
-    data = settings_dict(mastodon_url=mastodon.base_url, slack_url=slack.base_url, db_url=db_url,
-                         slack={"mode": "http", "http_port": 0})
+    data = settings_dict(
+        mastodon_url=mastodon.base_url, slack_url=slack.base_url, db_url=db_url, slack={"mode": "http", "http_port": 0}
+    )
     settings = parse_settings(data, source="test")
-    return Config(settings=settings, secrets=Secrets(mastodon_token=BRAND_TOKEN, slack_bot_token=slack.bot_token,
-                                                     slack_signing_secret=signing_secret))
+    return Config(
+        settings=settings,
+        secrets=Secrets(
+            mastodon_token=BRAND_TOKEN, slack_bot_token=slack.bot_token, slack_signing_secret=signing_secret
+        ),
+    )
 
 
 async def daemon_url(daemon: Daemon) -> str:
@@ -258,8 +277,9 @@ async def daemon_url(daemon: Daemon) -> str:
     return f"http://127.0.0.1:{intake.port}"
 
 
-async def test_signed_click_claims_a_ticket(mastodon: MockServer, slack: FakeSlack, db_url: str,
-                                            start_daemon: Start, http: aiohttp.ClientSession) -> None:
+async def test_signed_click_claims_a_ticket(
+    mastodon: MockServer, slack: FakeSlack, db_url: str, start_daemon: Start, http: aiohttp.ClientSession
+) -> None:
     daemon = await start_daemon(http_config(mastodon, slack, db_url))
     base = await daemon_url(daemon)
     await post(mastodon, "alice", COMPLAINT)
@@ -276,8 +296,9 @@ async def test_signed_click_claims_a_ticket(mastodon: MockServer, slack: FakeSla
     assert (await rows(daemon, Ticket))[0].assignee_slack_id == ALICE
 
 
-async def test_url_verification_challenge(mastodon: MockServer, slack: FakeSlack, db_url: str,
-                                          start_daemon: Start, http: aiohttp.ClientSession) -> None:
+async def test_url_verification_challenge(
+    mastodon: MockServer, slack: FakeSlack, db_url: str, start_daemon: Start, http: aiohttp.ClientSession
+) -> None:
     daemon = await start_daemon(http_config(mastodon, slack, db_url))
     base = await daemon_url(daemon)
     body = json.dumps({"token": "x", "challenge": "c-123", "type": "url_verification"}).encode()
@@ -287,9 +308,15 @@ async def test_url_verification_challenge(mastodon: MockServer, slack: FakeSlack
 
 
 def test_http_mode_without_signing_secret_refuses_to_start(tmp_path: Path) -> None:
-    data = settings_dict(mastodon_url="http://127.0.0.1:9", slack_url="http://127.0.0.1:9",
-                         db_url=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", slack={"mode": "http"})
-    config = Config(settings=parse_settings(data, source="test"),
-                    secrets=Secrets(mastodon_token=BRAND_TOKEN, slack_bot_token="xoxb-test-bot"))
+    data = settings_dict(
+        mastodon_url="http://127.0.0.1:9",
+        slack_url="http://127.0.0.1:9",
+        db_url=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
+        slack={"mode": "http"},
+    )
+    config = Config(
+        settings=parse_settings(data, source="test"),
+        secrets=Secrets(mastodon_token=BRAND_TOKEN, slack_bot_token="xoxb-test-bot"),
+    )
     with pytest.raises(ConfigError, match="MENTIONDESK_SLACK_SIGNING_SECRET"):
         Daemon(config)

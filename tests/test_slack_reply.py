@@ -21,14 +21,19 @@ from tests.test_e2e import COMPLAINT, post, rows
 
 Start = Callable[[Config], Awaitable[Daemon]]
 AGENT, NEWBIE, BOSS, BOSS2, OUTSIDER = "U0AGENT", "U0NEWBIE", "U0BOSS", "U0BOSS2", "U0OUTSIDER"
-APPROVAL = {"repliers": [AGENT, NEWBIE, BOSS, BOSS2], "needs_approval": [NEWBIE], "approval_channel": "C0APPROVE",
-            "post_interval_s": 0.1}
+APPROVAL = {
+    "repliers": [AGENT, NEWBIE, BOSS, BOSS2],
+    "needs_approval": [NEWBIE],
+    "approval_channel": "C0APPROVE",
+    "post_interval_s": 0.1,
+}
 # Slack's per-channel pacing is not what these tests are about; a shorter interval keeps them quick.
 AGENTS = {"repliers": [AGENT], "post_interval_s": 0.1}
 
 
-async def new_ticket(daemon: Daemon, mastodon: MockServer, slack: FakeSlack, user: str = "alice",
-                     text: str = COMPLAINT, **kwargs: Any) -> tuple[dict[str, Any], Ticket]:
+async def new_ticket(
+    daemon: Daemon, mastodon: MockServer, slack: FakeSlack, user: str = "alice", text: str = COMPLAINT, **kwargs: Any
+) -> tuple[dict[str, Any], Ticket]:
     """A customer complains; returns the ticket's card once it is in Slack, and the ticket."""
     before = len(slack.messages("C0SUPPORT"))
     await post(mastodon, user, text, **kwargs)
@@ -50,12 +55,15 @@ async def open_modal(slack: FakeSlack, card: dict[str, Any], user: str, ticket: 
     return dict(slack.views[-1]["view"])
 
 
-async def submit(slack: FakeSlack, user: str, view: dict[str, Any], text: str,
-                 visibility: str | None = None) -> dict[str, Any]:
+async def submit(
+    slack: FakeSlack, user: str, view: dict[str, Any], text: str, visibility: str | None = None
+) -> dict[str, Any]:
     """Press the modal's submit button; returns mentiondesk's ack (with any inline errors)."""
     chosen = visibility or select_of(view)["initial_option"]["value"]
-    values = {TEXT_BLOCK: {TEXT_ACTION: {"type": "plain_text_input", "value": text}},
-              VISIBILITY_BLOCK: {VISIBILITY_ACTION: {"type": "static_select", "selected_option": {"value": chosen}}}}
+    values = {
+        TEXT_BLOCK: {TEXT_ACTION: {"type": "plain_text_input", "value": text}},
+        VISIBILITY_BLOCK: {VISIBILITY_ACTION: {"type": "static_select", "selected_option": {"value": chosen}}},
+    }
     payload = slack.view_submission_payload(user, view["callback_id"], view["private_metadata"], values)
     return await slack.send_envelope("interactive", payload)
 
@@ -71,6 +79,7 @@ def block_text(view: dict[str, Any], block_id: str) -> str:
 
 async def brand_posts(mastodon: MockServer) -> list[dict[str, Any]]:
     """Everything the brand account has posted, newest first, with its text as plain text."""
+
     def read() -> list[dict[str, Any]]:
         client = mastodon.client("brand")
         statuses = [dict(s) for s in client.account_statuses(client.me()["id"])]
@@ -91,9 +100,9 @@ async def one_reply(daemon: Daemon) -> Reply:
     return replies[0]
 
 
-async def test_modal_limits_visibility_to_the_customers_post(mastodon: MockServer, slack: FakeSlack,
-                                                             make_config: Callable[..., Config],
-                                                             start_daemon: Start) -> None:
+async def test_modal_limits_visibility_to_the_customers_post(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(slack=AGENTS))
     card, ticket = await new_ticket(daemon, mastodon, slack, text=COMPLAINT + " <!channel>", visibility="private")
     view = await open_modal(slack, card, AGENT, ticket)
@@ -105,8 +114,9 @@ async def test_modal_limits_visibility_to_the_customers_post(mastodon: MockServe
     assert "493 of 500 characters left" in block_text(view, "reply_length_hint")  # "@alice " is already used
 
     # Typing refreshes the count as Mastodon counts it: a link is 23 characters, however long.
-    typing = slack.view_block_actions_payload(AGENT, slack.views[-1]["id"], TEXT_ACTION,
-                                              "see https://example.com/" + "x" * 200)
+    typing = slack.view_block_actions_payload(
+        AGENT, slack.views[-1]["id"], TEXT_ACTION, "see https://example.com/" + "x" * 200
+    )
     await slack.send_envelope("interactive", typing)
     await slack.wait_for(lambda: slack.views[-1]["method"] == "views.update")
     assert "466 of 500 characters left" in block_text(slack.views[-1]["view"], "reply_length_hint")
@@ -117,8 +127,9 @@ async def test_modal_limits_visibility_to_the_customers_post(mastodon: MockServe
     assert [o["value"] for o in select_of(view)["options"]] == ["direct"]
 
 
-async def test_reply_is_posted_threaded_and_recorded(mastodon: MockServer, slack: FakeSlack,
-                                                     make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_reply_is_posted_threaded_and_recorded(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(slack=AGENTS))
     card, ticket = await new_ticket(daemon, mastodon, slack)
     latest = await post(mastodon, "alice", "@brand still nothing, order 1234", in_reply_to_id=ticket.root_status_id)
@@ -146,9 +157,9 @@ async def test_reply_is_posted_threaded_and_recorded(mastodon: MockServer, slack
     assert not ephemerals_to(slack, AGENT)
 
 
-async def test_too_long_or_empty_reply_stays_in_the_modal(mastodon: MockServer, slack: FakeSlack,
-                                                          make_config: Callable[..., Config],
-                                                          start_daemon: Start) -> None:
+async def test_too_long_or_empty_reply_stays_in_the_modal(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(slack=AGENTS))
     card, ticket = await new_ticket(daemon, mastodon, slack)
     view = await open_modal(slack, card, AGENT, ticket)
@@ -162,8 +173,9 @@ async def test_too_long_or_empty_reply_stays_in_the_modal(mastodon: MockServer, 
     assert await brand_posts(mastodon) == [] and await rows(daemon, Reply) == []
 
 
-async def test_mastodon_failure_is_told_with_the_text(mastodon: MockServer, slack: FakeSlack,
-                                                      make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_mastodon_failure_is_told_with_the_text(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(slack=AGENTS))
     card, ticket = await new_ticket(daemon, mastodon, slack)
     view = await open_modal(slack, card, AGENT, ticket)
@@ -178,8 +190,9 @@ async def test_mastodon_failure_is_told_with_the_text(mastodon: MockServer, slac
     assert (await rows(daemon, Ticket))[0].first_response_at is None
 
 
-async def test_agent_who_may_not_reply_is_refused(mastodon: MockServer, slack: FakeSlack,
-                                                  make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_agent_who_may_not_reply_is_refused(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(slack=AGENTS))
     card, ticket = await new_ticket(daemon, mastodon, slack)
     await click_reply(slack, card, OUTSIDER, ticket)
@@ -189,16 +202,19 @@ async def test_agent_who_may_not_reply_is_refused(mastodon: MockServer, slack: F
 
     # Nor can a modal submission made up without the button: the submit checks again.
     metadata = json.dumps({"ticket_id": ticket.id, "acct": "alice", "channel": "C0SUPPORT"})
-    values = {TEXT_BLOCK: {TEXT_ACTION: {"value": "hello from nobody"}},
-              VISIBILITY_BLOCK: {VISIBILITY_ACTION: {"selected_option": {"value": "public"}}}}
+    values = {
+        TEXT_BLOCK: {TEXT_ACTION: {"value": "hello from nobody"}},
+        VISIBILITY_BLOCK: {VISIBILITY_ACTION: {"selected_option": {"value": "public"}}},
+    }
     await slack.send_envelope("interactive", slack.view_submission_payload(OUTSIDER, "reply_modal", metadata, values))
     await slack.wait_for(lambda: len(ephemerals_to(slack, OUTSIDER)) == 2)
     assert "not allowed to reply publicly" in ephemerals_to(slack, OUTSIDER)[1]
     assert await brand_posts(mastodon) == [] and await rows(daemon, Reply) == []
 
 
-async def test_repliers_can_be_user_groups(mastodon: MockServer, slack: FakeSlack,
-                                           make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_repliers_can_be_user_groups(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     slack.usergroups = {"S0AGENTS": [AGENT]}
     # S0GONE does not exist (no_such_subteam): it grants nobody anything.
     daemon = await start_daemon(make_config(slack={"repliers": ["S0GONE", "S0AGENTS"], "post_interval_s": 0.1}))
@@ -211,8 +227,9 @@ async def test_repliers_can_be_user_groups(mastodon: MockServer, slack: FakeSlac
     await slack.wait_for(lambda: _thread_says(slack, card, "Replied publicly by <@U0AGENT>"), timeout_s=5)
 
 
-async def approval_request(daemon: Daemon, mastodon: MockServer, slack: FakeSlack,
-                           text: str = "We are so sorry, a refund is on its way") -> tuple[dict[str, Any], Reply]:
+async def approval_request(
+    daemon: Daemon, mastodon: MockServer, slack: FakeSlack, text: str = "We are so sorry, a refund is on its way"
+) -> tuple[dict[str, Any], Reply]:
     """NEWBIE writes a reply that needs approval; returns the approval message and the waiting reply."""
     card, ticket = await new_ticket(daemon, mastodon, slack)
     view = await open_modal(slack, card, NEWBIE, ticket)
@@ -232,9 +249,9 @@ def approval_now(slack: FakeSlack, message: dict[str, Any]) -> str:
     return str(edits[-1]["blocks"]) if edits else ""
 
 
-async def test_reply_needing_approval_is_posted_on_approve(mastodon: MockServer, slack: FakeSlack,
-                                                           make_config: Callable[..., Config],
-                                                           start_daemon: Start) -> None:
+async def test_reply_needing_approval_is_posted_on_approve(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(slack=APPROVAL))
     message, reply = await approval_request(daemon, mastodon, slack)
     assert "a refund is on its way" in str(message["blocks"]) and reply.state == "pending_approval"
@@ -259,9 +276,9 @@ async def test_reply_needing_approval_is_posted_on_approve(mastodon: MockServer,
     await slack.wait_for(lambda: _thread_says(slack, card, "<@U0NEWBIE> (approved by <@U0BOSS>)"), timeout_s=5)
 
 
-async def test_rejected_reply_is_not_posted_and_the_author_is_told(mastodon: MockServer, slack: FakeSlack,
-                                                                   make_config: Callable[..., Config],
-                                                                   start_daemon: Start) -> None:
+async def test_rejected_reply_is_not_posted_and_the_author_is_told(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(slack=APPROVAL))
     message, reply = await approval_request(daemon, mastodon, slack)
     await decide(slack, message, BOSS, "reply_reject", reply)
@@ -280,12 +297,14 @@ async def test_rejected_reply_is_not_posted_and_the_author_is_told(mastodon: Moc
     assert await brand_posts(mastodon) == []
 
 
-async def test_two_approvers_at_once_publish_once(mastodon: MockServer, slack: FakeSlack,
-                                                  make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_two_approvers_at_once_publish_once(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(slack=APPROVAL))
     message, reply = await approval_request(daemon, mastodon, slack)
-    await asyncio.gather(decide(slack, message, BOSS, "reply_approve", reply),
-                         decide(slack, message, BOSS2, "reply_approve", reply))
+    await asyncio.gather(
+        decide(slack, message, BOSS, "reply_approve", reply), decide(slack, message, BOSS2, "reply_approve", reply)
+    )
     card = slack.messages("C0SUPPORT")[0]
     await slack.wait_for(lambda: _thread_says(slack, card, "Replied publicly"), timeout_s=5)
     await asyncio.sleep(0.5)  # time for a second publish to show, if there were one
@@ -299,8 +318,9 @@ async def test_two_approvers_at_once_publish_once(mastodon: MockServer, slack: F
     assert "already approved by" in told[0] and not ephemerals_to(slack, winner)
 
 
-async def test_approver_edits_then_posts(mastodon: MockServer, slack: FakeSlack,
-                                         make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_approver_edits_then_posts(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(slack=APPROVAL))
     message, reply = await approval_request(daemon, mastodon, slack, text="ur refund is coming lol")
     await decide(slack, message, BOSS, "reply_edit", reply)
@@ -310,8 +330,9 @@ async def test_approver_edits_then_posts(mastodon: MockServer, slack: FakeSlack,
     assert editor["element"]["initial_value"] == "@alice ur refund is coming lol"
 
     values = {TEXT_BLOCK: {TEXT_ACTION: {"value": "@alice Your refund is on its way. Sorry for the trouble."}}}
-    ack = await slack.send_envelope("interactive", slack.view_submission_payload(
-        BOSS, "reply_edit_modal", view["private_metadata"], values))
+    ack = await slack.send_envelope(
+        "interactive", slack.view_submission_payload(BOSS, "reply_edit_modal", view["private_metadata"], values)
+    )
     assert "payload" not in ack
     await slack.wait_for(lambda: "Approved by <@U0BOSS>" in approval_now(slack, message))
     statuses = await brand_posts(mastodon)

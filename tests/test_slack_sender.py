@@ -28,10 +28,10 @@ Sessions = Any
 
 
 def sender_for(slack: FakeSlack, sessions: Sessions) -> SlackSender:
-    client = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url, timeout=CLIENT_TIMEOUT_S,
-                            retry_handlers=[])
-    settings = SlackSettings(default_channel="C0SUPPORT", base_url=slack.base_url, post_interval_s=0,
-                             max_retry_delay_s=0.2)
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url, timeout=CLIENT_TIMEOUT_S, retry_handlers=[])
+    settings = SlackSettings(
+        default_channel="C0SUPPORT", base_url=slack.base_url, post_interval_s=0, max_retry_delay_s=0.2
+    )
     return SlackSender(sessions, settings, client=client)
 
 
@@ -42,17 +42,37 @@ def blocks(text: str) -> list[dict[str, Any]]:
 async def new_ticket(sessions: Sessions, *, channel: str = "C0SUPPORT", text: str = "Ticket card") -> tuple[int, int]:
     """A ticket and its queued card, as ingest writes them; returns (ticket id, outbox row id)."""
     async with transaction(sessions) as session:
-        ticket = Ticket(customer_account_id="7", customer_acct="alice", root_status_id="100", posted_at=NOW,
-                        received_at=NOW, score=0.9, channel=channel, first_response_due_at=NOW + timedelta(hours=1))
+        ticket = Ticket(
+            customer_account_id="7",
+            customer_acct="alice",
+            root_status_id="100",
+            posted_at=NOW,
+            received_at=NOW,
+            score=0.9,
+            channel=channel,
+            first_response_due_at=NOW + timedelta(hours=1),
+        )
         session.add(ticket)
         await session.flush()
         assert ticket.id is not None
-        session.add(Mention(status_uri=f"https://social.example/statuses/100/{ticket.id}", status_id="100",
-                            status_url="https://social.example/@alice/100", account_id="7", account_acct="alice",
-                            text=text, source="notification", posted_at=NOW, label="complaint", score=0.9,
-                            ticket_id=ticket.id))
-        row = enqueue(session, kind=OutboxKind.CARD, ticket_id=ticket.id, channel=channel, text=text,
-                      blocks=blocks(text))
+        session.add(
+            Mention(
+                status_uri=f"https://social.example/statuses/100/{ticket.id}",
+                status_id="100",
+                status_url="https://social.example/@alice/100",
+                account_id="7",
+                account_acct="alice",
+                text=text,
+                source="notification",
+                posted_at=NOW,
+                label="complaint",
+                score=0.9,
+                ticket_id=ticket.id,
+            )
+        )
+        row = enqueue(
+            session, kind=OutboxKind.CARD, ticket_id=ticket.id, channel=channel, text=text, blocks=blocks(text)
+        )
         await session.flush()
         assert row.id is not None
         return ticket.id, row.id
@@ -62,8 +82,14 @@ async def new_followup(sessions: Sessions, ticket_id: int, text: str = "Follow-u
     async with transaction(sessions) as session:
         ticket = await session.get(Ticket, ticket_id)
         assert ticket is not None
-        row = enqueue(session, kind=OutboxKind.FOLLOWUP, ticket_id=ticket_id, channel=ticket.channel, text=text,
-                      blocks=blocks(text))
+        row = enqueue(
+            session,
+            kind=OutboxKind.FOLLOWUP,
+            ticket_id=ticket_id,
+            channel=ticket.channel,
+            text=text,
+            blocks=blocks(text),
+        )
         await session.flush()
         assert row.id is not None
         return row.id
@@ -86,12 +112,14 @@ async def drive(sender: SlackSender, until: Callable[[], Awaitable[bool]], *, ti
 def is_sent(sessions: Sessions, row_id: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return (await get(sessions, SlackOutbox, row_id)).state == OutboxState.SENT
+
     return check
 
 
 def attempted(sessions: Sessions, row_id: int, times: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return (await get(sessions, SlackOutbox, row_id)).attempts >= times
+
     return check
 
 
@@ -165,8 +193,9 @@ async def test_lookup_failing_with_503_waits_and_looks_again(slack: FakeSlack, s
     assert slack.call_count("conversations.history") == 2
 
 
-async def test_lookup_refused_posts_again_rather_than_lose_the_card(slack: FakeSlack, sessions: Sessions,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:
+async def test_lookup_refused_posts_again_rather_than_lose_the_card(
+    slack: FakeSlack, sessions: Sessions, caplog: pytest.LogCaptureFixture
+) -> None:
     _, row_id = await new_ticket(sessions)
     slack.slow_next("chat.postMessage", delay_s=SLOWER_THAN_CLIENT_S)
     slack.fail_next("conversations.history", status=200, body='{"ok": false, "error": "missing_scope"}')
@@ -177,8 +206,9 @@ async def test_lookup_refused_posts_again_rather_than_lose_the_card(slack: FakeS
     assert "cannot be searched (Slack error missing_scope); posting it again" in caplog.text
 
 
-async def test_card_for_a_channel_name_is_not_searched(slack: FakeSlack, sessions: Sessions,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+async def test_card_for_a_channel_name_is_not_searched(
+    slack: FakeSlack, sessions: Sessions, caplog: pytest.LogCaptureFixture
+) -> None:
     ticket_id, row_id = await new_ticket(sessions, channel="#support")
     slack.slow_next("chat.postMessage", delay_s=SLOWER_THAN_CLIENT_S)
     with caplog.at_level(logging.WARNING, logger="mentiondesk.bot.slack.sender"):

@@ -20,12 +20,14 @@ Start = Callable[[Config], Awaitable[Daemon]]
 CONFIRM = {"thread_replies": "confirm", "repliers": [ALICE]}
 
 
-async def new_ticket(daemon: Daemon, mastodon: MockServer, slack: FakeSlack,
-                     user: str = "alice", text: str = COMPLAINT) -> tuple[dict[str, Any], dict[str, Any]]:
+async def new_ticket(
+    daemon: Daemon, mastodon: MockServer, slack: FakeSlack, user: str = "alice", text: str = COMPLAINT
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """A customer complains; returns (their status, the ticket's card) once the card's ts is on the ticket."""
     status = await post(mastodon, user, text)
-    card = await slack.wait_for(lambda: [m for m in slack.messages("C0SUPPORT") if f"@{user}" in m["text"]],
-                                timeout_s=10)
+    card = await slack.wait_for(
+        lambda: [m for m in slack.messages("C0SUPPORT") if f"@{user}" in m["text"]], timeout_s=10
+    )
     await slack.wait_connected(timeout_s=5)
 
     async def card_recorded() -> bool:
@@ -63,25 +65,36 @@ def prompts(slack: FakeSlack, user: str) -> list[dict[str, Any]]:
 
 
 async def click(slack: FakeSlack, user: str, action_id: str, prompt: dict[str, Any]) -> None:
-    value = next(e["value"] for b in prompt["blocks"] if b["type"] == "actions" for e in b["elements"]
-                 if e["action_id"] == action_id)
-    await slack.send_envelope("interactive", slack.block_actions_payload(user, action_id, value, "C0SUPPORT",
-                                                                         prompt["ts"]))
+    value = next(
+        e["value"]
+        for b in prompt["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e["action_id"] == action_id
+    )
+    await slack.send_envelope(
+        "interactive", slack.block_actions_payload(user, action_id, value, "C0SUPPORT", prompt["ts"])
+    )
 
 
 def told(slack: FakeSlack, user: str, words: str) -> bool:
     return any(words in e["text"] for e in slack.ephemerals if e["user"] == user)
 
 
-async def test_thread_message_is_an_internal_note(mastodon: MockServer, slack: FakeSlack,
-                                                  make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_thread_message_is_an_internal_note(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config())
     _, card = await new_ticket(daemon, mastodon, slack)
     written = await write(slack, ALICE, "Customer is a VIP, handle gently", card["ts"])
     await note_count_is(daemon, 1)
     note = (await notes(daemon))[0]
     assert (note.author_slack_id, note.text, note.slack_channel, note.slack_ts) == (
-        ALICE, "Customer is a VIP, handle gently", "C0SUPPORT", written["event"]["ts"])
+        ALICE,
+        "Customer is a VIP, handle gently",
+        "C0SUPPORT",
+        written["event"]["ts"],
+    )
 
     # Slack redelivers; a message outside any ticket thread and a top-level message are not notes.
     await slack.send_envelope("events_api", written)
@@ -98,8 +111,9 @@ async def test_thread_message_is_an_internal_note(mastodon: MockServer, slack: F
     assert await brand_posts(mastodon, daemon) == []
 
 
-async def test_confirm_send_publishes_once(mastodon: MockServer, slack: FakeSlack,
-                                           make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_confirm_send_publishes_once(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(slack=CONFIRM))
     status, card = await new_ticket(daemon, mastodon, slack)
     await write(slack, ALICE, "Sorry about that, a refund is on its way", card["ts"])
@@ -124,8 +138,9 @@ async def test_confirm_send_publishes_once(mastodon: MockServer, slack: FakeSlac
     assert len(await brand_posts(mastodon, daemon)) == 1
 
 
-async def test_confirm_keep_and_refusals(mastodon: MockServer, slack: FakeSlack,
-                                         make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_confirm_keep_and_refusals(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(slack=CONFIRM))
     _, card = await new_ticket(daemon, mastodon, slack)
     await write(slack, ALICE, "checking with the warehouse", card["ts"])

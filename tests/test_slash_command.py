@@ -19,11 +19,11 @@ from tests.test_slack_thread import click as click_prompt
 Start = Callable[[Config], Awaitable[Daemon]]
 
 
-async def ask(slack: FakeSlack, user: str, text: str, command: str = "/mentiondesk", *,
-              timeout_s: float = 5.0) -> str:
+async def ask(slack: FakeSlack, user: str, text: str, command: str = "/mentiondesk", *, timeout_s: float = 5.0) -> str:
     """Run the command; returns the answer Slack would show the user (fallback text and blocks, as one string)."""
-    frame = await slack.send_envelope("slash_commands", slack.slash_command_payload(user, command, text, "C0SUPPORT"),
-                                      timeout_s=timeout_s)
+    frame = await slack.send_envelope(
+        "slash_commands", slack.slash_command_payload(user, command, text, "C0SUPPORT"), timeout_s=timeout_s
+    )
     payload = frame["payload"]
     assert payload.get("response_type", "ephemeral") == "ephemeral"
     return payload["text"] + "\n" + "\n".join(b["text"]["text"] for b in payload.get("blocks", []))
@@ -36,8 +36,9 @@ async def two_tickets(daemon: Daemon, mastodon: MockServer, slack: FakeSlack) ->
     return first, second
 
 
-async def test_mine_open_and_help(mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config],
-                                  start_daemon: Start) -> None:
+async def test_mine_open_and_help(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config())
     first, second = await two_tickets(daemon, mastodon, slack)
     assert "You have no open tickets." in await ask(slack, ALICE, "mine")
@@ -60,8 +61,9 @@ async def test_mine_open_and_help(mastodon: MockServer, slack: FakeSlack, make_c
     assert len(slack.messages("C0SUPPORT")) == 2 and slack.ephemerals == []
 
 
-async def test_show_and_stats_follow_the_work(mastodon: MockServer, slack: FakeSlack,
-                                              make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_show_and_stats_follow_the_work(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     daemon = await start_daemon(make_config(slack=CONFIRM))
     first, second = await two_tickets(daemon, mastodon, slack)
     before = await ask(slack, ALICE, f"show {first.id}")
@@ -87,8 +89,9 @@ async def test_show_and_stats_follow_the_work(mastodon: MockServer, slack: FakeS
     assert second.id is not None
 
 
-async def test_command_name_comes_from_config(mastodon: MockServer, slack: FakeSlack,
-                                              make_config: Callable[..., Config], start_daemon: Start) -> None:
+async def test_command_name_comes_from_config(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
     await start_daemon(make_config(slack={"slash_command": "/desk"}))
     await slack.wait_connected(timeout_s=5)
     assert "No open ticket is waiting to be claimed." in await ask(slack, ALICE, "open", "/desk")

@@ -18,18 +18,33 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 def ticket(**kw: Any) -> Ticket:
-    values: dict[str, Any] = dict(customer_account_id="7", customer_acct="alice", root_status_id="100",
-                                  posted_at=NOW, received_at=NOW, score=0.9, channel="#support",
-                                  first_response_due_at=NOW + timedelta(hours=1))
+    values: dict[str, Any] = dict(
+        customer_account_id="7",
+        customer_acct="alice",
+        root_status_id="100",
+        posted_at=NOW,
+        received_at=NOW,
+        score=0.9,
+        channel="#support",
+        first_response_due_at=NOW + timedelta(hours=1),
+    )
     values.update(kw)
     return Ticket(**values)
 
 
 def mention(status_id: str, **kw: Any) -> Mention:
-    values: dict[str, Any] = dict(status_uri=f"https://social.example/statuses/{status_id}", status_id=status_id,
-                                  status_url=f"https://social.example/@alice/{status_id}", account_id="7",
-                                  account_acct="alice", text="it broke", source="notification", posted_at=NOW,
-                                  label="complaint", score=0.9)
+    values: dict[str, Any] = dict(
+        status_uri=f"https://social.example/statuses/{status_id}",
+        status_id=status_id,
+        status_url=f"https://social.example/@alice/{status_id}",
+        account_id="7",
+        account_acct="alice",
+        text="it broke",
+        source="notification",
+        posted_at=NOW,
+        label="complaint",
+        score=0.9,
+    )
     values.update(kw)
     return Mention(**values)
 
@@ -103,8 +118,9 @@ async def test_outbox_due_retry_and_sent(sessions: Any) -> None:
         session.add(t)
         await session.flush()
         assert t.id is not None
-        row = enqueue(session, kind=OutboxKind.CARD, ticket_id=t.id, channel="#support", text="card",
-                      blocks=[{"type": "divider"}])
+        row = enqueue(
+            session, kind=OutboxKind.CARD, ticket_id=t.id, channel="#support", text="card", blocks=[{"type": "divider"}]
+        )
     now = datetime.now(UTC)
     assert row.id is not None
     async with transaction(sessions) as session:

@@ -15,9 +15,19 @@ from mentiondesk.bot.routing import route
 
 
 def post(text: str = "", tags: tuple[str, ...] = (), language: str | None = None) -> Post:
-    return Post(id="1", uri="u", url="u", account=AccountRef("7", "alice", "Alice", "https://x/@alice"), text=text,
-                created_at=datetime.now(UTC), visibility="public", language=language, in_reply_to_id=None,
-                in_reply_to_account_id=None, tags=tags)
+    return Post(
+        id="1",
+        uri="u",
+        url="u",
+        account=AccountRef("7", "alice", "Alice", "https://x/@alice"),
+        text=text,
+        created_at=datetime.now(UTC),
+        visibility="public",
+        language=language,
+        in_reply_to_id=None,
+        in_reply_to_account_id=None,
+        tags=tags,
+    )
 
 
 RULES = [
@@ -27,14 +37,17 @@ RULES = [
 ]
 
 
-@pytest.mark.parametrize(("p", "channel"), [
-    (post("I want a REFUND now"), "#billing"),
-    (post("Rückerstattung? refunded never", language="de-AT"), "#billing-de"),
-    (post("where is my invoice?"), "#billing"),
-    (post("my reinvoice tool"), "#support"),  # keywords match at word starts only
-    (post("crash", tags=("acmeapp",)), "#app"),
-    (post("hello"), "#support"),
-])
+@pytest.mark.parametrize(
+    ("p", "channel"),
+    [
+        (post("I want a REFUND now"), "#billing"),
+        (post("Rückerstattung? refunded never", language="de-AT"), "#billing-de"),
+        (post("where is my invoice?"), "#billing"),
+        (post("my reinvoice tool"), "#support"),  # keywords match at word starts only
+        (post("crash", tags=("acmeapp",)), "#app"),
+        (post("hello"), "#support"),
+    ],
+)
 def test_first_matching_rule_wins(p: Post, channel: str) -> None:
     assert route(p, RULES, "#support") == channel
 
@@ -45,8 +58,18 @@ async def _lines(*chunks: bytes) -> Any:
 
 
 async def test_sse_parser_handles_comments_multiline_and_crlf() -> None:
-    lines = [b":connected\n", b"\n", b"event: notification\r\n", b"data: {\"a\":\n", b"data: 1}\n", b"\n",
-             b":thump\n", b"event: update\n", b"data:x\n", b"\n"]
+    lines = [
+        b":connected\n",
+        b"\n",
+        b"event: notification\r\n",
+        b'data: {"a":\n',
+        b"data: 1}\n",
+        b"\n",
+        b":thump\n",
+        b"event: update\n",
+        b"data:x\n",
+        b"\n",
+    ]
     events = [e async for e in read_events(_lines(*lines))]
     assert events == [None, SseEvent("notification", '{"a":\n1}'), None, SseEvent("update", "x")]
 

@@ -52,8 +52,7 @@ def account_from_json(data: Mapping[str, Any]) -> AccountRef:
 def post_from_json(data: Mapping[str, Any]) -> Post:
     """Normalise a status from the REST API (Mastodon.py dict) or the streaming API (raw JSON)."""
     mentions = [
-        MentionRef(url=str(m.get("url") or ""), acct=str(m.get("acct") or ""))
-        for m in data.get("mentions") or []
+        MentionRef(url=str(m.get("url") or ""), acct=str(m.get("acct") or "")) for m in data.get("mentions") or []
     ]
     text = status_to_text(
         str(data.get("content") or ""),
@@ -186,16 +185,23 @@ class MastodonClient:
             statuses = (data.get("configuration") or {}).get("statuses") or {}
         except MastodonAPIError:
             statuses = {}
-        return StatusLimits(max_characters=int(statuses.get("max_characters") or 500),
-                            characters_reserved_per_url=int(statuses.get("characters_reserved_per_url") or 23))
+        return StatusLimits(
+            max_characters=int(statuses.get("max_characters") or 500),
+            characters_reserved_per_url=int(statuses.get("characters_reserved_per_url") or 23),
+        )
 
     async def post_reply(self, text: str, *, in_reply_to_id: str, visibility: str, idempotency_key: str) -> Post:
         """Publish text as the brand in reply to a status.
 
         The idempotency key makes a retried call (after a timeout) return the first post instead of a second one.
         """
-        data = await asyncio.to_thread(self._api.status_post, text, in_reply_to_id=in_reply_to_id,
-                                       visibility=visibility, idempotency_key=idempotency_key)
+        data = await asyncio.to_thread(
+            self._api.status_post,
+            text,
+            in_reply_to_id=in_reply_to_id,
+            visibility=visibility,
+            idempotency_key=idempotency_key,
+        )
         return post_from_json(data)
 
     async def status(self, status_id: str) -> Post | None:

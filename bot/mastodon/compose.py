@@ -13,7 +13,6 @@ _URL_RE = re.compile(r"https?://\S+")
 _MENTION_RE = re.compile(r"(?<![\w@])@(\w+)@[\w.-]+\w")
 
 
-
 def allowed_visibilities(customer_visibility: str) -> list[str]:
     """Visibilities no wider than the customer's post, widest first."""
     limit = VISIBILITIES.index(customer_visibility) if customer_visibility in VISIBILITIES else 0

@@ -30,8 +30,15 @@ class PostSweeper:
     (oldest-checked first) however many there are; after a restart the walk starts again from the top.
     """
 
-    def __init__(self, *, client: MastodonClient, sessions: async_sessionmaker[AsyncSession], on_change: OnChange,
-                 settings: MastodonSettings, batch: int = REFRESH_BATCH) -> None:
+    def __init__(
+        self,
+        *,
+        client: MastodonClient,
+        sessions: async_sessionmaker[AsyncSession],
+        on_change: OnChange,
+        settings: MastodonSettings,
+        batch: int = REFRESH_BATCH,
+    ) -> None:
         self._client = client
         self._sessions = sessions
         self._on_change = on_change
@@ -51,8 +58,9 @@ class PostSweeper:
             except Exception as exc:
                 # Nothing is lost by waiting: the posts are still there to check next time.
                 attempt += 1
-                wait_s = max(self._settings.refresh_interval_s,
-                             backoff_delay(attempt, cap_s=self._settings.max_backoff_s))
+                wait_s = max(
+                    self._settings.refresh_interval_s, backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
+                )
                 logger.warning("refreshing posts failed: %s; next try in %.1fs", exc or type(exc).__name__, wait_s)
             await asyncio.sleep(wait_s)
 

@@ -135,9 +135,12 @@ class FeedWatcher:
                 await self.catch_up()
                 attempt = 0
                 self.polls_completed += 1
-                wait_s = max(self._rate_limit_pause_s(),
-                             self._settings.poll_interval_s if self.stream_connected.is_set()
-                             else self._settings.stream_down_poll_interval_s)
+                wait_s = max(
+                    self._rate_limit_pause_s(),
+                    self._settings.poll_interval_s
+                    if self.stream_connected.is_set()
+                    else self._settings.stream_down_poll_interval_s,
+                )
             except IngestError as exc:
                 attempt += 1
                 wait_s = backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
@@ -150,8 +153,9 @@ class FeedWatcher:
                 await asyncio.wait_for(self._kick.wait(), timeout=wait_s)
 
     def _rate_limit_pause_s(self) -> float:
-        return rate_limit_pause_s(self._client, cap_s=self._settings.max_backoff_s,
-                                  what=f"{self.feed.cursor_name} polls")
+        return rate_limit_pause_s(
+            self._client, cap_s=self._settings.max_backoff_s, what=f"{self.feed.cursor_name} polls"
+        )
 
     def _wait_after(self, exc: Exception, attempt: int) -> float:
         sorted_ = sort_mastodon_error(exc, ratelimit_reset=self._client.ratelimit_reset)
@@ -231,8 +235,12 @@ class FeedWatcher:
                 logger.warning("%s: stream rate-limited; waiting %.0fs", self.feed.cursor_name, wait_s)
                 return min(wait_s, self._settings.max_backoff_s)
             if resp.status >= 400:
-                raise aiohttp.ClientResponseError(resp.request_info, resp.history, status=resp.status,
-                                                  message=f"streaming endpoint answered HTTP {resp.status}")
+                raise aiohttp.ClientResponseError(
+                    resp.request_info,
+                    resp.history,
+                    status=resp.status,
+                    message=f"streaming endpoint answered HTTP {resp.status}",
+                )
             self.stream_connected.set()
             logger.info("%s: stream connected", self.feed.cursor_name)
             self.kick()
@@ -249,8 +257,9 @@ class FeedWatcher:
         try:
             item = self.feed.parse_event(json.loads(data))
         except (ValueError, KeyError, TypeError) as exc:
-            logger.warning("%s: unreadable stream event skipped (%s); the next poll covers it",
-                           self.feed.cursor_name, exc)
+            logger.warning(
+                "%s: unreadable stream event skipped (%s); the next poll covers it", self.feed.cursor_name, exc
+            )
             return
         if item.post is None:
             return
@@ -260,14 +269,14 @@ class FeedWatcher:
             # The poll will bring this post back once storage is healthy again.
             logger.warning("%s: %s", self.feed.cursor_name, exc)
 
-
     async def _on_change_event(self, name: str, data: str) -> None:
         assert self._on_change is not None
         try:
             change = post_change_from_stream(name, data)
         except (ValueError, KeyError, TypeError) as exc:
-            logger.warning("%s: unreadable %s event skipped (%s); the refresh sweep covers it",
-                           self.feed.cursor_name, name, exc)
+            logger.warning(
+                "%s: unreadable %s event skipped (%s); the refresh sweep covers it", self.feed.cursor_name, name, exc
+            )
             return
         if change is None:
             return

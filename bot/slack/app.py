@@ -17,8 +17,9 @@ from mentiondesk.bot.slack.permissions import Permissions
 logger = logging.getLogger(__name__)
 
 
-def build_app(ctx: AppContext, permissions: Permissions, client: AsyncWebClient,
-              listeners: Iterable[Callable[[AsyncApp], None]]) -> AsyncApp:
+def build_app(
+    ctx: AppContext, permissions: Permissions, client: AsyncWebClient, listeners: Iterable[Callable[[AsyncApp], None]]
+) -> AsyncApp:
     """A bolt app with the given listeners registered; requests are verified before they reach it (HTTP mode).
 
     The listeners (handlers/) are passed in rather than imported, so the Slack side never reaches up into them.
@@ -53,8 +54,11 @@ async def finish_listeners(timeout_s: float) -> None:
     bolt runs each listener after ack() in a task it does not keep; its coroutine's name is the only
     handle on it. Anything still running after timeout_s is left to be cancelled with the loop.
     """
-    running = [t for t in asyncio.all_tasks()
-               if getattr(t.get_coro(), "__qualname__", "").endswith("run_ack_function_asynchronously")]
+    running = [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__qualname__", "").endswith("run_ack_function_asynchronously")
+    ]
     if running:
         logger.info("waiting for %d Slack action(s) in progress", len(running))
         await asyncio.wait(running, timeout=timeout_s)

@@ -12,14 +12,23 @@ from mentiondesk.storage.tickets import ticket_mentions
 
 # action_ids of the card's controls; handlers/slack_actions.py registers one listener per id.
 CLAIM, UNCLAIM, REPLY, RESOLVE, REOPEN, NOT_COMPLAINT, PRIORITY = (
-    "ticket_claim", "ticket_unclaim", "ticket_reply", "ticket_resolve", "ticket_reopen",
-    "ticket_not_complaint", "ticket_priority",
+    "ticket_claim",
+    "ticket_unclaim",
+    "ticket_reply",
+    "ticket_resolve",
+    "ticket_reopen",
+    "ticket_not_complaint",
+    "ticket_priority",
 )
 
 
 def _button(action_id: str, label: str, ticket_id: int, style: str | None = None) -> dict[str, Any]:
-    button: dict[str, Any] = {"type": "button", "action_id": action_id, "value": str(ticket_id),
-                              "text": {"type": "plain_text", "text": label}}
+    button: dict[str, Any] = {
+        "type": "button",
+        "action_id": action_id,
+        "value": str(ticket_id),
+        "text": {"type": "plain_text", "text": label},
+    }
     if style:
         button["style"] = style
     return button
@@ -31,8 +40,12 @@ def _priority_select(ticket: Ticket) -> dict[str, Any]:
 
     options = [option(p) for p in ("high", "normal", "low")]
     current = next((o for o in options if o["value"].endswith(f":{ticket.priority}")), None)
-    select: dict[str, Any] = {"type": "static_select", "action_id": PRIORITY, "options": options,
-                              "placeholder": {"type": "plain_text", "text": "Priority"}}
+    select: dict[str, Any] = {
+        "type": "static_select",
+        "action_id": PRIORITY,
+        "options": options,
+        "placeholder": {"type": "plain_text", "text": "Priority"},
+    }
     if current is not None:
         select["initial_option"] = current
     return select
@@ -51,8 +64,7 @@ def card_actions(ticket: Ticket) -> list[dict[str, Any]]:
         "confirm": {"type": "plain_text", "text": "Close it"},
         "deny": {"type": "plain_text", "text": "Cancel"},
     }
-    claim = (_button(UNCLAIM, "Unclaim", ticket.id) if ticket.assignee_slack_id
-             else _button(CLAIM, "Claim", ticket.id))
+    claim = _button(UNCLAIM, "Unclaim", ticket.id) if ticket.assignee_slack_id else _button(CLAIM, "Claim", ticket.id)
     return [claim, reply, _button(RESOLVE, "Resolve", ticket.id), not_complaint, _priority_select(ticket)]
 
 

@@ -187,8 +187,9 @@ def _status_parts(card: TicketCard, now: datetime) -> list[str]:
     return parts
 
 
-def ticket_card(card: TicketCard, *, actions: list[dict[str, Any]] | None = None,
-                now: datetime | None = None) -> tuple[str, list[dict]]:
+def ticket_card(
+    card: TicketCard, *, actions: list[dict[str, Any]] | None = None, now: datetime | None = None
+) -> tuple[str, list[dict]]:
     """Build ``(fallback_text, blocks)`` for a ticket's main Slack message.
 
     ``actions`` are Block Kit interactive elements (e.g. Claim/Reply/Resolve

@@ -21,15 +21,22 @@ def _where(body: dict[str, Any]) -> tuple[str | None, str | None]:
     return channel, thread_ts
 
 
-async def tell(ctx: AppContext, body: dict[str, Any], text: str, *, channel: str | None = None,
-               blocks: list[dict[str, Any]] | None = None) -> None:
+async def tell(
+    ctx: AppContext,
+    body: dict[str, Any],
+    text: str,
+    *,
+    channel: str | None = None,
+    blocks: list[dict[str, Any]] | None = None,
+) -> None:
     """An ephemeral message to the user behind body; falls back to a DM when there is no channel."""
     if ctx.slack is None:
         return
     user = str((body.get("user") or {}).get("id") or body.get("user_id") or "")
     where, thread_ts = _where(body)
     try:
-        await ctx.slack.chat_postEphemeral(channel=channel or where or user, user=user, text=text, blocks=blocks,
-                                           thread_ts=thread_ts)
+        await ctx.slack.chat_postEphemeral(
+            channel=channel or where or user, user=user, text=text, blocks=blocks, thread_ts=thread_ts
+        )
     except SlackApiError as exc:
         logger.warning("could not tell %s %r: %s", user, text, exc.response.get("error"))

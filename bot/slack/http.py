@@ -90,8 +90,7 @@ def expected_signature(signing_secret: str, timestamp: str, body: bytes) -> str:
 class SlackRequestVerifier:
     """Every check Slack asks of a receiver, in order: headers, freshness, body size, signature, replay."""
 
-    def __init__(self, signing_secret: str, *, max_body_bytes: int,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, signing_secret: str, *, max_body_bytes: int, clock: Callable[[], float] = time.time) -> None:
         if not signing_secret.strip():
             raise ValueError("a signing secret is required in HTTP mode")
         self._secret = signing_secret

@@ -26,8 +26,18 @@ VISIBILITY_LABELS = {
 }
 _QUOTE_MAX = 2500  # leaves room for the header line inside a section's 3000 characters
 # The parts of a view views.update accepts back; the rest of a payload's view (id, hash, state...) is Slack's.
-_VIEW_KEYS = ("type", "title", "submit", "close", "blocks", "private_metadata", "callback_id", "clear_on_close",
-              "notify_on_close", "external_id")
+_VIEW_KEYS = (
+    "type",
+    "title",
+    "submit",
+    "close",
+    "blocks",
+    "private_metadata",
+    "callback_id",
+    "clear_on_close",
+    "notify_on_close",
+    "external_id",
+)
 
 
 @dataclass(frozen=True)
@@ -50,8 +60,13 @@ class ReplyTarget:
     @classmethod
     def from_json(cls, raw: str) -> ReplyTarget:
         data = json.loads(raw)
-        return cls(ticket_id=int(data["ticket_id"]), acct=str(data["acct"]), channel=data.get("channel"),
-                   thread_ts=data.get("thread_ts"), reply_id=data.get("reply_id"))
+        return cls(
+            ticket_id=int(data["ticket_id"]),
+            acct=str(data["acct"]),
+            channel=data.get("channel"),
+            thread_ts=data.get("thread_ts"),
+            reply_id=data.get("reply_id"),
+        )
 
 
 def counted_length(text: str, acct: str, limits: StatusLimits) -> int:
@@ -63,8 +78,10 @@ def length_hint(text: str, acct: str, limits: StatusLimits) -> str:
     left = limits.max_characters - counted_length(text, acct, limits)
     if left < 0:
         return f"{-left} characters over this instance's limit of {limits.max_characters}: shorten it to post."
-    return (f"{left} of {limits.max_characters} characters left (the @{acct} mention counts, "
-            f"a link counts as {limits.characters_reserved_per_url})")
+    return (
+        f"{left} of {limits.max_characters} characters left (the @{acct} mention counts, "
+        f"a link counts as {limits.characters_reserved_per_url})"
+    )
 
 
 def length_error(text: str, acct: str, limits: StatusLimits) -> str | None:
@@ -73,8 +90,7 @@ def length_error(text: str, acct: str, limits: StatusLimits) -> str | None:
         return "Write the reply first."
     over = counted_length(text, acct, limits) - limits.max_characters
     if over > 0:
-        return (f"{over} characters too long: this instance allows {limits.max_characters}, "
-                "counting the @mention.")
+        return f"{over} characters too long: this instance allows {limits.max_characters}, counting the @mention."
     return None
 
 
@@ -91,7 +107,9 @@ def _quote(text: str) -> str:
 def _text_input(initial: str, target: ReplyTarget, limits: StatusLimits) -> list[dict[str, Any]]:
     """The text box and, under it, the live count (refreshed on each edit through dispatch_action)."""
     element: dict[str, Any] = {
-        "type": "plain_text_input", "action_id": TEXT_ACTION, "multiline": True,
+        "type": "plain_text_input",
+        "action_id": TEXT_ACTION,
+        "multiline": True,
         "placeholder": _plain(f"Your public reply to @{target.acct}"[:150]),
         "dispatch_action_config": {"trigger_actions_on": ["on_character_entered"]},
     }
@@ -99,48 +117,74 @@ def _text_input(initial: str, target: ReplyTarget, limits: StatusLimits) -> list
         element["initial_value"] = initial
     return [
         # dispatch_action on the input block makes Slack send block_actions while the agent types.
-        {"type": "input", "block_id": TEXT_BLOCK, "dispatch_action": True, "label": _plain("Reply"),
-         "element": element},
-        {"type": "context", "block_id": HINT_BLOCK,
-         "elements": [_plain(length_hint(initial, target.acct, limits))]},
+        {
+            "type": "input",
+            "block_id": TEXT_BLOCK,
+            "dispatch_action": True,
+            "label": _plain("Reply"),
+            "element": element,
+        },
+        {"type": "context", "block_id": HINT_BLOCK, "elements": [_plain(length_hint(initial, target.acct, limits))]},
     ]
 
 
 def _visibility_input(customer_visibility: str) -> dict[str, Any]:
     """Only visibilities no wider than the customer's post; theirs is the default."""
-    options = [{"text": _plain(VISIBILITY_LABELS.get(v, v)), "value": v}
-               for v in allowed_visibilities(customer_visibility)]
+    options = [
+        {"text": _plain(VISIBILITY_LABELS.get(v, v)), "value": v} for v in allowed_visibilities(customer_visibility)
+    ]
     initial = next((o for o in options if o["value"] == customer_visibility), options[-1])
-    return {"type": "input", "block_id": VISIBILITY_BLOCK, "label": _plain("Visibility"),
-            "element": {"type": "static_select", "action_id": VISIBILITY_ACTION, "options": options,
-                        "initial_option": initial}}
+    return {
+        "type": "input",
+        "block_id": VISIBILITY_BLOCK,
+        "label": _plain("Visibility"),
+        "element": {
+            "type": "static_select",
+            "action_id": VISIBILITY_ACTION,
+            "options": options,
+            "initial_option": initial,
+        },
+    }
 
 
-def reply_view(target: ReplyTarget, *, post_text: str, post_url: str, post_visibility: str,
-               limits: StatusLimits) -> dict[str, Any]:
+def reply_view(
+    target: ReplyTarget, *, post_text: str, post_url: str, post_visibility: str, limits: StatusLimits
+) -> dict[str, Any]:
     """The Reply modal: the customer's latest post, the text box with its count, the visibility choice."""
     link = f" (<{post_url}|view post>)" if post_url.startswith(("https://", "http://")) else ""
     header = f"*@{escape_mrkdwn(target.acct)}* wrote ({post_visibility}){link}:"
     return {
-        "type": "modal", "callback_id": REPLY_CALLBACK, "private_metadata": target.to_json(),
-        "title": _plain("Public reply"), "submit": _plain("Post reply"), "close": _plain("Cancel"),
+        "type": "modal",
+        "callback_id": REPLY_CALLBACK,
+        "private_metadata": target.to_json(),
+        "title": _plain("Public reply"),
+        "submit": _plain("Post reply"),
+        "close": _plain("Cancel"),
         "blocks": [
-            {"type": "section", "block_id": POST_BLOCK,
-             "text": {"type": "mrkdwn", "text": f"{header}\n{_quote(post_text)}"}},
+            {
+                "type": "section",
+                "block_id": POST_BLOCK,
+                "text": {"type": "mrkdwn", "text": f"{header}\n{_quote(post_text)}"},
+            },
             *_text_input("", target, limits),
             _visibility_input(post_visibility),
         ],
     }
 
 
-def edit_view(target: ReplyTarget, *, author: str, text: str, visibility: str,
-              limits: StatusLimits) -> dict[str, Any]:
+def edit_view(target: ReplyTarget, *, author: str, text: str, visibility: str, limits: StatusLimits) -> dict[str, Any]:
     """The approver's Edit modal: the reply's text to change; posting it approves it."""
-    intro = (f"Editing <@{author}>'s {visibility} reply on ticket #{target.ticket_id}. "
-             "Posting it publishes your version, approved by you.")
+    intro = (
+        f"Editing <@{author}>'s {visibility} reply on ticket #{target.ticket_id}. "
+        "Posting it publishes your version, approved by you."
+    )
     return {
-        "type": "modal", "callback_id": EDIT_CALLBACK, "private_metadata": target.to_json(),
-        "title": _plain("Edit reply"), "submit": _plain("Approve & post"), "close": _plain("Cancel"),
+        "type": "modal",
+        "callback_id": EDIT_CALLBACK,
+        "private_metadata": target.to_json(),
+        "title": _plain("Edit reply"),
+        "submit": _plain("Approve & post"),
+        "close": _plain("Cancel"),
         "blocks": [
             {"type": "section", "block_id": POST_BLOCK, "text": {"type": "mrkdwn", "text": intro}},
             *_text_input(text, target, limits),
@@ -153,7 +197,8 @@ def with_hint(view: dict[str, Any], hint: str) -> dict[str, Any]:
     updated = {k: view[k] for k in _VIEW_KEYS if view.get(k) not in (None, "")}
     updated["blocks"] = [
         {"type": "context", "block_id": HINT_BLOCK, "elements": [_plain(hint)]}
-        if block.get("block_id") == HINT_BLOCK else block
+        if block.get("block_id") == HINT_BLOCK
+        else block
         for block in view.get("blocks") or []
     ]
     return updated

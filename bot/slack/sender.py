@@ -56,8 +56,9 @@ def is_ambiguous(exc: BaseException) -> bool:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return False  # never connected, so nothing was sent
     # A connect timeout also lands here; that costs one needless lookup, never a duplicate.
-    return isinstance(exc, TimeoutError | aiohttp.ServerDisconnectedError | aiohttp.ClientOSError
-                      | aiohttp.ClientPayloadError)
+    return isinstance(
+        exc, TimeoutError | aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | aiohttp.ClientPayloadError
+    )
 
 
 class _LookupIncomplete(Exception):
@@ -167,8 +168,12 @@ class SlackSender:
             if doubt:
                 found = await self._look_for_earlier_post(row, channel, thread_ts)
                 if found.ts is not None:
-                    logger.info("Slack message for ticket #%d (%s) was already posted (ts=%s); not posting again",
-                                row.ticket_id, row.kind, found.ts)
+                    logger.info(
+                        "Slack message for ticket #%d (%s) was already posted (ts=%s); not posting again",
+                        row.ticket_id,
+                        row.kind,
+                        found.ts,
+                    )
                     await self._record_sent(row, channel, channel, found.ts)
                     return
                 doubt = not found.checked
@@ -237,16 +242,27 @@ class SlackSender:
             # conversations.* only take channel IDs, and a #name becomes an ID only in a successful post's
             # answer, which an ambiguous attempt never gave us. Resolving names would need channels:read and a
             # full conversations.list walk; posting again risks a duplicate, which beats losing the ticket.
-            logger.warning("Slack message for ticket #%d (%s) may already be in %s, which is not a channel ID "
-                           "and cannot be searched; posting it again", row.ticket_id, row.kind, channel)
+            logger.warning(
+                "Slack message for ticket #%d (%s) may already be in %s, which is not a channel ID "
+                "and cannot be searched; posting it again",
+                row.ticket_id,
+                row.kind,
+                channel,
+            )
             return _Lookup(checked=False)
         try:
             return _Lookup(ts=await self._find_by_outbox_id(row, channel, thread_ts))
         except Exception as exc:
             if isinstance(exc, SlackApiError) and sort_slack_error(exc).verdict is not Verdict.FATAL:
                 raise  # 429/5xx: Slack will answer later, and then we can still avoid a duplicate
-            logger.warning("Slack message for ticket #%d (%s) may already be in %s but Slack cannot be searched "
-                           "(%s); posting it again", row.ticket_id, row.kind, channel, sort_slack_error(exc).reason)
+            logger.warning(
+                "Slack message for ticket #%d (%s) may already be in %s but Slack cannot be searched "
+                "(%s); posting it again",
+                row.ticket_id,
+                row.kind,
+                channel,
+                sort_slack_error(exc).reason,
+            )
             return _Lookup(checked=False)
 
     async def _find_by_outbox_id(self, row: SlackOutbox, channel: str, thread_ts: str | None) -> str | None:
@@ -256,8 +272,9 @@ class SlackSender:
         oldest = f"{(row.created_at - LOOKUP_SKEW).timestamp():.6f}"
         cursor: str | None = None
         for _ in range(LOOKUP_MAX_PAGES):
-            common: dict[str, Any] = dict(channel=channel, include_all_metadata=True, limit=LOOKUP_PAGE_SIZE,
-                                          cursor=cursor)
+            common: dict[str, Any] = dict(
+                channel=channel, include_all_metadata=True, limit=LOOKUP_PAGE_SIZE, cursor=cursor
+            )
             if thread_ts is None:
                 page = await self._client.conversations_history(oldest=oldest, **common)
             else:
@@ -298,16 +315,31 @@ class SlackSender:
         else:
             wait_s = backoff_delay(attempt, cap_s=self._settings.max_retry_delay_s)
         log = logger.error if verdict.verdict is Verdict.FATAL else logger.warning
-        log("Slack message for ticket #%d (%s) not sent%s: %s; retry %d in %.1fs", row.ticket_id, row.kind,
-            " (Slack may have posted it; will check first)" if ambiguous else "", verdict.reason, attempt, wait_s)
+        log(
+            "Slack message for ticket #%d (%s) not sent%s: %s; retry %d in %.1fs",
+            row.ticket_id,
+            row.kind,
+            " (Slack may have posted it; will check first)" if ambiguous else "",
+            verdict.reason,
+            attempt,
+            wait_s,
+        )
         async with transaction(self._sessions) as session:
-            await mark_retry(session, row_id=row.id, at=utcnow() + timedelta(seconds=wait_s), error=verdict.reason,
-                             ambiguous=ambiguous)
+            await mark_retry(
+                session,
+                row_id=row.id,
+                at=utcnow() + timedelta(seconds=wait_s),
+                error=verdict.reason,
+                ambiguous=ambiguous,
+            )
 
 
 def _names_outbox_row(message: dict[str, Any], row: SlackOutbox) -> bool:
     metadata = message.get("metadata") or {}
     payload = metadata.get("event_payload") or {}
     # Compare as text: the payload's JSON numbers may come back as strings.
-    return (metadata.get("event_type") == EVENT_TYPE and str(payload.get("outbox_id")) == str(row.id)
-            and str(payload.get("ticket")) == str(row.ticket_id))
+    return (
+        metadata.get("event_type") == EVENT_TYPE
+        and str(payload.get("outbox_id")) == str(row.id)
+        and str(payload.get("ticket")) == str(row.ticket_id)
+    )

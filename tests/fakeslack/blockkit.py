@@ -52,9 +52,7 @@ INPUT_ONLY_ELEMENTS = frozenset(
         "file_input",
     }
 )
-RICH_TEXT_ELEMENTS = frozenset(
-    {"rich_text_section", "rich_text_list", "rich_text_preformatted", "rich_text_quote"}
-)
+RICH_TEXT_ELEMENTS = frozenset({"rich_text_section", "rich_text_list", "rich_text_preformatted", "rich_text_quote"})
 BUTTON_STYLES = frozenset({"primary", "danger"})
 
 
@@ -242,9 +240,7 @@ class _Checker:
             self.block(b, f"{path}/{i}", seen_ids)
 
 
-def validate_blocks(
-    blocks: object, *, max_blocks: int = MESSAGE_MAX_BLOCKS, path: str = "/blocks"
-) -> list[str]:
+def validate_blocks(blocks: object, *, max_blocks: int = MESSAGE_MAX_BLOCKS, path: str = "/blocks") -> list[str]:
     """Return every Block Kit violation in a message's (or modal's) blocks."""
     checker = _Checker()
     checker.blocks(blocks, path, max_blocks=max_blocks)
@@ -266,9 +262,7 @@ def validate_modal(view: object, path: str = "/view") -> list[str]:
     blocks = view.get("blocks")
     checker.blocks(blocks, f"{path}/blocks", max_blocks=MODAL_MAX_BLOCKS)
     # Slack refuses a modal whose inputs could never be submitted.
-    has_input = isinstance(blocks, list) and any(
-        isinstance(b, dict) and b.get("type") == "input" for b in blocks
-    )
+    has_input = isinstance(blocks, list) and any(isinstance(b, dict) and b.get("type") == "input" for b in blocks)
     if has_input and "submit" not in view:
         checker.fail(f"{path}/submit", "is required when the view contains input blocks")
     for key, max_len in (("private_metadata", 3000), ("callback_id", 255), ("external_id", 255)):
