@@ -36,6 +36,15 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
         assert f"{rule_key} =" in example
 
 
+def test_copied_example_config_routes_nowhere_the_user_has_not_set_up(tmp_path: Path) -> None:
+    copied = tmp_path / "config.toml"
+    copied.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    settings = load_config(copied, environ={}).settings
+    assert settings.routing.rules == ()
+    assert settings.mastodon.hashtags == ()
+    assert settings.slack.default_channel == "#support"
+
+
 def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL), environ={})
     assert config.settings.database.url == "sqlite+aiosqlite:///mentiondesk.db"
