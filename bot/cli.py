@@ -37,6 +37,17 @@ def _add_config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    # Written so that nan fails too; the config's classifier.threshold takes the same range.
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mentiondesk", description="Turn Mastodon mentions into Slack tickets.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -56,9 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
         "classify",
         help="classify JSON lines from stdin",
         description='Read JSON lines {"text": ...} on stdin; write one JSON line '
-        '{"label": "complaint"|"other", "score": 0..1} per input, in order.',
+        '{"label": "complaint"|"other", "score": 0..1} per input, in order. A line that cannot be scored '
+        '(blank, invalid JSON, not an object, "text" missing or not a string) gets {"error": "line N: ..."} '
+        'in its place. An input line\'s "id" field, if any, is echoed at the front of its output line '
+        "(error lines too), so callers can join results.",
+        epilog="exit status: 0 when every line was scored, 1 when any line was an error line "
+        "(or the model cannot be loaded), 2 for bad arguments.",
     )
-    classify.add_argument("--threshold", type=float, default=None, help="complaint threshold (default: the model's)")
+    classify.add_argument(
+        "--threshold", type=_unit_interval, default=None, help="complaint threshold, 0 to 1 (default: the model's)"
+    )
     classify.add_argument("--model", type=Path, default=None, help="model artifact (.npz); default: the packaged one")
 
     db = sub.add_parser("db", help="database schema commands", description="Database schema commands.")

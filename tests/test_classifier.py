@@ -275,3 +275,20 @@ def test_run_classify_threshold_and_empty_input(clf: ComplaintClassifier) -> Non
     code, rows, _ = run(clf, json.dumps({"text": NOT_COMPLAINTS[0]}) + "\n", threshold=0.0)
     assert (code, rows[0]["label"]) == (0, "complaint")
     assert run(clf, "") == (0, [], "")
+
+
+def test_run_classify_echoes_each_lines_id_so_callers_can_join(clf: ComplaintClassifier) -> None:
+    lines = [
+        json.dumps({"id": "a-1", "text": COMPLAINTS[0]}),
+        json.dumps({"text": NOT_COMPLAINTS[0]}),
+        json.dumps({"id": 7, "text": 42}),
+        json.dumps({"id": {"post": 9}, "text": NOT_COMPLAINTS[1]}),
+        "not json",
+    ]
+    code, rows, _ = run(clf, "\n".join(lines) + "\n")
+    assert code == 1
+    assert rows[0] == {"id": "a-1", "label": "complaint", "score": rows[0]["score"]}
+    assert "id" not in rows[1] and rows[1]["label"] == "other"
+    assert rows[2] == {"id": 7, "error": "line 3: 'text' must be a string (int)"}
+    assert rows[3]["id"] == {"post": 9} and rows[3]["label"] == "other"
+    assert set(rows[4]) == {"error"}

@@ -128,6 +128,34 @@ def test_classify_command_streams_json_lines() -> None:
     assert result.returncode == 1
 
 
+@pytest.mark.parametrize("value", ["2", "-1", "nan", "inf", "1.0001"])
+def test_classify_refuses_a_threshold_outside_0_to_1(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["classify", "--threshold", value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --threshold: must be a number from 0 to 1, got {value!r}" in err
+
+
+@pytest.mark.parametrize(("value", "label"), [("0", "complaint"), ("1", "other")])
+def test_classify_accepts_the_ends_of_0_to_1(
+    value: str, label: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"id": 1, "text": "do you ship to Portugal?"}) + "\n"))
+    assert main(["classify", "--threshold", value]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] == label
+
+
+def test_classify_help_explains_error_lines_ids_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["classify", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert '{"error": "line N: ..."}' in help_text
+    assert '"id"' in help_text and "echoed" in help_text
+    assert "exit status: 0 when every line was scored, 1 when any line was an error line" in help_text
+    assert "2 for bad arguments" in help_text
+
+
 async def test_demo_shows_tickets_arriving() -> None:
     out = io.StringIO()
     assert await run_demo(seconds=1, out=out) == 0

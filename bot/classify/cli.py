@@ -2,6 +2,7 @@
 
 Input: one ``{"text": "..."}`` object per line. Output: exactly one line per input line, in order —
 ``{"label": ..., "score": ...}`` or ``{"error": "line N: ..."}`` — so callers can zip input and output.
+An input line's ``"id"`` field, when it has one, is copied to the front of its output line.
 """
 
 from __future__ import annotations
@@ -9,30 +10,35 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import TextIO
+from typing import Any, TextIO
 
 from mentiondesk.bot.classify.model import COMPLAINT, OTHER, ComplaintClassifier
 
 __all__ = ["run_classify"]
 
 
-def _parse(line: str, lineno: int) -> tuple[str | None, str | None]:
-    """Return (text, None) for a valid line, (None, error message) otherwise."""
+# What an input line carries over to its output line, so callers can join results without counting lines.
+Echo = dict[str, Any]
+
+
+def _parse(line: str, lineno: int) -> tuple[Echo, str | None, str | None]:
+    """Return (echo, text, None) for a valid line, (echo, None, error message) otherwise."""
     if not line.strip():
-        return None, f"line {lineno}: blank line"
+        return {}, None, f"line {lineno}: blank line"
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
-        return None, f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
+        return {}, None, f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
     except (ValueError, RecursionError):  # e.g. absurdly deep nesting; the message would be noise
-        return None, f"line {lineno}: invalid JSON"
+        return {}, None, f"line {lineno}: invalid JSON"
     if not isinstance(obj, dict):
-        return None, f"line {lineno}: expected a JSON object, got {type(obj).__name__}"
+        return {}, None, f"line {lineno}: expected a JSON object, got {type(obj).__name__}"
+    echo = {"id": obj["id"]} if "id" in obj else {}
     text = obj.get("text")
     if not isinstance(text, str):
         got = "missing" if "text" not in obj else type(text).__name__
-        return None, f"line {lineno}: 'text' must be a string ({got})"
-    return text, None
+        return echo, None, f"line {lineno}: 'text' must be a string ({got})"
+    return echo, text, None
 
 
 def _batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -45,17 +51,17 @@ def _score_batch(
     batch: list[str], first_lineno: int, classifier: ComplaintClassifier, threshold: float
 ) -> tuple[list[str], bool]:
     parsed = [_parse(line, first_lineno + i) for i, line in enumerate(batch)]
-    texts = [text for text, _ in parsed if text is not None]
+    texts = [text for _, text, _ in parsed if text is not None]
     scores = iter(classifier.score_many(texts))
     out, any_bad = [], False
-    for text, error in parsed:
+    for echo, text, error in parsed:
         if text is None:
             any_bad = True
-            out.append(json.dumps({"error": error}))
+            out.append(json.dumps({**echo, "error": error}))
         else:
             score = next(scores)
             label = COMPLAINT if score >= threshold else OTHER
-            out.append(json.dumps({"label": label, "score": round(score, 4)}))
+            out.append(json.dumps({**echo, "label": label, "score": round(score, 4)}))
     return out, any_bad
 
 
