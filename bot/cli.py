@@ -10,29 +10,28 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
-from mentiondesk.bot.config import Config, ConfigError, load_config
+from mentiondesk.bot.config import Config, ConfigError, find_config, load_config
 
 logger = logging.getLogger("mentiondesk")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
-def _default_config_path() -> Path:
-    env = os.environ.get("MENTIONDESK_CONFIG")
-    if env:
-        return Path(env)
-    local = Path("config.toml")
-    return local if local.exists() else Path("/etc/mentiondesk/config.toml")
+# The commands that read a config file; `--config` may come before or after them.
+CONFIG_COMMANDS = ("run", "check", "db")
 
 
-def _add_config_arg(parser: argparse.ArgumentParser) -> None:
+def _add_config_arg(parser: argparse.ArgumentParser, dest: str = "config") -> None:
     parser.add_argument(
         "--config",
         "-c",
         type=Path,
         default=None,
+        dest=dest,
+        metavar="FILE",
         help="TOML config file (default: $MENTIONDESK_CONFIG, ./config.toml, /etc/mentiondesk/config.toml)",
     )
 
@@ -50,6 +49,9 @@ def _unit_interval(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mentiondesk", description="Turn Mastodon mentions into Slack tickets.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('mentiondesk')}")
+    # Its own dest: a subcommand's --config default would otherwise overwrite the value given before it.
+    _add_config_arg(parser, dest="config_before_command")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon", description="Run the daemon until SIGTERM or Ctrl-C.")
@@ -103,8 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line; `--config` given before the command counts unless repeated after it."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config_before_command is not None:
+        if args.command not in CONFIG_COMMANDS:
+            parser.error(f"{args.command} reads no config file; --config is for: {', '.join(CONFIG_COMMANDS)}")
+        args.config = args.config or args.config_before_command
+    return args
+
+
 def _load(path: Path | None) -> Config:
-    return load_config(path or _default_config_path())
+    return load_config(path or find_config(os.environ, Path.cwd()))
 
 
 def _setup_logging(level: str) -> None:
@@ -187,7 +200,7 @@ COMMANDS = {"run": _cmd_run, "check": _cmd_check, "classify": _cmd_classify, "db
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

@@ -277,3 +277,25 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     settings = parse_settings(data, source=str(path))
     return Config(settings=settings, secrets=read_secrets(os.environ if environ is None else environ), source=str(path))
+
+
+SYSTEM_CONFIG = Path("/etc/mentiondesk/config.toml")
+
+
+def find_config(environ: Mapping[str, str], cwd: Path) -> Path:
+    """The config file to use when none is given: $MENTIONDESK_CONFIG, else ./config.toml, else SYSTEM_CONFIG."""
+    named = environ.get("MENTIONDESK_CONFIG", "").strip()
+    if named:
+        path = cwd / named
+        if not path.exists():
+            raise ConfigError(f"{path} (named by $MENTIONDESK_CONFIG): no such config file")
+        return path
+    candidates = [cwd / "config.toml", SYSTEM_CONFIG]
+    for path in candidates:
+        if path.exists():
+            return path
+    looked = ", ".join(["$MENTIONDESK_CONFIG (not set)", *map(str, candidates)])
+    raise ConfigError(
+        f"no config file found; looked for {looked}. Name one with --config FILE "
+        "(config.example.toml documents every key)"
+    )

@@ -7,11 +7,13 @@ import io
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 from mastodon_mock.testing.server import MockServer
 
+from mentiondesk.bot import config as config_module
 from mentiondesk.bot.cli import main
 from mentiondesk.bot.demo import run_demo
 from mentiondesk.storage.db import head_revision
@@ -46,12 +48,58 @@ url = "{db_url}"
     return path
 
 
-def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "words",
+    [["check", "--config", "{}"], ["--config", "{}", "check"], ["-c", "{}", "db", "current"]],
+    ids=" ".join,
+)
+def test_bad_config_exits_2_naming_the_key(
+    words: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[mastodon]\nbase_url = "https://x.example"\n[slack]\ndefault_chanel = "#s"\n', encoding="utf-8")
-    assert main(["check", "--config", str(path)]) == 2
+    assert main([w.format(path) for w in words]) == 2
     err = capsys.readouterr().err
     assert "slack.default_chanel: unknown key" in err and "slack.default_channel: required key is missing" in err
+
+
+@pytest.mark.parametrize("command", ["classify", "demo"])
+def test_config_before_a_command_that_reads_none_is_refused(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--config", "config.toml", command])
+    assert info.value.code == 2
+    assert f"mentiondesk: error: {command} reads no config file; --config is for: run, check, db" in (
+        capsys.readouterr().err
+    )
+
+
+def test_version_is_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"mentiondesk {pyproject['project']['version']}\n"
+
+
+def test_no_config_found_lists_the_places_searched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MENTIONDESK_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    system = tmp_path / "etc" / "config.toml"
+    monkeypatch.setattr(config_module, "SYSTEM_CONFIG", system)
+    assert main(["check"]) == 2
+    assert capsys.readouterr().err == (
+        "mentiondesk: configuration error: no config file found; looked for $MENTIONDESK_CONFIG (not set), "
+        f"{tmp_path / 'config.toml'}, {system}. Name one with --config FILE (config.example.toml documents every key)\n"
+    )
+
+    monkeypatch.setenv("MENTIONDESK_CONFIG", "elsewhere.toml")
+    assert main(["db", "current"]) == 2
+    assert capsys.readouterr().err == (
+        f"mentiondesk: configuration error: {tmp_path / 'elsewhere.toml'} (named by $MENTIONDESK_CONFIG): "
+        "no such config file\n"
+    )
 
 
 async def test_check_reports_each_connection(
