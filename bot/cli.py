@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mode. Needs: pip install 'mentiondesk[demo]'.",
     )
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20; 0 = until Ctrl-C)")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's SQLite database and print its path")
     return parser
 
 
@@ -124,13 +125,19 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-async def _run_daemon(config: Config) -> None:
-    from mentiondesk.bot.daemon import Daemon
-
+def _stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT (Ctrl-C) sets, so the command ends through its own shutdown path."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _run_daemon(config: Config) -> None:
+    from mentiondesk.bot.daemon import Daemon
+
+    stop = _stop_on_signals()
     async with Daemon(config) as daemon:
         waiter = asyncio.create_task(daemon.wait())
         stopper = asyncio.create_task(stop.wait())
@@ -193,7 +200,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from mentiondesk.bot.demo import run_demo
 
     _setup_logging("WARNING")
-    return asyncio.run(run_demo(seconds=args.seconds, out=sys.stdout))
+
+    async def go() -> int:
+        return await run_demo(seconds=args.seconds, out=sys.stdout, stop=_stop_on_signals(), keep=args.keep)
+
+    return asyncio.run(go())
 
 
 COMMANDS = {"run": _cmd_run, "check": _cmd_check, "classify": _cmd_classify, "db": _cmd_db, "demo": _cmd_demo}

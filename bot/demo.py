@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -93,23 +95,45 @@ async def _summary(daemon: Daemon, out: TextIO) -> None:
         out.write(f"  @{m.account_acct:<6} {m.label:<9} score {m.score:.2f}  {where}\n")
 
 
-async def run_demo(*, seconds: float, out: TextIO) -> int:
+async def _show(daemon: Daemon, server: Any, out: TextIO, seconds: float) -> None:
+    await _play_script(server, out)
+    if seconds > 0:
+        remaining = max(3.0, seconds - sum(d for d, *_ in SCRIPT))
+        await asyncio.sleep(remaining)
+    else:
+        await daemon.wait()
+
+
+async def _until_stopped(show: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run the show until it ends or `stop` is set; a failure in the show is raised."""
+    shown = asyncio.create_task(show)
+    stopped = asyncio.create_task(stop.wait())
+    done, pending = await asyncio.wait({shown, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if shown in done:
+        shown.result()
+
+
+async def run_demo(*, seconds: float, out: TextIO, stop: asyncio.Event | None = None, keep: bool = False) -> int:
+    """Run the demo for `seconds` (0: until `stop` is set), print a summary; `keep` leaves the database behind."""
     server = _mock_server()
     await asyncio.to_thread(server.start)
+    folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="mentiondesk-demo-"))
     try:
-        with tempfile.TemporaryDirectory(prefix="mentiondesk-demo-") as tmp:
-            out.write(
-                f"mentiondesk demo: Mastodon (mastodon-mock) at {server.base_url}, SQLite in {tmp}, "
-                "Slack in dry-run mode (cards are printed below).\n"
-            )
-            async with Daemon(_config(server.base_url, Path(tmp)), dry_run_out=out) as daemon:
-                await _play_script(server, out)
-                if seconds > 0:
-                    remaining = max(3.0, seconds - sum(d for d, *_ in SCRIPT))
-                    await asyncio.sleep(remaining)
-                else:
-                    await daemon.wait()
-                await _summary(daemon, out)
+        out.write(
+            f"mentiondesk demo: Mastodon (mastodon-mock) at {server.base_url}, SQLite in {folder}, "
+            "Slack in dry-run mode (cards are printed below). Ctrl-C to stop.\n"
+        )
+        out.flush()
+        async with Daemon(_config(server.base_url, folder), dry_run_out=out) as daemon:
+            await _until_stopped(_show(daemon, server, out, seconds), stop or asyncio.Event())
+            await _summary(daemon, out)
     finally:
         await asyncio.to_thread(server.stop)
+        if keep:
+            out.write(f"demo database kept at {folder / 'demo.db'}\n")
+        else:
+            await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
     return 0

@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
+import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import tomllib
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -212,6 +217,62 @@ async def test_demo_shows_tickets_arriving() -> None:
     assert "[dry run] would post to #billing" in text  # the refund complaint is routed
     assert "(thread of dry-run." in text  # maya's follow-up joins her ticket
     assert "6 mentions stored, 3 tickets opened" in text
+
+
+async def _demo_until_signal(sig: signal.Signals, *options: str) -> tuple[int, str, str]:
+    """Run `mentiondesk demo --seconds 0` as a user would, signal it once a card is out; (exit code, out, err)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mentiondesk.bot",
+        "demo",
+        "--seconds",
+        "0",
+        *options,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while not any("[dry run] would post" in line for line in seen):
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"demo ended before posting a card: {''.join(seen)}"
+                seen.append(line)
+            proc.send_signal(sig)
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, "".join(seen) + out.decode(), err.decode()
+
+
+def test_demo_until_ctrl_c_ends_with_the_summary_and_keeps_the_database() -> None:
+    code, out, err = asyncio.run(_demo_until_signal(signal.SIGINT, "--keep"))
+    assert out.index("Ctrl-C to stop") < out.index("[dry run] would post")
+    assert code == 0, err
+    assert re.search(r"=== [1-9]\d* mentions stored, [1-9]\d* tickets opened ===", out)
+    assert "Unclosed" not in err and "Traceback" not in err
+    kept = re.search(r"demo database kept at (\S+)", out)
+    assert kept is not None, out
+    database = Path(kept.group(1))
+    try:
+        with closing(sqlite3.connect(database)) as db:
+            assert db.execute("SELECT count(*) FROM tickets").fetchone()[0] >= 1
+    finally:
+        shutil.rmtree(database.parent)
+
+
+def test_demo_until_sigterm_ends_with_the_summary_and_removes_its_folder() -> None:
+    code, out, err = asyncio.run(_demo_until_signal(signal.SIGTERM))
+    assert code == 0, err
+    assert "mentions stored" in out and "Unclosed" not in err and "Traceback" not in err
+    folder = re.search(r"SQLite in (\S+),", out)
+    assert folder is not None and not Path(folder.group(1)).exists()
+    assert "kept at" not in out
 
 
 def test_run_with_a_rejected_token_says_so(
