@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import platform
+import sys
 import time
 import zipfile
 from collections.abc import Sequence
@@ -53,6 +54,9 @@ from mentiondesk.bot.classify.model import (
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Importing the runtime featuriser from the installed package (rather than a copy of it) is what
 # guarantees training and inference pre-process text identically.
+
+# The data set is kept outside the repository (never copy it in), next to the checkout.
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "complaints-train.csv"
 
 SEED = 42
 N_FOLDS = 10
@@ -299,7 +303,12 @@ def probe_scores(npz_path: Path, blocks: Sequence[FeatureBlock], threshold: floa
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "complaints-train.csv")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="the complaints CSV, columns text and complaint (default: %(default)s)",
+    )
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "bot" / "classify" / "artifacts" / "complaint_model.npz")
     ap.add_argument("--quick", action="store_true", help="only evaluate the first two candidate settings")
     return ap.parse_args(argv)
@@ -337,6 +346,13 @@ def search(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.data.is_file():
+        print(
+            f"{Path(__file__).name}: no training data at {args.data}; "
+            "name the complaints CSV (columns text, complaint) with --data PATH",
+            file=sys.stderr,
+        )
+        return 2
     started = time.perf_counter()
     texts, y = load_data(args.data)
     data_sha = hashlib.sha256(args.data.read_bytes()).hexdigest()
