@@ -229,15 +229,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _known_failure(exc: Exception) -> str | None:
     """A one-line explanation for failures a person can fix, None for bugs (which keep their traceback)."""
-    from mastodon.errors import MastodonError, MastodonUnauthorizedError
+    from mastodon.errors import MastodonError
 
     from mentiondesk.bot.classify.model import ClassifierError
+    from mentiondesk.bot.mastodon.explain import MastodonSetupError
     from mentiondesk.storage.db import DatabaseError
 
     if isinstance(exc, DatabaseError | ClassifierError):
         return str(exc)
-    if isinstance(exc, MastodonUnauthorizedError):
-        return f"Mastodon refused MENTIONDESK_MASTODON_TOKEN: {exc}"
+    if isinstance(exc, MastodonSetupError):
+        return str(exc)  # already says what to fix
     if isinstance(exc, MastodonError):
         return f"cannot use Mastodon: {exc}"
     return None

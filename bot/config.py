@@ -244,13 +244,42 @@ def read_secrets(environ: Mapping[str, str]) -> Secrets:
     return Secrets(**values)
 
 
+# pydantic's error types for our field types, said in TOML's terms (a tuple field is a TOML list).
+_PLAIN_MESSAGES = {
+    "extra_forbidden": "unknown key (check the spelling against config.example.toml)",
+    "missing": "required key is missing",
+    "tuple_type": 'must be a list, like ["a", "b"]',
+    "list_type": 'must be a list, like ["a", "b"]',
+    "string_type": "must be a string in quotes",
+    "path_type": "must be a file path in quotes",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_parsing_size": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "model_type": "must be a table of keys and values",
+    "dict_type": "must be a table of keys and values",
+}
+
+
 def _describe(error: Mapping[str, Any]) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    message = str(error["msg"])
-    if error["type"] == "extra_forbidden":
-        message = "unknown key (check the spelling against config.example.toml)"
-    elif error["type"] == "missing":
-        message = "required key is missing"
+    loc = error["loc"]
+    key = ".".join(part for part in loc if isinstance(part, str)) or "(top level)"
+    # List positions counted from 1, as a person counts [[routing.rules]] tables.
+    items = ", ".join(f"item {part + 1}" for part in loc if isinstance(part, int))
+    if items:
+        key = f"{key} ({items})"
+    kind = error["type"]
+    if kind in _PLAIN_MESSAGES:
+        message = _PLAIN_MESSAGES[kind]
+    elif kind in ("value_error", "assertion_error"):
+        message = str(error["ctx"]["error"])  # our validators' own words, without pydantic's "Value error, "
+    else:
+        # Ranges and choices: "Input should be greater than 0", "Input should be 'socket' or 'http'".
+        message = str(error["msg"]).replace("Input should be", "must be", 1)
     return f"{key}: {message}"
 
 

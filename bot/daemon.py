@@ -12,7 +12,8 @@ from mastodon.errors import MastodonError
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.classify.model import ComplaintClassifier
 from mentiondesk.bot.config import Config, ConfigError
@@ -24,6 +25,7 @@ from mentiondesk.bot.mastodon.post_sweeper import PostSweeper
 from mentiondesk.bot.mastodon.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
 from mentiondesk.bot.retry import backoff_delay
 from mentiondesk.bot.slack.app import SlackIntake, SocketModeConnection, build_app, finish_listeners
+from mentiondesk.bot.slack.dry_run import DryRunSender
 from mentiondesk.bot.slack.permissions import Permissions
 from mentiondesk.bot.slack.sender import SlackSender
 from mentiondesk.handlers import build_router, slack_listeners
@@ -55,7 +57,7 @@ class Daemon:
         self.context: AppContext | None = None
         self.watchers: list[FeedWatcher] = []
         self.sweeper: PostSweeper | None = None
-        self.sender: SlackSender | None = None
+        self.sender: SlackSender | DryRunSender | None = None
         self._dispatcher: Dispatcher | None = None
 
     @property
@@ -106,7 +108,7 @@ class Daemon:
                 session=self._http,
                 retry_handlers=[],
             )
-        self.sender = SlackSender(sessions, settings.slack, client=slack, dry_run_out=self._dry_run_out)
+        self.sender = await self._outbox_sender(sessions, slack)
         self.context = AppContext(
             settings=settings,
             sessions=sessions,
@@ -146,6 +148,15 @@ class Daemon:
         self._tasks.append(self._sender_task)
         self._tasks.extend(asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers)
         self._tasks.append(asyncio.create_task(self.sweeper.run(), name="refresh posts"))
+
+    async def _outbox_sender(
+        self, sessions: async_sessionmaker[AsyncSession], slack: AsyncWebClient | None
+    ) -> SlackSender | DryRunSender:
+        if slack is not None:
+            return SlackSender(sessions, self.config.settings.slack, client=slack)
+        printer = DryRunSender(sessions, out=self._dry_run_out)
+        await printer.announce()
+        return printer
 
     def _slack_connection(self, app: AsyncApp) -> SlackIntake:
         secrets, slack = self.config.secrets, self.config.settings.slack

@@ -45,6 +45,18 @@ async def due_messages(session: AsyncSession, *, now: datetime, limit: int = 50)
     return [(row, ticket) for row, ticket in await session.exec(stmt)]
 
 
+async def pending_after(session: AsyncSession, *, after_id: int, limit: int = 50) -> list[tuple[SlackOutbox, Ticket]]:
+    """Pending messages with an id above ``after_id``, due or not, oldest first, with their ticket."""
+    stmt = (
+        select(SlackOutbox, Ticket)
+        .join(Ticket, col(Ticket.id) == col(SlackOutbox.ticket_id))
+        .where(SlackOutbox.state == OutboxState.PENDING, col(SlackOutbox.id) > after_id)
+        .order_by(col(SlackOutbox.id))
+        .limit(limit)
+    )
+    return [(row, ticket) for row, ticket in await session.exec(stmt)]
+
+
 async def next_due_at(session: AsyncSession) -> datetime | None:
     stmt = (
         select(SlackOutbox.next_attempt_at)

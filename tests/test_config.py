@@ -56,10 +56,10 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("[slack]\ndefault_channel = '#s'\n", "mastodon: required key is missing"),
-        (MINIMAL + "[database]\nurl = 'postgresql://x/y'\n", "database.url: Value error, must start with"),
+        (MINIMAL + "[database]\nurl = 'postgresql://x/y'\n", "database.url: must start with"),
         (
             MINIMAL.replace("https://social.example", "social.example"),
-            "mastodon.base_url: Value error, must be an http",
+            "mastodon.base_url: must be an http",
         ),
         (MINIMAL + "[slack2]\n", "slack2: unknown key"),
         (
@@ -68,9 +68,9 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
         ),
         (
             MINIMAL + "[sla]\nfirst_response_minutes = -5\n",
-            "sla.first_response_minutes: Input should be greater than 0",
+            "sla.first_response_minutes: must be greater than 0",
         ),
-        (MINIMAL + "[[routing.rules]]\nchannel = '#x'\n", "routing.rules.0: Value error, a rule needs at least one"),
+        (MINIMAL + "[[routing.rules]]\nchannel = '#x'\n", "routing.rules (item 1): a rule needs at least one"),
         ("[mastodon\n", "invalid TOML"),
     ],
 )
@@ -79,6 +79,58 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> N
         load_config(write(tmp_path, text), environ={})
     assert expected in str(info.value)
     assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "expected"),
+    [
+        ("mastodon", 'hashtags = "acme"', 'mastodon.hashtags: must be a list, like ["a", "b"]'),
+        ("mastodon", 'hashtags = ["acme", 5]', "mastodon.hashtags (item 2): must be a string in quotes"),
+        ("routing", 'rules = "#billing"', 'routing.rules: must be a list, like ["a", "b"]'),
+        ("routing", 'rules = ["#billing"]', "routing.rules (item 1): must be a table of keys and values"),
+        ("routing", 'rules = [{ keywords = ["x"] }]', "routing.rules.channel (item 1): required key is missing"),
+        ("slack", 'mode = "sockets"', "slack.mode: must be 'socket' or 'http'"),
+        ("daemon", "log_level = 3", "daemon.log_level: must be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+        ("slack", 'http_port = "http"', "slack.http_port: must be a whole number"),
+        ("slack", "http_port = 3000.5", "slack.http_port: must be a whole number"),
+        ("slack", "http_port = 1e30", "slack.http_port: must be a whole number"),
+        ("slack", "http_port = 70000", "slack.http_port: must be less than or equal to 65535"),
+        ("mastodon", 'poll_interval_s = "fast"', "mastodon.poll_interval_s: must be a number"),
+        ("mastodon", "poll_interval_s = [1]", "mastodon.poll_interval_s: must be a number"),
+        ("mastodon", "poll_interval_s = 0", "mastodon.poll_interval_s: must be greater than 0"),
+        ("classifier", "threshold = 1.5", "classifier.threshold: must be less than or equal to 1"),
+        ("slack", "dry_run = 2", "slack.dry_run: must be true or false"),
+        ("slack", 'dry_run = "maybe"', "slack.dry_run: must be true or false"),
+        ("slack", "approval_channel = 5", "slack.approval_channel: must be a string in quotes"),
+        ("classifier", "model_path = 5", "classifier.model_path: must be a file path in quotes"),
+        (
+            "slack",
+            'repliers = ["bob"]',
+            "slack.repliers: must be Slack user IDs (U...) or user group IDs (S...), got ['bob']",
+        ),
+        (
+            "slack",
+            'needs_approval = ["U0123ABCD"]',
+            "slack: needs_approval is set, so approval_channel must name the approvers' channel",
+        ),
+        ("slack", "colour = 1", "slack.colour: unknown key (check the spelling against config.example.toml)"),
+    ],
+)
+def test_each_kind_of_mistake_reads_as_plain_english(tmp_path: Path, section: str, line: str, expected: str) -> None:
+    # Under the section's header when MINIMAL has one: TOML refuses a table defined twice.
+    header = f"[{section}]\n"
+    text = MINIMAL.replace(header, header + line + "\n") if header in MINIMAL else MINIMAL + header + line + "\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value) == f"{path}: {expected}"
+
+
+def test_a_section_given_as_a_value_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, 'database = "sqlite"\n' + MINIMAL)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value) == f"{path}: database: must be a table of keys and values"
 
 
 def test_missing_file(tmp_path: Path) -> None:

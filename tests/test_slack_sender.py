@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -217,16 +216,6 @@ async def test_card_for_a_channel_name_is_not_searched(
     assert slack.call_count("conversations.history") == 0 and len(slack.messages("C0SUPPORT")) == 2
     assert "not a channel ID" in caplog.text
     assert (await get(sessions, Ticket, ticket_id)).channel == "C0SUPPORT"
-
-
-async def test_dry_run_prints_the_card_and_marks_it_sent(sessions: Sessions) -> None:
-    ticket_id, row_id = await new_ticket(sessions, text="Order 1234 never arrived")
-    out = io.StringIO()
-    settings = SlackSettings(default_channel="C0SUPPORT", dry_run=True, post_interval_s=0)
-    await drive(SlackSender(sessions, settings, client=None, dry_run_out=out), is_sent(sessions, row_id))
-    assert "[dry run] would post to C0SUPPORT" in out.getvalue()
-    assert "Order 1234 never arrived" in out.getvalue()
-    assert (await get(sessions, Ticket, ticket_id)).slack_ts == f"dry-run.{row_id:06d}"
 
 
 async def test_unknown_channel_stays_pending_without_blocking_others(slack: FakeSlack, sessions: Sessions) -> None:

@@ -7,11 +7,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from mastodon.errors import MastodonUnauthorizedError
 from mastodon_mock.testing.server import MockServer
 
 from mentiondesk.bot.config import Config
 from mentiondesk.bot.daemon import Daemon
+from mentiondesk.bot.mastodon.explain import MastodonSetupError
 from mentiondesk.storage.models import Mention, Ticket
 from tests.conftest import eventually
 from tests.test_e2e import COMPLAINT, PRAISE, _count, post, rows
@@ -81,7 +81,7 @@ async def test_rejected_token_stops_start_with_a_clear_error(
     config = make_config()
     bad = config.model_copy(update={"secrets": config.secrets.model_copy(update={"mastodon_token": "wrong"})})
     daemon = Daemon(bad)
-    with pytest.raises(MastodonUnauthorizedError):
+    with pytest.raises(MastodonSetupError, match=r"^Mastodon refused MENTIONDESK_MASTODON_TOKEN \(401 Unauthorized"):
         await daemon.start()
 
 

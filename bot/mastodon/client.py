@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from mastodon import Mastodon
-from mastodon.errors import MastodonAPIError, MastodonNotFoundError
+from mastodon.errors import MastodonAPIError, MastodonError, MastodonNotFoundError
 
 from mentiondesk.bot.events import AccountRef, Post, PostChange, PostDeleted, PostEdited
+from mentiondesk.bot.mastodon.explain import MastodonSetupError, explain
 from mentiondesk.bot.mastodon.text import MentionRef, status_to_text
 
 USER_AGENT = "mentiondesk/0.1 (+https://github.com/mentiondesk/mentiondesk)"
@@ -119,6 +121,7 @@ class MastodonClient:
     def __init__(self, base_url: str, token: str, *, timeout_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
+        self._timeout_s = timeout_s
         # "throw" instead of the default "wait": Mastodon.py would otherwise sleep inside the call,
         # in a worker thread, for up to five minutes; the daemon's own backoff handles 429s.
         self._api = Mastodon(
@@ -145,19 +148,32 @@ class MastodonClient:
         remaining = self._api.ratelimit_remaining
         return int(remaining) if remaining is not None else None
 
+    @contextmanager
+    def _setup_call(self) -> Iterator[None]:
+        """For the calls that check the setup (check, the daemon's start): a failure says what to fix."""
+        try:
+            yield
+        except MastodonSetupError:
+            raise
+        except MastodonError as exc:
+            raise MastodonSetupError(explain(exc, base_url=self.base_url, timeout_s=self._timeout_s)) from exc
+
     async def verify_credentials(self) -> AccountRef:
-        data = await asyncio.to_thread(self._api.account_verify_credentials)
+        """The brand account; raises MastodonSetupError."""
+        with self._setup_call():
+            data = await asyncio.to_thread(self._api.account_verify_credentials)
         return account_from_json(data)
 
     async def streaming_base_url(self) -> str:
         """Where this instance serves its streaming API; large instances put it on a separate host."""
         url: object = None
-        try:
-            data = await asyncio.to_thread(self._api.instance_v2)
-            url = ((data.get("configuration") or {}).get("urls") or {}).get("streaming")
-        except MastodonAPIError:
-            data = await asyncio.to_thread(self._api.instance_v1)
-            url = (data.get("urls") or {}).get("streaming_api")
+        with self._setup_call():
+            try:
+                data = await asyncio.to_thread(self._api.instance_v2)
+                url = ((data.get("configuration") or {}).get("urls") or {}).get("streaming")
+            except MastodonAPIError:
+                data = await asyncio.to_thread(self._api.instance_v1)
+                url = (data.get("urls") or {}).get("streaming_api")
         if url:
             return str(url).replace("wss://", "https://", 1).replace("ws://", "http://", 1).rstrip("/")
         return self.base_url
@@ -180,11 +196,12 @@ class MastodonClient:
 
     async def status_limits(self) -> StatusLimits:
         """The instance's post length limit and how many characters a link counts as."""
-        try:
-            data = await asyncio.to_thread(self._api.instance_v2)
-            statuses = (data.get("configuration") or {}).get("statuses") or {}
-        except MastodonAPIError:
-            statuses = {}
+        with self._setup_call():
+            try:
+                data = await asyncio.to_thread(self._api.instance_v2)
+                statuses = (data.get("configuration") or {}).get("statuses") or {}
+            except MastodonAPIError:
+                statuses = {}
         return StatusLimits(
             max_characters=int(statuses.get("max_characters") or 500),
             characters_reserved_per_url=int(statuses.get("characters_reserved_per_url") or 23),

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TextIO
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -31,7 +31,6 @@ from mentiondesk.bot.config import SlackSettings
 from mentiondesk.bot.events import CardPosted
 from mentiondesk.bot.retry import Verdict, backoff_delay, sort_slack_error
 from mentiondesk.bot.slack.card_view import render_card
-from mentiondesk.bot.slack.cards import render_plain
 from mentiondesk.storage.db import transaction
 from mentiondesk.storage.models import OutboxKind, SlackOutbox, Ticket
 from mentiondesk.storage.outbox import claim, due_messages, in_doubt, mark_retry, mark_sent, next_due_at
@@ -77,20 +76,16 @@ class SlackSender:
         sessions: async_sessionmaker[AsyncSession],
         settings: SlackSettings,
         *,
-        client: AsyncWebClient | None,
-        dry_run_out: TextIO | None = None,
+        client: AsyncWebClient,
         on_card_posted: Callable[[CardPosted], Awaitable[None]] | None = None,
     ) -> None:
-        if client is None and not settings.dry_run:
-            raise ValueError("a Slack client is needed unless slack.dry_run is set")
-        if client is not None and any(isinstance(h, AsyncConnectionErrorRetryHandler) for h in client.retry_handlers):
+        if any(isinstance(h, AsyncConnectionErrorRetryHandler) for h in client.retry_handlers):
             # slack-sdk's default handler re-sends a request whose connection dropped: for chat.postMessage that
             # blind re-send is exactly what posts a card twice. This sender looks in Slack first instead.
             raise ValueError("build the Slack client with retry_handlers=[]; the sender does its own retries")
         self._sessions = sessions
         self._settings = settings
         self._client = client
-        self._dry_run_out = dry_run_out
         self._on_card_posted = on_card_posted
         self._wake = asyncio.Event()
         # Monotonic time before which each channel must not get another message.
@@ -189,10 +184,7 @@ class SlackSender:
         assert row.id is not None and ts is not None
         try:
             text, blocks = await self._render(row)
-            if self._client is None:
-                self._write_dry_run(f"{channel} (update of {ts})", text, blocks)
-            else:
-                await self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+            await self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
         except Exception as exc:
             await self._retry_later(row, channel, exc, ambiguous=False)
             return
@@ -207,11 +199,6 @@ class SlackSender:
             ticket = await session.get(Ticket, row.ticket_id)
             assert ticket is not None
             return await render_card(session, ticket)
-
-    def _write_dry_run(self, where: str, text: str, blocks: list[dict[str, Any]]) -> None:
-        assert self._dry_run_out is not None
-        self._dry_run_out.write(f"\n--- [dry run] would post to {where} ---\n{render_plain(text, blocks)}\n")
-        self._dry_run_out.flush()
 
     async def _claim(self, row: SlackOutbox) -> bool:
         # Long enough for the lookup and the post to finish or time out, so no other sender starts meanwhile.
@@ -236,8 +223,6 @@ class SlackSender:
         Raises the Slack error when Slack is rate limiting or failing (retry later, still in doubt); any other
         failure is logged and reported as unchecked, so the message is posted again rather than held forever.
         """
-        if self._client is None:
-            return _Lookup(checked=False)  # dry run: nothing was ever sent
         if not _CHANNEL_ID.fullmatch(channel):
             # conversations.* only take channel IDs, and a #name becomes an ID only in a successful post's
             # answer, which an ambiguous attempt never gave us. Resolving names would need channels:read and a
@@ -267,7 +252,6 @@ class SlackSender:
 
     async def _find_by_outbox_id(self, row: SlackOutbox, channel: str, thread_ts: str | None) -> str | None:
         """The ts of the message in ``channel`` (or its thread) whose metadata names this outbox row."""
-        assert self._client is not None
         # The message cannot predate the row; the margin absorbs clock skew with Slack.
         oldest = f"{(row.created_at - LOOKUP_SKEW).timestamp():.6f}"
         cursor: str | None = None
@@ -289,9 +273,6 @@ class SlackSender:
 
     async def _post(self, row: SlackOutbox, channel: str, thread_ts: str | None) -> tuple[str, str]:
         text, blocks = await self._render(row)
-        if self._client is None:
-            self._write_dry_run(f"{channel} (thread of {thread_ts})" if thread_ts else channel, text, blocks)
-            return channel, f"dry-run.{row.id:06d}"
         response = await self._client.chat_postMessage(
             channel=channel,
             text=text,
