@@ -11,7 +11,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from mentiondesk.bot.config import Config
 from mentiondesk.bot.mastodon.client import MastodonClient
-from mentiondesk.storage.db import DatabaseError, create_engine, current_revision, head_revision, safe_url
+from mentiondesk.storage.db import DatabaseError, create_engine, current_revision, head_revision
+from mentiondesk.storage.urls import describe_database
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ async def _check_intake(config: Config, client: AsyncWebClient) -> str:
 
 async def _check_database(config: Config) -> str:
     url = config.settings.database.url
+    name = describe_database(url)
     engine = create_engine(url)
     try:
         current = await current_revision(engine)
@@ -75,11 +77,9 @@ async def _check_database(config: Config) -> str:
     head = head_revision()
     if current != head:
         if config.settings.database.auto_migrate:
-            return f"{safe_url(url)} reachable; schema {current or 'empty'} will be upgraded to {head} at start"
-        raise DatabaseError(
-            f"{safe_url(url)}: schema is at {current or 'nothing'}, needs {head}: run `mentiondesk db upgrade`"
-        )
-    return f"{safe_url(url)} reachable, schema current ({head})"
+            return f"{name} reachable; schema {current or 'empty'} will be upgraded to {head} at start"
+        raise DatabaseError(f"{name}: schema is at {current or 'nothing'}, needs {head}: run `mentiondesk db upgrade`")
+    return f"{name} reachable, schema current ({head})"
 
 
 CHECKS: list[tuple[str, Callable[[Config], Awaitable[str]]]] = [

@@ -139,7 +139,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
-    from mentiondesk.storage.db import create_engine, current_revision, head_revision, safe_url, upgrade
+    from mentiondesk.storage.db import create_engine, current_revision, head_revision, upgrade
+    from mentiondesk.storage.urls import describe_database
 
     config = _load(args.config)
     url = config.settings.database.url
@@ -154,7 +155,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
             await engine.dispose()
 
     revision = asyncio.run(go())
-    print(f"{safe_url(url)}: schema at {revision or 'nothing'} (latest {head_revision()})")
+    print(f"{describe_database(url)}: schema at {revision or 'nothing'} (latest {head_revision()})")
     return EXIT_OK
 
 

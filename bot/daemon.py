@@ -35,6 +35,7 @@ from mentiondesk.storage.db import (
     session_factory,
     upgrade,
 )
+from mentiondesk.storage.urls import describe_database
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Daemon:
     async def _start(self) -> None:
         settings = self.config.settings
         secrets = self.config.secrets
+        logger.info("starting with database %s", describe_database(settings.database.url))
         self._engine = create_engine(settings.database.url)
         await self._prepare_schema(self._engine)
         sessions = session_factory(self._engine)

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.sql.base import Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.storage.urls import describe_database
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -26,11 +28,6 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 class DatabaseError(Exception):
     """The database cannot be used; the message says which and why (never the password)."""
-
-
-def safe_url(url: str) -> str:
-    """The URL with any password masked, for logs and error messages."""
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -100,7 +97,7 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         async with engine.connect() as conn:
             return await conn.run_sync(_current_revision)
     except (OperationalError, DBAPIError, OSError) as exc:
-        raise DatabaseError(f"database {safe_url(str(engine.url))} unreachable: {_root_cause(exc)}") from exc
+        raise DatabaseError(f"database {describe_database(str(engine.url))} unreachable: {_root_cause(exc)}") from exc
 
 
 def _upgrade(connection: Connection, target: str) -> None:
@@ -116,7 +113,8 @@ async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade, target)
     except (OperationalError, DBAPIError, OSError) as exc:
-        raise DatabaseError(f"database {safe_url(str(engine.url))}: migration failed: {_root_cause(exc)}") from exc
+        name = describe_database(str(engine.url))
+        raise DatabaseError(f"database {name}: migration failed: {_root_cause(exc)}") from exc
 
 
 def _root_cause(exc: BaseException) -> str:
