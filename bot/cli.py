@@ -139,14 +139,15 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
-    from mentiondesk.storage.db import create_engine, current_revision, head_revision, upgrade
+    from mentiondesk.storage.db import current_revision, head_revision, open_engine, upgrade
     from mentiondesk.storage.urls import describe_database
 
     config = _load(args.config)
     url = config.settings.database.url
 
     async def go() -> str | None:
-        engine = create_engine(url)
+        # Only upgrade may create the database: `db current` on a mistyped path must not leave one behind.
+        engine = await open_engine(url, create=args.db_command == "upgrade")
         try:
             if args.db_command == "upgrade":
                 await upgrade(engine)

@@ -29,9 +29,9 @@ from mentiondesk.bot.slack.sender import SlackSender
 from mentiondesk.handlers import build_router, slack_listeners
 from mentiondesk.storage.db import (
     DatabaseError,
-    create_engine,
     current_revision,
     head_revision,
+    open_engine,
     session_factory,
     upgrade,
 )
@@ -82,7 +82,7 @@ class Daemon:
         settings = self.config.settings
         secrets = self.config.secrets
         logger.info("starting with database %s", describe_database(settings.database.url))
-        self._engine = create_engine(settings.database.url)
+        self._engine = await open_engine(settings.database.url, create=True)
         await self._prepare_schema(self._engine)
         sessions = session_factory(self._engine)
 

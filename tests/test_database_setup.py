@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,81 @@ def test_commands_print_the_absolute_database_path(
     assert f"{database}: schema at {head} (latest {head})" in capsys.readouterr().out
     main(["check", "--config", str(path)])
     assert f"ok   database: {database} reachable, schema current ({head})" in capsys.readouterr().out
+
+
+# --- reading commands create nothing ---------------------------------------------------------------------
+
+
+def test_db_current_on_a_missing_file_says_so_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path / "etc", "sqlite+aiosqlite:///var/lib/mentiondesk/mentiondesk.db")
+    assert main(["db", "current", "--config", str(path)]) == 1
+    database = tmp_path / "var" / "lib" / "mentiondesk" / "mentiondesk.db"
+    assert capsys.readouterr().err == (
+        f"mentiondesk: no database at {database}: `mentiondesk db upgrade` creates it, or fix database.url\n"
+    )
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize(
+    ("auto_migrate", "expected"),
+    [
+        (True, "ok   database: no database at {db} yet: `mentiondesk run` creates it at start"),
+        (False, "FAIL database: no database at {db}: `mentiondesk db upgrade` creates it, or fix database.url"),
+    ],
+)
+def test_check_on_a_missing_file_says_so_and_creates_nothing(
+    auto_migrate: bool,
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path / "etc", "sqlite+aiosqlite:///var/lib/md.db", auto_migrate=auto_migrate)
+    main(["check", "--config", str(path)])
+    assert expected.format(db=tmp_path / "var" / "lib" / "md.db") in capsys.readouterr().out
+    assert not (tmp_path / "var").exists()
+
+
+# --- a database that cannot be made or reached is one line ----------------------------------------------
+
+
+def _file_in_the_way(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    database = tmp_path / "afile" / "sub" / "md.db"
+    return database, f"cannot create the database {database}: {tmp_path / 'afile'} is a file, not a folder"
+
+
+def _folder_in_the_way(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "md.db").mkdir()
+    return tmp_path / "md.db", f"{tmp_path / 'md.db'} is a folder, not a database file: fix database.url"
+
+
+@pytest.mark.parametrize("words", [["run"], ["db", "upgrade"]], ids=" ".join)
+@pytest.mark.parametrize("in_the_way", [_file_in_the_way, _folder_in_the_way], ids=["file", "folder"])
+def test_a_sqlite_path_that_cannot_be_used_is_one_line(
+    words: list[str],
+    in_the_way: Callable[[Path], tuple[Path, str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    database, reason = in_the_way(tmp_path)
+    path = write_config(tmp_path / "etc", f"sqlite+aiosqlite:///{database}")
+    monkeypatch.setenv("MENTIONDESK_MASTODON_TOKEN", "t")
+    assert main([*words, "--config", str(path)]) == 1
+    assert capsys.readouterr().err == f"mentiondesk: {reason}\n"
+
+
+@pytest.mark.parametrize("command", ["current", "upgrade"])
+def test_db_commands_name_an_unreachable_database_in_one_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, "postgresql+asyncpg://md:hunter2@127.0.0.1:9/md")
+    assert main(["db", command, "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mentiondesk: database postgresql+asyncpg://md:***@127.0.0.1:9/md")
+    assert err.count("\n") == 1 and "hunter2" not in err
