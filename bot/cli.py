@@ -91,6 +91,9 @@ def _load(path: Path | None) -> Config:
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # Alembic logs its plugins and every step at INFO on each start; storage.db says when the schema changes.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 async def _run_daemon(config: Config) -> None:
@@ -143,6 +146,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
     from mentiondesk.storage.urls import describe_database
 
     config = _load(args.config)
+    _setup_logging(config.settings.daemon.log_level)
     url = config.settings.database.url
 
     async def go() -> str | None:

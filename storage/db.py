@@ -148,6 +148,11 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 def _upgrade(connection: Connection, target: str) -> None:
     cfg = alembic_config()
+    current = _current_revision(connection)
+    wanted = ScriptDirectory.from_config(cfg).as_revision_number(target)
+    # Alembic's own INFO lines are silenced at start (too chatty); this one says when the schema changes.
+    if current != wanted:
+        logger.info("upgrading the database schema from %s to %s", current or "nothing", wanted)
     # env.py picks this connection up instead of opening its own (Alembic's connection-sharing recipe).
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, target)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +36,20 @@ auto_migrate = {str(auto_migrate).lower()}
         encoding="utf-8",
     )
     return path
+
+
+def run_cli(args: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`mentiondesk ARGS` in a fresh process: logging is set up from scratch, as for a user."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MENTIONDESK_")}
+    return subprocess.run(
+        [sys.executable, "-m", "mentiondesk.bot", *args],
+        cwd=cwd,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 # --- where the SQLite file is ---------------------------------------------------------------------------
@@ -155,3 +172,36 @@ def test_db_commands_name_an_unreachable_database_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith("mentiondesk: database postgresql+asyncpg://md:***@127.0.0.1:9/md")
     assert err.count("\n") == 1 and "hunter2" not in err
+
+
+# --- what a start logs ------------------------------------------------------------------------------------
+
+
+def test_a_start_that_fails_on_a_missing_token_prints_only_that(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "sqlite+aiosqlite:///md.db")
+    result = run_cli(["run", "--config", str(path)], cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "MENTIONDESK_MASTODON_TOKEN" in result.stderr
+
+
+def test_a_start_names_the_database_first_and_says_when_it_upgrades_the_schema(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "sqlite+aiosqlite:///md.db")
+    result = run_cli(["run", "--config", str(path)], cwd=tmp_path, env={"MENTIONDESK_MASTODON_TOKEN": "t"})
+    assert result.returncode == 1  # nothing listens at the configured Mastodon
+    lines = result.stderr.splitlines()
+    assert f"database {tmp_path / 'md.db'}" in lines[0]
+    assert sum(f"upgrading the database schema from nothing to {head_revision()}" in line for line in lines) == 1
+    assert not [line for line in lines if "alembic" in line]
+
+
+def test_db_upgrade_says_what_it_upgrades_only_when_there_is_something_to_do(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "sqlite+aiosqlite:///md.db")
+    first = run_cli(["db", "upgrade", "--config", str(path)], cwd=tmp_path)
+    assert first.returncode == 0
+    assert f"upgrading the database schema from nothing to {head_revision()}" in first.stderr
+    assert "alembic" not in first.stderr
+    again = run_cli(["db", "upgrade", "--config", str(path)], cwd=tmp_path)
+    assert again.returncode == 0
+    assert again.stderr == ""
+    assert f"{tmp_path / 'md.db'}: schema at {head_revision()}" in again.stdout
