@@ -11,7 +11,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from mentiondesk.bot.config import Config
 from mentiondesk.bot.mastodon.client import MastodonClient
-from mentiondesk.storage.db import DatabaseError, create_engine, current_revision, head_revision, safe_url
+from mentiondesk.storage.db import DatabaseError, NoDatabaseError, current_revision, head_revision, open_engine
+from mentiondesk.storage.urls import describe_database
 
 
 @dataclass(frozen=True)
@@ -66,20 +67,24 @@ async def _check_intake(config: Config, client: AsyncWebClient) -> str:
 
 
 async def _check_database(config: Config) -> str:
-    url = config.settings.database.url
-    engine = create_engine(url)
+    url, auto_migrate = config.settings.database.url, config.settings.database.auto_migrate
+    name = describe_database(url)
+    try:
+        engine = await open_engine(url, create=False)
+    except NoDatabaseError:
+        if not auto_migrate:
+            raise
+        return f"no database at {name} yet: `mentiondesk run` creates it at start (or `mentiondesk db upgrade`)"
     try:
         current = await current_revision(engine)
     finally:
         await engine.dispose()
     head = head_revision()
     if current != head:
-        if config.settings.database.auto_migrate:
-            return f"{safe_url(url)} reachable; schema {current or 'empty'} will be upgraded to {head} at start"
-        raise DatabaseError(
-            f"{safe_url(url)}: schema is at {current or 'nothing'}, needs {head}: run `mentiondesk db upgrade`"
-        )
-    return f"{safe_url(url)} reachable, schema current ({head})"
+        if auto_migrate:
+            return f"{name} reachable; schema {current or 'empty'} will be upgraded to {head} at start"
+        raise DatabaseError(f"{name}: schema is at {current or 'nothing'}, needs {head}: run `mentiondesk db upgrade`")
+    return f"{name} reachable, schema current ({head})"
 
 
 CHECKS: list[tuple[str, Callable[[Config], Awaitable[str]]]] = [

@@ -123,6 +123,9 @@ def _load(path: Path | None) -> Config:
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # Alembic logs its plugins and every step at INFO on each start; storage.db says when the schema changes.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -177,13 +180,16 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
-    from mentiondesk.storage.db import create_engine, current_revision, head_revision, safe_url, upgrade
+    from mentiondesk.storage.db import current_revision, head_revision, open_engine, upgrade
+    from mentiondesk.storage.urls import describe_database
 
     config = _load(args.config)
+    _setup_logging(config.settings.daemon.log_level)
     url = config.settings.database.url
 
     async def go() -> str | None:
-        engine = create_engine(url)
+        # Only upgrade may create the database: `db current` on a mistyped path must not leave one behind.
+        engine = await open_engine(url, create=args.db_command == "upgrade")
         try:
             if args.db_command == "upgrade":
                 await upgrade(engine)
@@ -192,7 +198,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
             await engine.dispose()
 
     revision = asyncio.run(go())
-    print(f"{safe_url(url)}: schema at {revision or 'nothing'} (latest {head_revision()})")
+    print(f"{describe_database(url)}: schema at {revision or 'nothing'} (latest {head_revision()})")
     return EXIT_OK
 
 

@@ -12,6 +12,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mentiondesk.storage.urls import with_absolute_sqlite_path
+
 SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///mentiondesk.db"
 
@@ -152,7 +154,8 @@ class SlaSettings(_Section):
 
 
 class DatabaseSettings(_Section):
-    url: str = DEFAULT_DATABASE_URL
+    # validate_default: the default's relative path is resolved like any other.
+    url: str = Field(default=DEFAULT_DATABASE_URL, validate_default=True)
     auto_migrate: bool = True
 
     @field_validator("url")
@@ -162,7 +165,10 @@ class DatabaseSettings(_Section):
             raise ValueError(
                 "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// (the async drivers mentiondesk uses)"
             )
-        return value
+        try:
+            return with_absolute_sqlite_path(value)
+        except ValueError as exc:  # e.g. a port that is not a number
+            raise ValueError(f"cannot be read as a database URL ({exc})") from None
 
 
 class DaemonSettings(_Section):
@@ -187,7 +193,8 @@ class Settings(_Section):
     classifier: ClassifierSettings = ClassifierSettings()
     tickets: TicketSettings = TicketSettings()
     sla: SlaSettings = SlaSettings()
-    database: DatabaseSettings = DatabaseSettings()
+    # Built per load, not once at import: its SQLite path is resolved against the working directory then.
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     daemon: DaemonSettings = DaemonSettings()
 
 

@@ -31,12 +31,13 @@ from mentiondesk.bot.slack.sender import SlackSender
 from mentiondesk.handlers import build_router, slack_listeners
 from mentiondesk.storage.db import (
     DatabaseError,
-    create_engine,
     current_revision,
     head_revision,
+    open_engine,
     session_factory,
     upgrade,
 )
+from mentiondesk.storage.urls import describe_database
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ class Daemon:
     async def _start(self) -> None:
         settings = self.config.settings
         secrets = self.config.secrets
-        self._engine = create_engine(settings.database.url)
+        logger.info("starting with database %s", describe_database(settings.database.url))
+        self._engine = await open_engine(settings.database.url, create=True)
         await self._prepare_schema(self._engine)
         sessions = session_factory(self._engine)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.sql.base import Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.storage.urls import describe_database, sqlite_path
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -28,9 +32,8 @@ class DatabaseError(Exception):
     """The database cannot be used; the message says which and why (never the password)."""
 
 
-def safe_url(url: str) -> str:
-    """The URL with any password masked, for logs and error messages."""
-    return make_url(url).render_as_string(hide_password=True)
+class NoDatabaseError(DatabaseError):
+    """A SQLite file that a reading command expected does not exist (and was not created)."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -45,16 +48,56 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """Build the async engine for a sqlite+aiosqlite or postgresql+asyncpg URL."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    """Build the async engine for a sqlite+aiosqlite or postgresql+asyncpg URL (no I/O: see open_engine)."""
+    if make_url(url).get_backend_name() == "sqlite":
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # pre_ping notices connections the server dropped (restart, failover) before we use them.
     return create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+async def open_engine(url: str, *, create: bool) -> AsyncEngine:
+    """The engine for url, once a SQLite file is known to be usable.
+
+    With create, a missing file's folder is made (SQLite makes the file on first use); without, the file must
+    exist, so that a command that only reads never leaves an empty database behind. The usual reasons a path
+    cannot be used (a folder or a file in the way, no permission) become a DatabaseError naming it before
+    SQLite is asked: when opening fails, aiosqlite's worker thread can outlive the event loop and print a
+    traceback of its own.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        try:
+            await asyncio.to_thread(_check_sqlite_file, path, create=create)
+        except OSError as exc:  # looking at the path itself failed, e.g. a folder on the way we may not enter
+            raise DatabaseError(f"cannot use the database {path}: {exc.strerror} ({exc.filename})") from exc
+    return create_engine(url)
+
+
+def _check_sqlite_file(path: Path, *, create: bool) -> None:
+    if path.is_dir():
+        raise DatabaseError(f"{path} is a folder, not a database file: fix database.url")
+    if path.exists():
+        # Reading commands leave permissions to SQLite, which can read a file it cannot write.
+        if create and not os.access(path, os.R_OK | os.W_OK):
+            raise DatabaseError(f"cannot use the database {path}: no permission to read and write it")
+        return
+    if not create:
+        raise NoDatabaseError(f"no database at {path}: `mentiondesk db upgrade` creates it, or fix database.url")
+    _make_folder(path)
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise DatabaseError(f"cannot create the database {path}: no permission to write in {path.parent}")
+
+
+def _make_folder(path: Path) -> None:
+    existing = next(parent for parent in path.parents if parent.exists())
+    if not existing.is_dir():
+        raise DatabaseError(f"cannot create the database {path}: {existing} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"cannot create the database {path}: cannot make {exc.filename}: {exc.strerror}") from exc
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -100,11 +143,16 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         async with engine.connect() as conn:
             return await conn.run_sync(_current_revision)
     except (OperationalError, DBAPIError, OSError) as exc:
-        raise DatabaseError(f"database {safe_url(str(engine.url))} unreachable: {_root_cause(exc)}") from exc
+        raise DatabaseError(f"database {describe_database(str(engine.url))} unreachable: {_root_cause(exc)}") from exc
 
 
 def _upgrade(connection: Connection, target: str) -> None:
     cfg = alembic_config()
+    current = _current_revision(connection)
+    wanted = ScriptDirectory.from_config(cfg).as_revision_number(target)
+    # Alembic's own INFO lines are silenced at start (too chatty); this one says when the schema changes.
+    if current != wanted:
+        logger.info("upgrading the database schema from %s to %s", current or "nothing", wanted)
     # env.py picks this connection up instead of opening its own (Alembic's connection-sharing recipe).
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, target)
@@ -116,7 +164,8 @@ async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade, target)
     except (OperationalError, DBAPIError, OSError) as exc:
-        raise DatabaseError(f"database {safe_url(str(engine.url))}: migration failed: {_root_cause(exc)}") from exc
+        name = describe_database(str(engine.url))
+        raise DatabaseError(f"database {name}: migration failed: {_root_cause(exc)}") from exc
 
 
 def _root_cause(exc: BaseException) -> str:

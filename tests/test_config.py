@@ -45,9 +45,10 @@ def test_copied_example_config_routes_nowhere_the_user_has_not_set_up(tmp_path: 
     assert settings.slack.default_channel == "#support"
 
 
-def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
+def test_minimal_config_gets_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     config = load_config(write(tmp_path, MINIMAL), environ={})
-    assert config.settings.database.url == "sqlite+aiosqlite:///mentiondesk.db"
+    assert config.settings.database.url == f"sqlite+aiosqlite:///{tmp_path}/mentiondesk.db"
     assert config.settings.slack.base_url == "https://slack.com/api/"
     assert config.settings.slack.dry_run is False
 
