@@ -36,6 +36,7 @@ from mentiondesk.bot.mastodon.client import (
     post_change_from_stream,
     status_item,
 )
+from mentiondesk.bot.mastodon.stream_hold import StreamEvent, StreamHold
 from mentiondesk.bot.mastodon.streaming import read_events
 from mentiondesk.bot.retry import Verdict, backoff_delay, parse_retry_after, rate_limit_pause_s, sort_mastodon_error
 from mentiondesk.storage.cursors import get_cursor, set_cursor
@@ -115,6 +116,8 @@ class FeedWatcher:
         self._kick = asyncio.Event()
         self.stream_connected = asyncio.Event()
         self.polls_completed = 0
+        self.stream_items_read = 0
+        self._hold = StreamHold(self._apply, name=feed.cursor_name)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -131,8 +134,12 @@ class FeedWatcher:
     async def _poll_loop(self) -> None:
         attempt = 0
         while True:
+            # Cleared before the catch-up, not after: a kick during it (a reconnect) asks for another one.
+            self._kick.clear()
+            connects = self._hold.connects
             try:
                 await self.catch_up()
+                await self._hold.release(connects)
                 attempt = 0
                 self.polls_completed += 1
                 wait_s = max(
@@ -148,7 +155,6 @@ class FeedWatcher:
             except Exception as exc:
                 attempt += 1
                 wait_s = self._wait_after(exc, attempt)
-            self._kick.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), timeout=wait_s)
 
@@ -204,6 +210,16 @@ class FeedWatcher:
         except Exception as exc:
             raise IngestError(f"cannot store cursor: {exc}") from exc
 
+    async def _apply(self, event: StreamEvent) -> None:
+        try:
+            if isinstance(event, Post):
+                await self._ingest(event, self.feed.source)
+            elif self._on_change is not None:
+                await self._on_change(event)
+        except IngestError as exc:
+            # The poll brings a post back once storage is healthy again, the refresh sweep an edit or delete.
+            logger.warning("%s: %s", self.feed.cursor_name, exc)
+
     # --- streaming -------------------------------------------------------------------------------
 
     async def _stream_loop(self) -> None:
@@ -241,6 +257,7 @@ class FeedWatcher:
                     status=resp.status,
                     message=f"streaming endpoint answered HTTP {resp.status}",
                 )
+            self._hold.connected()
             self.stream_connected.set()
             logger.info("%s: stream connected", self.feed.cursor_name)
             self.kick()
@@ -261,13 +278,9 @@ class FeedWatcher:
                 "%s: unreadable stream event skipped (%s); the next poll covers it", self.feed.cursor_name, exc
             )
             return
-        if item.post is None:
-            return
-        try:
-            await self._ingest(item.post, self.feed.source)
-        except IngestError as exc:
-            # The poll will bring this post back once storage is healthy again.
-            logger.warning("%s: %s", self.feed.cursor_name, exc)
+        self.stream_items_read += 1
+        if item.post is not None:
+            await self._hold.deliver(item.post)
 
     async def _on_change_event(self, name: str, data: str) -> None:
         assert self._on_change is not None
@@ -278,12 +291,8 @@ class FeedWatcher:
                 "%s: unreadable %s event skipped (%s); the refresh sweep covers it", self.feed.cursor_name, name, exc
             )
             return
-        if change is None:
-            return
-        try:
-            await self._on_change(change)
-        except IngestError as exc:
-            logger.warning("%s: %s", self.feed.cursor_name, exc)
+        if change is not None:
+            await self._hold.deliver(change)
 
 
 def _reset_in_s(reset: str) -> float:
