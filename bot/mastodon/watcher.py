@@ -36,6 +36,7 @@ from mentiondesk.bot.mastodon.client import (
     post_change_from_stream,
     status_item,
 )
+from mentiondesk.bot.mastodon.pacing import POLL_SHARE, STREAM_SHARE, min_interval_s, next_attempt
 from mentiondesk.bot.mastodon.stream_hold import StreamEvent, StreamHold
 from mentiondesk.bot.mastodon.streaming import read_events
 from mentiondesk.bot.retry import Verdict, backoff_delay, parse_retry_after, rate_limit_pause_s, sort_mastodon_error
@@ -118,6 +119,8 @@ class FeedWatcher:
         self.polls_completed = 0
         self.stream_items_read = 0
         self._hold = StreamHold(self._apply, name=feed.cursor_name)
+        self._poll_spacing_s = min_interval_s(settings, POLL_SHARE)
+        self._stream_spacing_s = min_interval_s(settings, STREAM_SHARE)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -137,6 +140,7 @@ class FeedWatcher:
             # Cleared before the catch-up, not after: a kick during it (a reconnect) asks for another one.
             self._kick.clear()
             connects = self._hold.connects
+            started = time.monotonic()
             try:
                 await self.catch_up()
                 await self._hold.release(connects)
@@ -155,8 +159,14 @@ class FeedWatcher:
             except Exception as exc:
                 attempt += 1
                 wait_s = self._wait_after(exc, attempt)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=wait_s)
+            await self._until_next_poll(wait_s, started=started)
+
+    async def _until_next_poll(self, wait_s: float, *, started: float) -> None:
+        """Wait wait_s or until kicked, and in any case until the budget allows this feed another poll."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._kick.wait(), timeout=wait_s)
+        # Every stream connect and end kicks a poll: spaced, a flapping stream cannot spend the budget on them.
+        await asyncio.sleep(max(0.0, started + self._poll_spacing_s - time.monotonic()))
 
     def _rate_limit_pause_s(self) -> float:
         return rate_limit_pause_s(
@@ -225,18 +235,21 @@ class FeedWatcher:
     async def _stream_loop(self) -> None:
         attempt = 0
         while True:
+            started = time.monotonic()
             wait_s: float | None = None
             try:
                 wait_s = await self._stream_once()
-                attempt = 0
             except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
                 logger.warning("%s: stream dropped: %s", self.feed.cursor_name, exc or type(exc).__name__)
             finally:
                 self.stream_connected.clear()
-            attempt += 1
-            # Poll at once so the gap while the stream is down is covered.
+            # A server that keeps ending the stream normally costs requests like one that keeps failing it.
+            attempt = next_attempt(attempt, up_s=time.monotonic() - started)
+            # Poll soon so the gap while the stream is down is covered.
             self.kick()
             delay = wait_s if wait_s is not None else backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
+            delay = max(delay, started + self._stream_spacing_s - time.monotonic())
+            logger.info("%s: stream closed; reconnecting in %.1fs", self.feed.cursor_name, delay)
             await asyncio.sleep(delay)
 
     async def _stream_once(self) -> float | None:
