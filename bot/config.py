@@ -46,6 +46,10 @@ class MastodonSettings(_Section):
     max_backoff_s: float = Field(default=300.0, gt=0)
     # Seconds between sweeps that re-read customer posts of open tickets for edits and deletes.
     refresh_interval_s: float = Field(default=120.0, gt=0)
+    # The account's request budget (stock Mastodon: 300 per 5 minutes); polls and stream reconnects are
+    # spaced so that, whatever the stream does, they use a fixed share of it.
+    rate_limit_requests: int = Field(default=300, gt=0)
+    rate_limit_window_s: float = Field(default=300.0, gt=0)
 
     @field_validator("base_url")
     @classmethod

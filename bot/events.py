@@ -35,6 +35,8 @@ class Post:
     tags: tuple[str, ...]
     is_reblog: bool = False
     edited_at: datetime | None = None
+    # Whom the post mentions (account ids): whether it reached the brand's notifications.
+    mentioned_account_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from mastodon.errors import MastodonError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -14,6 +15,7 @@ from mentiondesk.bot.classify.model import Classification
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.dispatch import Router
 from mentiondesk.bot.events import MentionReceived, Post
+from mentiondesk.bot.retry import Verdict, sort_mastodon_error
 from mentiondesk.bot.routing import route
 from mentiondesk.bot.slack.cards import followup_message
 from mentiondesk.storage.db import transaction
@@ -26,6 +28,7 @@ from mentiondesk.storage.tickets import (
     latest_ticket,
     mention_exists,
     open_ticket_for_thread,
+    status_stored,
     ticket_for_thread,
 )
 from mentiondesk.storage.types import utcnow
@@ -34,6 +37,8 @@ logger = logging.getLogger(__name__)
 router = Router()
 
 COMPLAINT = "complaint"
+# How far up a reply chain unread parents are fetched (one status request each) and filed first.
+UNREAD_PARENTS_MAX = 20
 
 
 def ignore_reason(post: Post, *, brand_id: str, accept_bots: bool) -> str | None:
@@ -77,6 +82,41 @@ async def _place(post: Post, *, complaint: bool, ctx: AppContext) -> Placement:
     if old is not None:
         return Placement(previous=old)
     return Placement(previous=latest.id if complaint else None)
+
+
+async def _file_unread_parent(post: Post, ctx: AppContext, *, parents_left: int) -> None:
+    """A reply read before the customer's own post it answers (another feed or route was faster): file that first.
+
+    So the ticket comes out as if the posts were read in the order written: rooted at the customer's
+    earliest post, with the reply in its thread. The parent is filed only if a feed brings it to the desk
+    anyway; a deleted one, another account's, or one the desk was never sent is left out, as in order.
+    """
+    parent_id = post.in_reply_to_id
+    if parent_id is None or post.in_reply_to_account_id != post.account.id:
+        return
+    async with ctx.sessions() as session:
+        if await status_stored(session, status_id=parent_id):
+            return
+    try:
+        parent = await ctx.mastodon.status(parent_id)
+    except MastodonError as exc:
+        if sort_mastodon_error(exc).verdict is not Verdict.FATAL:
+            raise  # worth another try: the reply is read again and the parent fetched then
+        logger.warning("cannot read %s, the post %s replies to (%s); placing the reply alone", parent_id, post.id, exc)
+        return
+    source = _feed_source(parent, ctx) if parent is not None else None
+    if parent is not None and source is not None:
+        logger.info("post %s was read before %s, the post it replies to: filing that one first", post.id, parent_id)
+        await _record(MentionReceived(post=parent, source=source), ctx, parents_left=parents_left)
+
+
+def _feed_source(post: Post, ctx: AppContext) -> str | None:
+    """The feed that brings this post to the desk (as MentionReceived.source), or None when none does."""
+    if ctx.brand.id in post.mentioned_account_ids:
+        return "notification"
+    # Hashtag timelines carry public posts only.
+    watched = [tag for tag in ctx.settings.mastodon.hashtags if tag in post.tags]
+    return f"hashtag:{watched[0]}" if watched and post.visibility == "public" else None
 
 
 def _within_reopen_window(ticket: Ticket, post: Post, ctx: AppContext) -> bool:
@@ -156,6 +196,10 @@ def _mention_row(post: Post, source: str, result: Classification) -> Mention:
 @router.on(MentionReceived)
 async def record_mention(event: MentionReceived, ctx: AppContext) -> None:
     """Store the mention with its classification; add it to the customer's ticket, reopen one, or open one."""
+    await _record(event, ctx, parents_left=UNREAD_PARENTS_MAX)
+
+
+async def _record(event: MentionReceived, ctx: AppContext, *, parents_left: int) -> None:
     post = event.post
     reason = ignore_reason(post, brand_id=ctx.brand.id, accept_bots=ctx.settings.mastodon.accept_bots)
     if reason is not None:
@@ -164,6 +208,8 @@ async def record_mention(event: MentionReceived, ctx: AppContext) -> None:
     async with ctx.sessions() as session:
         if await mention_exists(session, status_uri=post.uri):
             return  # seen already, through the stream or an earlier poll
+    if parents_left > 0:
+        await _file_unread_parent(post, ctx, parents_left=parents_left - 1)
     result = await asyncio.to_thread(ctx.classifier.classify, post.text, ctx.threshold)
     placement = await _place(post, complaint=result.label == COMPLAINT, ctx=ctx)
     try:

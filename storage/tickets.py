@@ -18,6 +18,12 @@ async def mention_exists(session: AsyncSession, *, status_uri: str) -> bool:
     return result.first() is not None
 
 
+async def status_stored(session: AsyncSession, *, status_id: str) -> bool:
+    """Whether a post with this status id was stored already (by id: all a reply knows of its parent)."""
+    result = await session.exec(select(Mention.id).where(Mention.status_id == status_id).limit(1))
+    return result.first() is not None
+
+
 async def open_ticket_for_thread(session: AsyncSession, *, account_id: str, status_ids: Sequence[str]) -> Ticket | None:
     """The customer's open ticket that holds any of status_ids (the posts this one replies under)."""
     if not status_ids:

@@ -130,6 +130,8 @@ def settings_dict(*, mastodon_url: str, slack_url: str, db_url: str, **sections:
             "poll_interval_s": 1.0,
             "stream_down_poll_interval_s": 0.3,
             "max_backoff_s": 1.0,
+            # Ten times Mastodon's rate (the mock sets no limit): polls spaced by 0.3 s, reconnects by 1 s.
+            "rate_limit_window_s": 30.0,
         },
         "slack": {
             "base_url": slack_url,

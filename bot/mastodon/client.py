@@ -77,6 +77,7 @@ def post_from_json(data: Mapping[str, Any]) -> Post:
         tags=tuple(str(t.get("name", "")).lower() for t in data.get("tags") or []),
         is_reblog=data.get("reblog") is not None,
         edited_at=_as_datetime(data["edited_at"]) if data.get("edited_at") else None,
+        mentioned_account_ids=tuple(str(m["id"]) for m in data.get("mentions") or [] if m.get("id") is not None),
     )
 
 

@@ -36,6 +36,8 @@ from mentiondesk.bot.mastodon.client import (
     post_change_from_stream,
     status_item,
 )
+from mentiondesk.bot.mastodon.pacing import POLL_SHARE, STREAM_SHARE, min_interval_s, next_attempt
+from mentiondesk.bot.mastodon.stream_hold import StreamEvent, StreamHold
 from mentiondesk.bot.mastodon.streaming import read_events
 from mentiondesk.bot.retry import Verdict, backoff_delay, parse_retry_after, rate_limit_pause_s, sort_mastodon_error
 from mentiondesk.storage.cursors import get_cursor, set_cursor
@@ -115,6 +117,10 @@ class FeedWatcher:
         self._kick = asyncio.Event()
         self.stream_connected = asyncio.Event()
         self.polls_completed = 0
+        self.stream_items_read = 0
+        self._hold = StreamHold(self._apply, name=feed.cursor_name)
+        self._poll_spacing_s = min_interval_s(settings, POLL_SHARE)
+        self._stream_spacing_s = min_interval_s(settings, STREAM_SHARE)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -131,8 +137,13 @@ class FeedWatcher:
     async def _poll_loop(self) -> None:
         attempt = 0
         while True:
+            # Cleared before the catch-up, not after: a kick during it (a reconnect) asks for another one.
+            self._kick.clear()
+            connects = self._hold.connects
+            started = time.monotonic()
             try:
                 await self.catch_up()
+                await self._hold.release(connects)
                 attempt = 0
                 self.polls_completed += 1
                 wait_s = max(
@@ -148,9 +159,14 @@ class FeedWatcher:
             except Exception as exc:
                 attempt += 1
                 wait_s = self._wait_after(exc, attempt)
-            self._kick.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=wait_s)
+            await self._until_next_poll(wait_s, started=started)
+
+    async def _until_next_poll(self, wait_s: float, *, started: float) -> None:
+        """Wait wait_s or until kicked, and in any case until the budget allows this feed another poll."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._kick.wait(), timeout=wait_s)
+        # Every stream connect and end kicks a poll: spaced, a flapping stream cannot spend the budget on them.
+        await asyncio.sleep(max(0.0, started + self._poll_spacing_s - time.monotonic()))
 
     def _rate_limit_pause_s(self) -> float:
         return rate_limit_pause_s(
@@ -204,23 +220,36 @@ class FeedWatcher:
         except Exception as exc:
             raise IngestError(f"cannot store cursor: {exc}") from exc
 
+    async def _apply(self, event: StreamEvent) -> None:
+        try:
+            if isinstance(event, Post):
+                await self._ingest(event, self.feed.source)
+            elif self._on_change is not None:
+                await self._on_change(event)
+        except IngestError as exc:
+            # The poll brings a post back once storage is healthy again, the refresh sweep an edit or delete.
+            logger.warning("%s: %s", self.feed.cursor_name, exc)
+
     # --- streaming -------------------------------------------------------------------------------
 
     async def _stream_loop(self) -> None:
         attempt = 0
         while True:
+            started = time.monotonic()
             wait_s: float | None = None
             try:
                 wait_s = await self._stream_once()
-                attempt = 0
             except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
                 logger.warning("%s: stream dropped: %s", self.feed.cursor_name, exc or type(exc).__name__)
             finally:
                 self.stream_connected.clear()
-            attempt += 1
-            # Poll at once so the gap while the stream is down is covered.
+            # A server that keeps ending the stream normally costs requests like one that keeps failing it.
+            attempt = next_attempt(attempt, up_s=time.monotonic() - started)
+            # Poll soon so the gap while the stream is down is covered.
             self.kick()
             delay = wait_s if wait_s is not None else backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
+            delay = max(delay, started + self._stream_spacing_s - time.monotonic())
+            logger.info("%s: stream closed; reconnecting in %.1fs", self.feed.cursor_name, delay)
             await asyncio.sleep(delay)
 
     async def _stream_once(self) -> float | None:
@@ -241,6 +270,7 @@ class FeedWatcher:
                     status=resp.status,
                     message=f"streaming endpoint answered HTTP {resp.status}",
                 )
+            self._hold.connected()
             self.stream_connected.set()
             logger.info("%s: stream connected", self.feed.cursor_name)
             self.kick()
@@ -261,13 +291,9 @@ class FeedWatcher:
                 "%s: unreadable stream event skipped (%s); the next poll covers it", self.feed.cursor_name, exc
             )
             return
-        if item.post is None:
-            return
-        try:
-            await self._ingest(item.post, self.feed.source)
-        except IngestError as exc:
-            # The poll will bring this post back once storage is healthy again.
-            logger.warning("%s: %s", self.feed.cursor_name, exc)
+        self.stream_items_read += 1
+        if item.post is not None:
+            await self._hold.deliver(item.post)
 
     async def _on_change_event(self, name: str, data: str) -> None:
         assert self._on_change is not None
@@ -278,12 +304,8 @@ class FeedWatcher:
                 "%s: unreadable %s event skipped (%s); the refresh sweep covers it", self.feed.cursor_name, name, exc
             )
             return
-        if change is None:
-            return
-        try:
-            await self._on_change(change)
-        except IngestError as exc:
-            logger.warning("%s: %s", self.feed.cursor_name, exc)
+        if change is not None:
+            await self._hold.deliver(change)
 
 
 def _reset_in_s(reset: str) -> float:
