@@ -36,8 +36,9 @@ async def _apply(body: dict[str, Any], ctx: AppContext, change: Change, verb: st
         done = await change(session, ticket_id, user)
         if not done:
             ticket = await session.get(Ticket, ticket_id)
-            # The card this agent clicked was out of date; make sure it shows the truth.
-            await ticket_actions.queue_card_refresh(session, ticket_id=ticket_id)
+            if ticket is not None:
+                # The card this agent clicked was out of date; make sure it shows the truth.
+                await ticket_actions.queue_card_refresh(session, ticket_id=ticket_id)
     ctx.wake_outbox()
     if done:
         logger.info("ticket #%d %s by %s", ticket_id, verb, user)

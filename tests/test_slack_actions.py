@@ -12,7 +12,7 @@ from mastodon_mock.testing.server import MockServer
 
 from mentiondesk.bot.config import Config
 from mentiondesk.bot.daemon import Daemon
-from mentiondesk.storage.models import Ticket, TicketEvent
+from mentiondesk.storage.models import SlackOutbox, Ticket, TicketEvent
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, post, rows
@@ -121,6 +121,33 @@ async def test_two_agents_claiming_at_once_one_wins(
 
 async def _claimed_once(daemon: Daemon) -> bool:
     return [e.action for e in await rows(daemon, TicketEvent)].count("claimed") == 1
+
+
+CARD_ACTIONS = ["ticket_claim", "ticket_unclaim", "ticket_resolve", "ticket_reopen", "ticket_not_complaint"]
+
+
+async def test_card_actions_on_a_ticket_that_does_not_exist_tell_the_agent(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
+    # A card left over from a wiped database, or a forged click: the agent must learn why nothing happened.
+    daemon = await start_daemon(make_config(slack={"repliers": [ALICE]}))
+    card = await card_for_new_ticket(mastodon, slack)
+    real = (await ticket(daemon)).id
+    assert real is not None
+    missing = str(real + 4242)
+    for action_id in [*CARD_ACTIONS, "ticket_reply"]:
+        await click(slack, card, ALICE, action_id, missing)
+    priority = slack.block_actions_payload(ALICE, "ticket_priority", "", "C0SUPPORT", card["ts"])
+    priority["actions"][0]["selected_option"] = {"value": f"{missing}:high"}
+    await slack.send_envelope("interactive", priority)
+
+    await slack.wait_for(lambda: len(slack.ephemerals) == len(CARD_ACTIONS) + 2)
+    told = [e["text"] for e in slack.ephemerals]
+    assert all(f"#{missing}" in text and "does not exist" in text for text in told), told
+    assert all(e["user"] == ALICE for e in slack.ephemerals)
+    # Nothing was queued for a ticket that is not there, and the real one is untouched.
+    assert [o.ticket_id for o in await rows(daemon, SlackOutbox)] == [real]
+    assert (await ticket(daemon)).assignee_slack_id is None
 
 
 QUICK_S = 2.0  # Slack gives up after three seconds; a malformed envelope must be acked well before
