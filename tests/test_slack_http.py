@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from mentiondesk.bot.config import Config, ConfigError, Secrets, SlackSettings, parse_settings
 from mentiondesk.bot.daemon import Daemon
 from mentiondesk.bot.slack.http import ReplayGuard, SlackHttpServer
-from mentiondesk.bot.slack.inbound import PayloadRules
+from mentiondesk.bot.slack.inbound import PayloadRules, action_number
 from mentiondesk.storage.models import Ticket
 from tests.conftest import BRAND_TOKEN, eventually, settings_dict
 from tests.fakeslack import FakeSlack
@@ -235,6 +235,20 @@ async def test_oversized_bodies_are_refused(
     small = command_body(slack)
     assert len(small) < 2048
     assert (await send(http, f"{base}/slack/commands", small, signed(small)))[0] == 200
+
+
+async def test_slacks_ssl_check_is_answered(serve: ServerFactory, http: aiohttp.ClientSession) -> None:
+    # Slack probes a slash command's URL with a form that has neither a type nor a command.
+    base, recorder = await serve()
+    body = b"ssl_check=1&token=fake-verification-token"
+    assert (await send(http, f"{base}/slack/commands", body, signed(body)))[0] == 200
+    assert recorder.commands == []
+
+
+def test_two_listeners_cannot_declare_the_same_action() -> None:
+    rules = PayloadRules(actions={"ticket_claim": action_number})
+    with pytest.raises(ValueError, match="ticket_claim"):
+        _ = rules | PayloadRules(actions={"ticket_claim": action_number})
 
 
 def test_replay_memory_forgets_after_the_window_and_stays_bounded() -> None:
