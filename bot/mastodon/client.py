@@ -13,7 +13,7 @@ from mastodon import Mastodon
 from mastodon.errors import MastodonAPIError, MastodonNotFoundError
 
 from mentiondesk.bot.events import AccountRef, Post, PostChange, PostDeleted, PostEdited
-from mentiondesk.bot.mastodon.text import MentionRef, status_to_text
+from mentiondesk.bot.mastodon.text import MentionRef, clean_fields, status_to_text
 
 USER_AGENT = "mentiondesk/0.1 (+https://github.com/mentiondesk/mentiondesk)"
 
@@ -61,7 +61,7 @@ def post_from_json(data: Mapping[str, Any]) -> Post:
     )
     in_reply_to = data.get("in_reply_to_id")
     in_reply_to_account = data.get("in_reply_to_account_id")
-    return Post(
+    post = Post(
         id=str(data["id"]),
         uri=str(data.get("uri") or data.get("url") or data["id"]),
         url=str(data.get("url") or data.get("uri") or ""),
@@ -76,6 +76,8 @@ def post_from_json(data: Mapping[str, Any]) -> Post:
         is_reblog=data.get("reblog") is not None,
         edited_at=_as_datetime(data["edited_at"]) if data.get("edited_at") else None,
     )
+    # Names, handles, URLs and tags are the customer's (or their server's): no bidi or invisible controls.
+    return clean_fields(post)
 
 
 def notification_item(data: Mapping[str, Any]) -> FeedItem:
