@@ -12,7 +12,8 @@ from typing import Any
 
 from mentiondesk.bot.mastodon.client import StatusLimits
 from mentiondesk.bot.mastodon.compose import allowed_visibilities, mastodon_length, with_mention
-from mentiondesk.bot.slack.cards import escape_mrkdwn
+from mentiondesk.bot.mastodon.text import clean_text
+from mentiondesk.bot.slack.cards import escape_mrkdwn, link_if_safe
 from mentiondesk.bot.slack.inbound import MAX_ROW_NUMBER, shown
 
 REPLY_CALLBACK, EDIT_CALLBACK = "reply_modal", "reply_edit_modal"
@@ -123,7 +124,8 @@ def length_error(text: str, acct: str, limits: StatusLimits) -> str | None:
 
 
 def _plain(text: str) -> dict[str, str]:
-    return {"type": "plain_text", "text": text}
+    # Slack shows plain_text as it is: only bidi and invisible controls need to go (the acct is the customer's).
+    return {"type": "plain_text", "text": clean_text(text)}
 
 
 def _quote(text: str) -> str:
@@ -179,8 +181,9 @@ def reply_view(
     target: ReplyTarget, *, post_text: str, post_url: str, post_visibility: str, limits: StatusLimits
 ) -> dict[str, Any]:
     """The Reply modal: the customer's latest post, the text box with its count, the visibility choice."""
-    link = f" (<{post_url}|view post>)" if post_url.startswith(("https://", "http://")) else ""
-    header = f"*@{escape_mrkdwn(target.acct)}* wrote ({post_visibility}){link}:"
+    link = link_if_safe(post_url, "view post")
+    where = f" ({link})" if link else ""
+    header = f"*@{escape_mrkdwn(target.acct)}* wrote ({escape_mrkdwn(post_visibility)}){where}:"
     return {
         "type": "modal",
         "callback_id": REPLY_CALLBACK,
