@@ -449,10 +449,10 @@ def test_reply_modal_links_the_post_only_when_its_url_is_safe() -> None:
 async def test_a_customers_bidi_controls_reach_nothing_in_slack(
     mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
 ) -> None:
-    # mallory's display name is "\u202eevil\u202c \u2067Acme\u2069 Support\u200f" (tests/conftest.py).
+    # mallory's display name is "\u202eevil\u202c Support\u200f" (tests/conftest.py).
     daemon = await start_daemon(make_config(slack={"repliers": [AGENT]}))
     card, ticket = await new_ticket(daemon, mastodon, slack, user="mallory", text=COMPLAINT + " \u202eti xif\u202c")
-    assert ticket.customer_display_name == "evil Acme Support"
+    assert ticket.customer_display_name == "evil Support"
     await post(
         mastodon,
         "mallory",
@@ -463,8 +463,8 @@ async def test_a_customers_bidi_controls_reach_nothing_in_slack(
     view = await open_modal(slack, card, AGENT, ticket)
     shown = await ask(slack, AGENT, f"show {ticket.id}")
 
-    assert "evil Acme Support (@mallory)" in str(card["blocks"])
+    assert "evil Support (@mallory)" in str(card["blocks"])
     assert "still waiting, hello?" in str(follow_up)
     assert "ti xif" in str(card["blocks"]) and "still waiting" in str(view)  # the modal quotes the latest post
-    assert "evil Acme Support" in shown
+    assert "evil Support" in shown
     assert controls_in(slack.messages("C0SUPPORT"), slack.updates, follow_up, slack.views, shown) == []
