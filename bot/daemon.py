@@ -28,7 +28,7 @@ from mentiondesk.bot.slack.app import SlackIntake, SocketModeConnection, build_a
 from mentiondesk.bot.slack.dry_run import DryRunSender
 from mentiondesk.bot.slack.permissions import Permissions
 from mentiondesk.bot.slack.sender import SlackSender
-from mentiondesk.handlers import build_router, slack_listeners
+from mentiondesk.handlers import build_router, slack_listeners, slack_payload_rules
 from mentiondesk.storage.db import (
     DatabaseError,
     current_revision,
@@ -166,9 +166,11 @@ class Daemon:
             from mentiondesk.bot.slack.http import SlackHttpServer
 
             assert secrets.slack_signing_secret is not None
-            return SlackHttpServer(app, slack, signing_secret=secrets.slack_signing_secret)
+            return SlackHttpServer(app, slack, signing_secret=secrets.slack_signing_secret, rules=slack_payload_rules())
         assert secrets.slack_app_token is not None and app.client is not None
-        return SocketModeConnection(app, app_token=secrets.slack_app_token, web_client=app.client)
+        return SocketModeConnection(
+            app, app_token=secrets.slack_app_token, web_client=app.client, rules=slack_payload_rules()
+        )
 
     async def _connect_slack(self) -> None:
         """Connect to Slack, retrying: while Slack is unreachable, tickets are still opened and queued."""

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from slack_bolt.async_app import AsyncApp
 
 from mentiondesk.bot.dispatch import Router
+from mentiondesk.bot.slack.inbound import PayloadRules
 from mentiondesk.handlers import mention, post_changes, slack_actions, slack_reply, slack_thread, slash_command
 
 
@@ -21,3 +22,8 @@ def build_router() -> Router:
 def slack_listeners() -> list[Callable[[AsyncApp], None]]:
     """Registration functions for everything that arrives from Slack."""
     return [slack_actions.register, slack_reply.register, slack_thread.register, slash_command.register]
+
+
+def slack_payload_rules() -> PayloadRules:
+    """What those listeners need of the payloads they get; both Slack intakes refuse payloads without it."""
+    return slack_actions.PAYLOADS | slack_reply.PAYLOADS | slack_thread.PAYLOADS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.slack.card_view import CLAIM, NOT_COMPLAINT, PRIORITY, REOPEN, RESOLVE, UNCLAIM
 from mentiondesk.bot.slack.ephemeral import tell
+from mentiondesk.bot.slack.inbound import PayloadRules, action_number, row_number, shown
 from mentiondesk.storage import ticket_actions
 from mentiondesk.storage.db import transaction
 from mentiondesk.storage.models import Ticket, TicketState
@@ -35,8 +36,9 @@ async def _apply(body: dict[str, Any], ctx: AppContext, change: Change, verb: st
         done = await change(session, ticket_id, user)
         if not done:
             ticket = await session.get(Ticket, ticket_id)
-            # The card this agent clicked was out of date; make sure it shows the truth.
-            await ticket_actions.queue_card_refresh(session, ticket_id=ticket_id)
+            if ticket is not None:
+                # The card this agent clicked was out of date; make sure it shows the truth.
+                await ticket_actions.queue_card_refresh(session, ticket_id=ticket_id)
     ctx.wake_outbox()
     if done:
         logger.info("ticket #%d %s by %s", ticket_id, verb, user)
@@ -45,16 +47,12 @@ async def _apply(body: dict[str, Any], ctx: AppContext, change: Change, verb: st
     await tell(ctx, body, f"Could not {verb} ticket #{ticket_id}: {now}.")
 
 
-def _ticket_id(body: dict[str, Any]) -> int:
-    return int(str(body["actions"][0]["value"]).split(":", 1)[0])
-
-
 def _button(change: Change, verb: str, doc: str) -> Callable[..., Awaitable[None]]:
     """A listener for one card button whose value is the ticket number."""
 
     async def listener(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
         await ack()
-        await _apply(body, context["desk"], change, verb, _ticket_id(body))
+        await _apply(body, context["desk"], change, verb, action_number(body["actions"][0]))
 
     listener.__doc__ = doc
     return listener
@@ -85,17 +83,31 @@ BUTTONS: dict[str, Callable[..., Awaitable[None]]] = {
 }
 
 
+def priority_choice(action: Mapping[str, Any]) -> tuple[int, str]:
+    """The ticket and priority an option of the priority select stands for: "<ticket>:<priority>"."""
+    option = action.get("selected_option")
+    value = option.get("value") if isinstance(option, dict) else None
+    ticket, _, priority = str(value).partition(":")
+    if not isinstance(value, str) or priority not in ticket_actions.PRIORITIES:
+        raise ValueError(f"value {shown(value)} is not one of the priorities we offer")
+    return row_number(ticket), priority
+
+
 async def on_priority(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
     """Priority: the select's value is "<ticket>:<priority>"."""
     await ack()
-    ticket_id, _, priority = str(body["actions"][0]["selected_option"]["value"]).partition(":")
+    ticket_id, priority = priority_choice(body["actions"][0])
     await _apply(
         body,
         context["desk"],
         lambda s, t, u: ticket_actions.set_priority(s, ticket_id=t, user=u, priority=priority),
         f"set the priority of ({priority})",
-        int(ticket_id),
+        ticket_id,
     )
+
+
+# What these listeners read from a click; the intakes refuse a click without it before it reaches them.
+PAYLOADS = PayloadRules(actions={**dict.fromkeys(BUTTONS, action_number), PRIORITY: priority_choice})
 
 
 def register(app: AsyncApp) -> None:

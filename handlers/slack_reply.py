@@ -30,6 +30,7 @@ from mentiondesk.bot.replies import (
 from mentiondesk.bot.slack.card_view import REPLY
 from mentiondesk.bot.slack.cards import escape_mrkdwn
 from mentiondesk.bot.slack.ephemeral import tell
+from mentiondesk.bot.slack.inbound import PayloadRules, action_number
 from mentiondesk.bot.slack.permissions import Permissions
 from mentiondesk.bot.slack.reply_modal import (
     EDIT_CALLBACK,
@@ -43,6 +44,7 @@ from mentiondesk.bot.slack.reply_modal import (
     reply_view,
     submitted_text,
     submitted_visibility,
+    target_of,
     with_hint,
 )
 from mentiondesk.storage.models import Reply, ReplyState, Ticket
@@ -70,7 +72,7 @@ def _user(body: dict[str, Any]) -> str:
 
 
 def _action_int(body: dict[str, Any]) -> int:
-    return int(str(body["actions"][0]["value"]))
+    return action_number(body["actions"][0])
 
 
 def _at(channel: str | None, user: str, thread_ts: str | None = None) -> dict[str, Any]:
@@ -132,7 +134,7 @@ async def on_text_changed(ack: Any, body: dict[str, Any], context: dict[str, Any
     await ack()
     ctx: AppContext = context["desk"]
     view = body["view"]
-    target = ReplyTarget.from_json(view["private_metadata"])
+    target = target_of(view)
     hint = length_hint(str(body["actions"][0].get("value") or ""), target.acct, ctx.limits)
     try:
         await _slack(ctx).views_update(view_id=view["id"], hash=view["hash"], view=with_hint(view, hint))
@@ -145,7 +147,7 @@ async def on_reply_submitted(ack: Any, body: dict[str, Any], context: dict[str, 
     """Post reply: an empty or too long text stays in the modal; otherwise it closes and the reply goes out."""
     ctx: AppContext = context["desk"]
     view = body["view"]
-    target = ReplyTarget.from_json(view["private_metadata"])
+    target = target_of(view)
     text, visibility = submitted_text(view), submitted_visibility(view)
     problem = length_error(text, target.acct, ctx.limits)
     if problem is not None:
@@ -251,7 +253,7 @@ async def on_edit_submitted(ack: Any, body: dict[str, Any], context: dict[str, A
     """Approve & post from the Edit modal: the edited text is checked again, then published as approved."""
     ctx: AppContext = context["desk"]
     view = body["view"]
-    target = ReplyTarget.from_json(view["private_metadata"])
+    target = target_of(view)
     text = submitted_text(view)
     problem = length_error(text, target.acct, ctx.limits)
     if problem is not None:
@@ -326,6 +328,13 @@ async def _tell_author(ctx: AppContext, reply: Reply, text: str) -> None:
         ticket = await session.get(Ticket, reply.ticket_id)
     channel = ticket.channel if ticket is not None else None
     await tell(ctx, _at(channel, reply.author_slack_id), text)
+
+
+# What these listeners read from a click or a modal; the intakes refuse a payload without it.
+PAYLOADS = PayloadRules(
+    actions=dict.fromkeys((REPLY, APPROVE, REJECT, EDIT), action_number),
+    views=dict.fromkeys((REPLY_CALLBACK, EDIT_CALLBACK), target_of),
+)
 
 
 def register(app: AsyncApp) -> None:

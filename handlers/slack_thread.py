@@ -8,6 +8,7 @@ their Send publishes it, through bot.replies.submit like every other reply.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -18,6 +19,8 @@ from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.mastodon.compose import allowed_visibilities
 from mentiondesk.bot.replies import ReplyError, latest_customer_post, submit
 from mentiondesk.bot.slack.cards import escape_mrkdwn
+from mentiondesk.bot.slack.ephemeral import tell
+from mentiondesk.bot.slack.inbound import PayloadRules, action_number
 from mentiondesk.bot.slack.permissions import Permissions
 from mentiondesk.storage import queries_desk
 from mentiondesk.storage.db import transaction
@@ -31,6 +34,16 @@ SEND_NOTE, KEEP_NOTE = "note_send", "note_keep"
 # Message subtypes that are a person writing: plain messages, "also send to channel", and file uploads.
 # Edits, deletions, joins and bot posts are not new notes.
 _HUMAN_SUBTYPES = frozenset({None, "thread_broadcast", "file_share"})
+
+
+def message_event(event: Mapping[str, Any]) -> None:
+    """What on_message reads of a message event: its place as strings, and the author and text if given."""
+    for key in ("channel", "ts"):
+        if not isinstance(event.get(key), str) or not event[key]:
+            raise ValueError(f"message event without a {key}")
+    for key in ("user", "thread_ts", "text", "subtype"):
+        if event.get(key) is not None and not isinstance(event[key], str):
+            raise ValueError(f"message event {key} is not a string")
 
 
 def _is_agent_thread_message(event: dict[str, Any], bot_user_id: str | None) -> bool:
@@ -129,14 +142,15 @@ async def _tell(
 
 
 async def _load(ctx: AppContext, body: dict[str, Any]) -> tuple[Note, Ticket] | None:
-    try:
-        note_id = int(str(body["actions"][0]["value"]))
-    except ValueError:
-        return None
+    """The note a prompt's button is about, with its ticket; None, and the agent told, when it is not there."""
+    note_id = action_number(body["actions"][0])
     async with ctx.sessions() as session:
         note = await session.get(Note, note_id)
         ticket = await session.get(Ticket, note.ticket_id) if note is not None else None
-    return (note, ticket) if note is not None and ticket is not None else None
+    if note is None or ticket is None:
+        await tell(ctx, body, f"Note {note_id} does not exist (any more); nothing was sent.")
+        return None
+    return note, ticket
 
 
 async def on_send(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
@@ -196,6 +210,10 @@ async def on_keep(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> No
     if loaded is not None:
         note, ticket = loaded
         await _tell(ctx, str(body["user"]["id"]), note, ticket, "Kept as an internal note.")
+
+
+# What these listeners read from an event or a click; the intakes refuse a payload without it.
+PAYLOADS = PayloadRules(actions=dict.fromkeys((SEND_NOTE, KEEP_NOTE), action_number), events={"message": message_event})
 
 
 def register(app: AsyncApp) -> None:

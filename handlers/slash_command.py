@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.slack.cards import escape_mrkdwn
+from mentiondesk.bot.slack.inbound import MAX_ROW_NUMBER
 from mentiondesk.storage import queries_desk
 from mentiondesk.storage.models import Reply, ReplyState, Ticket, TicketState
 from mentiondesk.storage.types import utcnow
@@ -95,7 +96,8 @@ def _reply_line(reply: Reply) -> str:
 
 
 async def answer_show(session: AsyncSession, number: int) -> tuple[str, list[dict[str, Any]]]:
-    ticket = await session.get(Ticket, number)
+    # Beyond a row id's range no ticket can exist, and asking Postgres would fail instead of finding none.
+    ticket = await session.get(Ticket, number) if 1 <= number <= MAX_ROW_NUMBER else None
     if ticket is None:
         return f"There is no ticket #{number}.", [_section(f"There is no ticket #{number}.")]
     now = utcnow()

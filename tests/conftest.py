@@ -31,6 +31,7 @@ SEED = SeedConfig(
         SeedAccount(username="carol", display_name="Carol", access_token="carol_token"),
         SeedAccount(username="dan", display_name="Dan", access_token="dan_token"),
         SeedAccount(username="robot", display_name="Robot", bot=True, access_token="robot_token"),
+        SeedAccount(username="mallory", display_name="\u202eevil\u202c Support\u200f", access_token="mallory_token"),
     ],
 )
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from mastodon_mock.testing.server import MockServer
 
 from mentiondesk.bot.config import Config
 from mentiondesk.bot.daemon import Daemon
-from mentiondesk.storage.models import Ticket, TicketEvent
+from mentiondesk.storage.models import SlackOutbox, Ticket, TicketEvent
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, post, rows
@@ -119,3 +121,91 @@ async def test_two_agents_claiming_at_once_one_wins(
 
 async def _claimed_once(daemon: Daemon) -> bool:
     return [e.action for e in await rows(daemon, TicketEvent)].count("claimed") == 1
+
+
+CARD_ACTIONS = ["ticket_claim", "ticket_unclaim", "ticket_resolve", "ticket_reopen", "ticket_not_complaint"]
+
+
+async def test_card_actions_on_a_ticket_that_does_not_exist_tell_the_agent(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
+    # A card left over from a wiped database, or a forged click: the agent must learn why nothing happened.
+    daemon = await start_daemon(make_config(slack={"repliers": [ALICE]}))
+    card = await card_for_new_ticket(mastodon, slack)
+    real = (await ticket(daemon)).id
+    assert real is not None
+    missing = str(real + 4242)
+    for action_id in [*CARD_ACTIONS, "ticket_reply"]:
+        await click(slack, card, ALICE, action_id, missing)
+    priority = slack.block_actions_payload(ALICE, "ticket_priority", "", "C0SUPPORT", card["ts"])
+    priority["actions"][0]["selected_option"] = {"value": f"{missing}:high"}
+    await slack.send_envelope("interactive", priority)
+
+    await slack.wait_for(lambda: len(slack.ephemerals) == len(CARD_ACTIONS) + 2)
+    told = [e["text"] for e in slack.ephemerals]
+    assert all(f"#{missing}" in text and "does not exist" in text for text in told), told
+    assert all(e["user"] == ALICE for e in slack.ephemerals)
+    # Nothing was queued for a ticket that is not there, and the real one is untouched.
+    assert [o.ticket_id for o in await rows(daemon, SlackOutbox)] == [real]
+    assert (await ticket(daemon)).assignee_slack_id is None
+
+
+QUICK_S = 2.0  # Slack gives up after three seconds; a malformed envelope must be acked well before
+
+
+def malformed_envelopes(slack: FakeSlack, card: dict[str, Any]) -> dict[str, tuple[str, object, str]]:
+    """Envelopes our listeners could not act on: (envelope type, payload, what the log must say)."""
+
+    def clicked(value: str, **changes: Any) -> dict[str, Any]:
+        payload = slack.block_actions_payload(ALICE, "ticket_claim", value, "C0SUPPORT", card["ts"])
+        payload.update(changes)
+        return payload
+
+    no_user = clicked("1")
+    del no_user["user"]
+    submission = slack.view_submission_payload(ALICE, "reply_modal", "{broken", {})
+    command = slack.slash_command_payload(ALICE, "/mentiondesk", "mine", "C0SUPPORT")
+    del command["user_id"]
+    return {
+        "payload null": ("interactive", None, "not a JSON object"),
+        "payload an array": ("interactive", [clicked("1")], "not a JSON object"),
+        "payload a string": ("interactive", "claim it", "not a JSON object"),
+        "payload without user": ("interactive", no_user, "user.id"),
+        "unknown payload type": ("interactive", clicked("1", type="mystery"), "unknown payload type"),
+        "claim value not a number": ("interactive", clicked("abc"), "ticket_claim"),
+        "claim value out of range": ("interactive", clicked("99999999999"), "ticket_claim"),
+        "private_metadata broken": ("interactive", submission, "private_metadata"),
+        "event without event": ("events_api", {"type": "event_callback"}, "event"),
+        "command without user": ("slash_commands", command, "user_id"),
+        "unknown envelope type": ("mystery", clicked("1"), "envelope type"),
+    }
+
+
+async def test_malformed_envelopes_are_acked_logged_and_dropped(
+    mastodon: MockServer,
+    slack: FakeSlack,
+    make_config: Callable[..., Config],
+    start_daemon: Start,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    daemon = await start_daemon(make_config())
+    card = await card_for_new_ticket(mastodon, slack)
+    acked: dict[str, bool] = {}
+    logged: dict[str, bool] = {}
+    for name, (kind, payload, reason) in malformed_envelopes(slack, card).items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            try:
+                ack = await slack.send_envelope(kind, payload, timeout_s=QUICK_S, accepts_response_payload=False)
+                acked[name] = ack["envelope_id"] == slack.envelopes[-1]["envelope_id"] and "payload" not in ack
+            except TimeoutError:
+                acked[name] = False
+        refusals = [r.getMessage() for r in caplog.records if r.name == "mentiondesk.bot.slack.app"]
+        logged[name] = len(refusals) == 1 and reason in refusals[0]
+    assert acked == {name: True for name in acked}
+    assert logged == {name: True for name in logged}
+    assert slack.ephemerals == [] and slack.views == []
+
+    # The connection and its listeners are still working: the next genuine click is handled.
+    await click(slack, card, ALICE, "ticket_claim", str((await ticket(daemon)).id))
+    await slack.wait_for(lambda: "Assigned to <@U0ALICE>" in str(current_card(slack, card)["blocks"]))

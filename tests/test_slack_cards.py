@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from mastodon_mock.testing.server import MockServer
 
+from mentiondesk.bot.config import Config
+from mentiondesk.bot.mastodon.client import StatusLimits
 from mentiondesk.bot.slack.cards import TicketCard, escape_mrkdwn, followup_message, render_plain, ticket_card
+from mentiondesk.bot.slack.reply_modal import ReplyTarget, reply_view
+from tests.fakeslack import FakeSlack
+from tests.test_e2e import COMPLAINT, post
+from tests.test_slack_reply import AGENT, Start, new_ticket, open_modal
+from tests.test_slash_command import ask
 
 WJ = "\u2060"
 POSTED = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
@@ -102,6 +110,9 @@ def block(blocks: list[dict], block_id: str) -> dict:
         ("*bold* _it_ ~s~", "*bold* _it_ ~s~"),
         ("&amp; stays literal", "&amp;amp; stays literal"),
         ("mail me@here.example", f"mail me@{WJ}here.example"),
+        # Bidi and invisible controls go, whoever wrote the text, before the broadcast words are looked for.
+        ("\u202eevil\u202c Support\u200f", "evil Support"),
+        ("@\u200bhere \u2066@channel\u2069", f"@{WJ}here @{WJ}channel"),
     ],
 )
 def test_escape_mrkdwn(raw: str, escaped: str) -> None:
@@ -210,7 +221,16 @@ def test_hostile_author_fields() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["javascript:alert(1)", "JaVaScRiPt://x", "data:text/html,hi", "//evil.example", "https://a b", "ftp://x", ""],
+    [
+        "javascript:alert(1)",
+        "JaVaScRiPt://x",
+        "data:text/html,hi",
+        "//evil.example",
+        "https://a b",
+        "ftp://x",
+        "",
+        "https://evil.example/\u202egpj.exe",
+    ],
 )
 def test_unsafe_urls_are_dropped(url: str) -> None:
     fallback, blocks = ticket_card(replace(CARD, author_url=url, post_url=url))
@@ -353,3 +373,98 @@ def test_render_plain_shows_a_selects_choice() -> None:
     assert render_plain("", blocks).endswith("\n[High priority]")
     del select["initial_option"]
     assert render_plain("", ticket_card(CARD, actions=[select], now=POSTED)[1]).endswith("\n[Priority]")
+
+
+# -- bidi and invisible controls ---------------------------------------------------
+
+# What can reorder or hide text in Slack; the word joiner is left out, escape_mrkdwn adds it after "@".
+CONTROLS = "\u061c\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"
+
+
+def controls_in(*shown: Any) -> list[str]:
+    """Every string Slack would be sent that still holds a bidi or invisible control."""
+    return [s for s in walk_strings(list(shown)) if any(c in s for c in CONTROLS)]
+
+
+def sprinkled(text: str) -> str:
+    return "\u202e" + "\u2067".join(text) + "\u202c\u200f"
+
+
+def test_no_bidi_control_reaches_a_card_or_follow_up() -> None:
+    # Tickets stored before the edge cleaned names still carry them; the card must not show them either.
+    card = replace(
+        CARD,
+        author_acct=sprinkled("alice@other.example"),
+        author_display_name=sprinkled("Acme Support"),
+        author_url="https://other.example/@alice\u202e",
+        text=sprinkled("refund me"),
+        post_url="https://other.example/@alice/111\u2066",
+        label=sprinkled("complaint"),
+        language=sprinkled("en"),
+        visibility=sprinkled("public"),
+        closed_reason=sprinkled("spam"),
+        state="closed",
+    )
+    fallback, blocks = ticket_card(card, now=POSTED)
+    assert controls_in(fallback, blocks) == []
+    assert "Acme Support (@alice@other.example)" in block(blocks, "ticket-42-author")["text"]["text"]
+    follow_up = followup_message(
+        number=42,
+        author_acct=card.author_acct,
+        author_url=card.author_url,
+        text=card.text,
+        post_url=card.post_url,
+        posted_at=POSTED,
+    )
+    assert controls_in(follow_up) == []
+
+
+def test_no_bidi_control_reaches_the_reply_modal() -> None:
+    target = ReplyTarget(ticket_id=42, acct=sprinkled("alice"), channel="C0SUPPORT")
+    limits = StatusLimits(max_characters=500, characters_reserved_per_url=23)
+    view = reply_view(
+        target, post_text=sprinkled("my order"), post_url=CARD.post_url, post_visibility="public", limits=limits
+    )
+    assert controls_in(view) == []
+    assert "my order" in str(view) and "@alice" in str(view)
+
+
+def test_reply_modal_links_the_post_only_when_its_url_is_safe() -> None:
+    target = ReplyTarget(ticket_id=42, acct="alice")
+    limits = StatusLimits(max_characters=500, characters_reserved_per_url=23)
+
+    def header(post_url: str) -> str:
+        view = reply_view(target, post_text="hi", post_url=post_url, post_visibility="public|<!here>", limits=limits)
+        return str(view["blocks"][0]["text"]["text"]).split("\n")[0]
+
+    forged = header("https://evil.example/x|Verify your account>")
+    assert forged == "*@alice* wrote (public|&lt;!here&gt;):"
+    encoded = header("https://evil.example/x|Verify>")
+    assert encoded == "*@alice* wrote (public|&lt;!here&gt;) (<https://evil.example/x%7CVerify%3E|view post>):"
+
+
+# -- end to end: a customer whose display name carries bidi controls ----------------------------------
+
+
+async def test_a_customers_bidi_controls_reach_nothing_in_slack(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
+    # mallory's display name is "\u202eevil\u202c Support\u200f" (tests/conftest.py).
+    daemon = await start_daemon(make_config(slack={"repliers": [AGENT]}))
+    card, ticket = await new_ticket(daemon, mastodon, slack, user="mallory", text=COMPLAINT + " \u202eti xif\u202c")
+    assert ticket.customer_display_name == "evil Support"
+    await post(
+        mastodon,
+        "mallory",
+        "@brand still \u2067waiting\u2069\u200f, \u200bhello?",
+        in_reply_to_id=ticket.root_status_id,
+    )
+    follow_up = await slack.wait_for(lambda: slack.thread("C0SUPPORT", card["ts"]), timeout_s=10)
+    view = await open_modal(slack, card, AGENT, ticket)
+    shown = await ask(slack, AGENT, f"show {ticket.id}")
+
+    assert "evil Support (@mallory)" in str(card["blocks"])
+    assert "still waiting, hello?" in str(follow_up)
+    assert "ti xif" in str(card["blocks"]) and "still waiting" in str(view)  # the modal quotes the latest post
+    assert "evil Support" in shown
+    assert controls_in(slack.messages("C0SUPPORT"), slack.updates, follow_up, slack.views, shown) == []

@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from mentiondesk.bot.config import Config, ConfigError, Secrets, SlackSettings, parse_settings
 from mentiondesk.bot.daemon import Daemon
 from mentiondesk.bot.slack.http import ReplayGuard, SlackHttpServer
+from mentiondesk.bot.slack.inbound import PayloadRules, action_number
 from mentiondesk.storage.models import Ticket
 from tests.conftest import BRAND_TOKEN, eventually, settings_dict
 from tests.fakeslack import FakeSlack
@@ -75,7 +76,7 @@ async def serve(slack: FakeSlack) -> AsyncIterator[ServerFactory]:
 
     async def start(**settings: Any) -> tuple[str, Recorder]:
         recorder = Recorder(slack)
-        server = SlackHttpServer(recorder.app, http_settings(**settings), signing_secret=SECRET)
+        server = SlackHttpServer(recorder.app, http_settings(**settings), signing_secret=SECRET, rules=PayloadRules())
         await server.start()
         servers.append(server)
         return f"http://127.0.0.1:{server.port}", recorder
@@ -236,6 +237,20 @@ async def test_oversized_bodies_are_refused(
     assert (await send(http, f"{base}/slack/commands", small, signed(small)))[0] == 200
 
 
+async def test_slacks_ssl_check_is_answered(serve: ServerFactory, http: aiohttp.ClientSession) -> None:
+    # Slack probes a slash command's URL with a form that has neither a type nor a command.
+    base, recorder = await serve()
+    body = b"ssl_check=1&token=fake-verification-token"
+    assert (await send(http, f"{base}/slack/commands", body, signed(body)))[0] == 200
+    assert recorder.commands == []
+
+
+def test_two_listeners_cannot_declare_the_same_action() -> None:
+    rules = PayloadRules(actions={"ticket_claim": action_number})
+    with pytest.raises(ValueError, match="ticket_claim"):
+        _ = rules | PayloadRules(actions={"ticket_claim": action_number})
+
+
 def test_replay_memory_forgets_after_the_window_and_stays_bounded() -> None:
     guard = ReplayGuard(window_s=300, max_entries=3)
     assert guard.first_use(1000, "v0=a", now_s=1000)
@@ -320,3 +335,101 @@ def test_http_mode_without_signing_secret_refuses_to_start(tmp_path: Path) -> No
     )
     with pytest.raises(ConfigError, match="MENTIONDESK_SLACK_SIGNING_SECRET"):
         Daemon(config)
+
+
+# ---------------------------------------------------------------- signed but malformed
+
+JSON = "application/json"
+# Slack waits three seconds for an answer; a refusal must come well before that.
+QUICK_S = 2.0
+
+
+def _payload(payload: object) -> tuple[str, bytes, str]:
+    return INTERACTIVITY, urlencode({"payload": json.dumps(payload)}).encode(), FORM
+
+
+def _raw(path: str, body: bytes, content_type: str) -> tuple[str, bytes, str]:
+    return path, body, content_type
+
+
+INTERACTIVITY, EVENTS, COMMANDS = "/slack/interactivity", "/slack/events", "/slack/commands"
+
+
+def malformed_requests(slack: FakeSlack) -> dict[str, tuple[tuple[str, bytes, str], str]]:
+    """Signed requests our listeners could not act on: (path, body, content type) and what the log must say."""
+
+    def click(value: str, **changes: Any) -> dict[str, Any]:
+        payload = slack.block_actions_payload(ALICE, "ticket_claim", value, "C0SUPPORT", "1700000000.000100")
+        payload.update(changes)
+        return payload
+
+    no_user = click("1")
+    del no_user["user"]
+    priority = slack.block_actions_payload(ALICE, "ticket_priority", "", "C0SUPPORT", "1700000000.000100")
+    priority["actions"][0]["selected_option"] = {"value": "1:urgent"}
+
+    def submission(metadata: str) -> dict[str, Any]:
+        return slack.view_submission_payload(ALICE, "reply_modal", metadata, {})
+
+    command = slack.slash_command_payload(ALICE, "/mentiondesk", "mine", "C0SUPPORT")
+    del command["user_id"]
+    return {
+        "body not JSON": (_raw(EVENTS, b'{"type": "event_callback", ', JSON), "not valid JSON"),
+        "JSON array": (_raw(EVENTS, b'[{"type": "event_callback"}]', JSON), "not a JSON object"),
+        "JSON number": (_raw(EVENTS, b"42", JSON), "not a JSON object"),
+        "empty body": (_raw(EVENTS, b"", JSON), "neither"),
+        "payload=null": (_raw(INTERACTIVITY, b"payload=null", FORM), "not a JSON object"),
+        "payload not JSON": (_raw(INTERACTIVITY, b"payload=%7Bbroken", FORM), "not valid JSON"),
+        "payload an array": (_payload([click("1")]), "not a JSON object"),
+        "payload without user": (_payload(no_user), "user.id"),
+        "user without id": (_payload(click("1", user={"name": "alice"})), "user.id"),
+        "unknown type": (_payload(click("1", type="mystery")), "unknown payload type"),
+        "no actions": (_payload(click("1", actions=[])), "actions"),
+        "claim value not a number": (_payload(click("abc")), "ticket_claim"),
+        "claim value not ASCII digits": (_payload(click("١٢")), "ticket_claim"),
+        "claim value out of range": (_payload(click("99999999999")), "ticket_claim"),
+        "claim value zero": (_payload(click("0")), "ticket_claim"),
+        "priority not one we offer": (_payload(priority), "ticket_priority"),
+        "private_metadata not JSON": (_payload(submission("{broken")), "private_metadata"),
+        "private_metadata without ticket": (_payload(submission('{"acct": "alice"}')), "private_metadata"),
+        "private_metadata an array": (_payload(submission("[1, 2]")), "private_metadata"),
+        "event without event": (_raw(EVENTS, json.dumps({"type": "event_callback"}).encode(), JSON), "event"),
+        "command without user": (_raw(COMMANDS, urlencode(command).encode(), FORM), "user_id"),
+    }
+
+
+async def test_signed_malformed_requests_get_400_at_once(
+    mastodon: MockServer,
+    slack: FakeSlack,
+    db_url: str,
+    start_daemon: Start,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    daemon = await start_daemon(http_config(mastodon, slack, db_url))
+    base = await daemon_url(daemon)
+    answers: dict[str, tuple[int, str]] = {}
+    slow: dict[str, float] = {}
+    logged: dict[str, bool] = {}
+    for name, ((path, body, content_type), reason) in malformed_requests(slack).items():
+        caplog.clear()
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING):
+            answers[name] = await send(http, base + path, body, signed(body), content_type=content_type)
+        if time.monotonic() - started > QUICK_S:
+            slow[name] = time.monotonic() - started
+        refusals = [r.getMessage() for r in caplog.records if r.name == "mentiondesk.bot.slack.http"]
+        logged[name] = len(refusals) == 1 and reason in refusals[0] and SECRET not in caplog.text
+    assert answers == {name: (400, "bad request") for name in answers}
+    assert slow == {}
+    assert logged == {name: True for name in logged}
+    assert slack.ephemerals == [] and slack.views == []
+
+    # The daemon is none the worse: a genuine click still claims the ticket.
+    await post(mastodon, "alice", COMPLAINT)
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 1, timeout_s=10)
+    card = slack.messages("C0SUPPORT")[0]
+    number = str((await rows(daemon, Ticket))[0].id)
+    click = interactive_body(slack.block_actions_payload(ALICE, "ticket_claim", number, "C0SUPPORT", card["ts"]))
+    assert (await send(http, f"{base}/slack/interactivity", click, signed(click)))[0] == 200
+    await slack.wait_for(lambda: any("Assigned to <@U0ALICE>" in str(u["blocks"]) for u in slack.updates))

@@ -162,3 +162,16 @@ async def test_confirm_keep_and_refusals(
     await slack.wait_for(lambda: told(slack, ALICE, "Only <@U0BOB> can send"))
     assert await brand_posts(mastodon, daemon) == []
     assert len(await notes(daemon)) == 2
+
+
+async def test_send_or_keep_on_a_note_that_does_not_exist_tells_the_agent(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
+    daemon = await start_daemon(make_config(slack=CONFIRM))
+    _, card = await new_ticket(daemon, mastodon, slack)
+    for action_id in ("note_send", "note_keep"):
+        payload = slack.block_actions_payload(ALICE, action_id, "4242", "C0SUPPORT", card["ts"])
+        await slack.send_envelope("interactive", payload)
+    await slack.wait_for(lambda: len(slack.ephemerals) == 2)
+    assert all(e["user"] == ALICE and "Note 4242 does not exist" in e["text"] for e in slack.ephemerals)
+    assert await notes(daemon) == []

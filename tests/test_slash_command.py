@@ -70,6 +70,9 @@ async def test_show_and_stats_follow_the_work(
     assert "Customer: Alice (@alice)" in before and "Assignee: unclaimed" in before
     assert "Internal notes: 0" in before and "none yet" in before and "first response due" in before
     assert "There is no ticket #999." in await ask(slack, ALICE, "show 999")
+    # Numbers no ticket can have (row ids are 32-bit on Postgres) get the same answer, not a database error.
+    assert "There is no ticket #99999999999." in await ask(slack, ALICE, "show 99999999999")
+    assert "There is no ticket #0." in await ask(slack, ALICE, "show #0")
 
     # Alice writes in the thread and sends it publicly: a note, a reply and a first response.
     card = slack.messages("C0SUPPORT")[0]

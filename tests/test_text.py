@@ -1,10 +1,11 @@
-"""status_to_text: Mastodon status HTML -> plain ticket text."""
+"""status_to_text: Mastodon status HTML -> plain ticket text; clean_text for every string a customer controls."""
 
 from __future__ import annotations
 
 import pytest
 
-from mentiondesk.bot.mastodon.text import MentionRef, status_to_text
+from mentiondesk.bot.mastodon.client import post_from_json
+from mentiondesk.bot.mastodon.text import MentionRef, clean_text, status_to_text
 
 BRAND = MentionRef(url="https://social.example/@brand", acct="brand")
 ALICE = MentionRef(url="https://other.example/@alice", acct="alice@other.example")
@@ -175,3 +176,78 @@ def test_one_megabyte_input_returns_truncated(html: str) -> None:
     assert len(out) <= 5000
     if out:
         assert len(out) == 5000 and out.endswith("…")
+
+
+# -- clean_text: what a customer controls, without what can reorder or hide it ------------------------
+
+# Bidi embeddings, overrides, isolates and marks, and invisible characters with no place in a name or post.
+REORDER_OR_HIDE = [
+    "\u061c",  # ARABIC LETTER MARK
+    "\u200e",  # LEFT-TO-RIGHT MARK
+    "\u200f",  # RIGHT-TO-LEFT MARK
+    *map(chr, range(0x202A, 0x202F)),  # LRE, RLE, PDF, LRO, RLO
+    *map(chr, range(0x2066, 0x206A)),  # LRI, RLI, FSI, PDI
+    "\u200b",  # ZERO WIDTH SPACE
+    "\u2060",  # WORD JOINER
+    *map(chr, range(0x2061, 0x2065)),  # invisible function application, times, separator, plus
+    *map(chr, range(0x206A, 0x2070)),  # deprecated shaping and digit-shape controls
+    "\ufeff",  # ZERO WIDTH NO-BREAK SPACE (BOM)
+    *map(chr, range(0xFFF9, 0xFFFC)),  # interlinear annotation: hides the annotation text
+    "\U000e0001",  # LANGUAGE TAG
+    "\U000e0041",  # a tag character outside a flag: invisible "A"
+    "\x00",
+    "\x1b",
+    "\x85",
+]
+
+
+@pytest.mark.parametrize("char", REORDER_OR_HIDE, ids=lambda c: f"U+{ord(c):04X}")
+def test_clean_text_strips_what_can_reorder_or_hide_text(char: str) -> None:
+    assert clean_text(f"Acme{char} Support{char}") == "Acme Support"
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "family \U0001f469\u200d\U0001f469\u200d\U0001f467",  # ZWJ sequence
+        "keycap 1\ufe0f\u20e3",  # variation selector
+        "England \U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",  # tag sequence flag
+        "Persian \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # ZWNJ is spelling there
+        "\u05e9\u05dc\u05d5\u05dd and \u0645\u0631\u062d\u0628\u0627",  # right-to-left scripts themselves
+        "tab\tand\nnewline",
+    ],
+)
+def test_clean_text_keeps_emoji_joiners_and_scripts(kept: str) -> None:
+    assert clean_text(kept) == kept
+
+
+def test_status_text_strips_bidi_marks_and_zero_width_characters() -> None:
+    html = "<p>pay\u200fme &#x200E;now\u061c \u200bplease &#xFEFF;x</p>"
+    assert status_to_text(html) == "payme now please x"
+
+
+def test_a_post_from_mastodon_json_has_no_control_in_any_string() -> None:
+    rlo, pdf = "\u202e", "\u202c"
+    status = {
+        "id": "111",
+        "uri": f"https://evil.example/{rlo}statuses/111",
+        "url": f"https://evil.example/@m/{rlo}111",
+        "content": '<p><a href="https://evil.example/@x" class="u-url mention">@x</a> hello</p>',
+        "mentions": [{"url": "https://evil.example/@x", "acct": f"{rlo}x@evil.example"}],
+        "tags": [{"name": f"help{rlo}"}],
+        "created_at": "2024-05-01T12:30:00Z",
+        "visibility": "public",
+        "language": f"en{rlo}",
+        "spoiler_text": "",
+        "account": {
+            "id": "9",
+            "acct": f"m{rlo}@evil.example",
+            "display_name": f"{rlo}evil{pdf} Support",
+            "url": f"https://evil.example/@{rlo}m",
+        },
+    }
+    post = post_from_json(status)
+    assert post.account.display_name == "evil Support"
+    assert post.text == "@x@evil.example hello"
+    strings = [post.uri, post.url, post.text, post.language, *post.tags, *vars(post.account).values()]
+    assert [s for s in strings if isinstance(s, str) and (rlo in s or pdf in s)] == []

@@ -15,7 +15,7 @@ from mastodon.errors import MastodonAPIError, MastodonError, MastodonNotFoundErr
 
 from mentiondesk.bot.events import AccountRef, Post, PostChange, PostDeleted, PostEdited
 from mentiondesk.bot.mastodon.explain import MastodonSetupError, explain
-from mentiondesk.bot.mastodon.text import MentionRef, status_to_text
+from mentiondesk.bot.mastodon.text import MentionRef, clean_fields, status_to_text
 
 USER_AGENT = "mentiondesk/0.1 (+https://github.com/mentiondesk/mentiondesk)"
 
@@ -63,7 +63,7 @@ def post_from_json(data: Mapping[str, Any]) -> Post:
     )
     in_reply_to = data.get("in_reply_to_id")
     in_reply_to_account = data.get("in_reply_to_account_id")
-    return Post(
+    post = Post(
         id=str(data["id"]),
         uri=str(data.get("uri") or data.get("url") or data["id"]),
         url=str(data.get("url") or data.get("uri") or ""),
@@ -79,6 +79,8 @@ def post_from_json(data: Mapping[str, Any]) -> Post:
         edited_at=_as_datetime(data["edited_at"]) if data.get("edited_at") else None,
         mentioned_account_ids=tuple(str(m["id"]) for m in data.get("mentions") or [] if m.get("id") is not None),
     )
+    # Names, handles, URLs and tags are the customer's (or their server's): no bidi or invisible controls.
+    return clean_fields(post)
 
 
 def notification_item(data: Mapping[str, Any]) -> FeedItem:

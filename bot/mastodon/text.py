@@ -15,12 +15,17 @@ text rendering, never a crash.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
-__all__ = ["MentionRef", "status_to_text"]
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = ["MentionRef", "clean_fields", "clean_text", "status_to_text"]
 
 ELLIPSIS = "…"
 
@@ -29,10 +34,19 @@ ELLIPSIS = "…"
 # visible text alone would overflow ``max_chars``.
 _MAX_HTML_CHARS = 2_000_000
 
-# C0/C1 controls except \t and \n, plus bidi embeddings/overrides/isolates that
+# C0/C1 controls except \t and \n, plus bidi embeddings/overrides/isolates/marks that
 # can make a ticket display text in a misleading order ("Trojan Source").
 _STRIP_CHARS = {c: None for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)] if c not in (0x09, 0x0A)}
-_STRIP_CHARS.update({c: None for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
+_STRIP_CHARS.update({c: None for c in [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
+# Invisible characters that only serve to hide or disguise text ("Acme\u200bSupport" is not "Acme Support"):
+# zero-width space, word joiner, invisible math operators, deprecated shaping controls, the BOM, and
+# interlinear annotations (whose annotation text is not shown). ZWJ and ZWNJ stay: emoji sequences and
+# several scripts are spelt with them, and they cannot reorder anything.
+_STRIP_CHARS.update({c: None for c in [0x200B, *range(0x2060, 0x2065), *range(0x206A, 0x2070), 0xFEFF]})
+_STRIP_CHARS.update({c: None for c in range(0xFFF9, 0xFFFC)})
+# Tag characters are invisible ASCII look-alikes; the only use Slack shows is a subdivision flag
+# (black flag, tag letters, cancel tag), so every other tag character is dropped.
+_TAG_CHARS_RE = re.compile("(\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f)|[\U000e0000-\U000e007f]")
 
 # Tags whose boundaries mean "new paragraph" / "new line" in plain text.
 _PARA_TAGS = frozenset({"p", "blockquote", "pre", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6"})
@@ -59,8 +73,36 @@ class MentionRef:
     acct: str
 
 
-def _clean(text: str) -> str:
-    return text.translate(_STRIP_CHARS)
+def clean_text(text: str) -> str:
+    """Text a customer controls, without the characters that can reorder or hide it.
+
+    Control characters (except tab and newline), bidi controls and invisible formatting characters go;
+    emoji sequences (ZWJ, variation selectors, flag tags) and every script's own letters stay.
+    """
+    return _TAG_CHARS_RE.sub(lambda m: m.group(1) or "", text.translate(_STRIP_CHARS))
+
+
+_Fields = TypeVar("_Fields", bound="DataclassInstance")
+
+
+def clean_fields(value: _Fields) -> _Fields:
+    """A copy of a dataclass with clean_text applied to every string in it, nested dataclasses included.
+
+    For the edge where a server's JSON becomes our dataclasses: every string a customer controls
+    (names, handles, URLs, tags) is cleaned there, including fields added later.
+    """
+    changes = {f.name: _cleaned(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return dataclasses.replace(value, **changes)
+
+
+def _cleaned(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, tuple):
+        return tuple(_cleaned(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return clean_fields(value)
+    return value
 
 
 class _Extractor:
@@ -98,7 +140,7 @@ class _Extractor:
             self.newlines = count
 
     def _text(self, raw: str) -> None:
-        text = _clean(html.unescape(raw))
+        text = clean_text(html.unescape(raw))
         if not self.pre_depth:
             # In HTML a raw newline in text is just whitespace; line breaks come from tags.
             text = text.replace("\n", " ")
@@ -113,7 +155,7 @@ class _Extractor:
         self._emit(self._render_link(attrs, text))
 
     def _render_link(self, attrs: dict[str, str], text: str) -> str:
-        href = _clean(attrs.get("href", "")).strip()
+        href = clean_text(attrs.get("href", "")).strip()
         classes = attrs.get("class", "").split()
         if "hashtag" in classes or "tag" in attrs.get("rel", "").split():
             return "#" + text.lstrip("#") if text else ""
@@ -208,7 +250,7 @@ class _Extractor:
         elif name == "img":
             alt = _attrs(inner[m.end() :] if m else "").get("alt", "")
             if alt:
-                self._emit(_clean(alt))
+                self._emit(clean_text(alt))
         return pos
 
 
@@ -248,7 +290,7 @@ def status_to_text(
     extractor.run(content_html[:_MAX_HTML_CHARS])
     body = _normalize("".join(extractor.out))
     # The CW is plain text from the API (not HTML), so it is not unescaped.
-    spoiler = " ".join(_clean(spoiler_text).split())
+    spoiler = " ".join(clean_text(spoiler_text).split())
     if spoiler:
         body = f"CW: {spoiler}\n\n{body}".rstrip()
     if len(body) > max_chars:

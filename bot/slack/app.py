@@ -9,9 +9,13 @@ from typing import Any, Protocol
 
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.slack.inbound import MalformedPayload, PayloadRules, check_envelope, shown
 from mentiondesk.bot.slack.permissions import Permissions
 
 logger = logging.getLogger(__name__)
@@ -72,11 +76,38 @@ class SlackIntake(Protocol):
     async def stop(self) -> None: ...
 
 
+# Frames about the connection itself, which slack-sdk acts on; they carry no envelope to ack.
+_CONNECTION_FRAMES = frozenset({"hello", "disconnect"})
+
+
 class SocketModeConnection:
     """Socket Mode: mentiondesk dials out to Slack, so it needs no public URL. slack-sdk reconnects on its own."""
 
-    def __init__(self, app: AsyncApp, *, app_token: str, web_client: AsyncWebClient) -> None:
+    def __init__(self, app: AsyncApp, *, app_token: str, web_client: AsyncWebClient, rules: PayloadRules) -> None:
         self._handler = AsyncSocketModeHandler(app, app_token=app_token, web_client=web_client)
+        self._rules = rules
+        client = self._handler.client
+        # Every envelope is checked before bolt sees it, so bolt's handler is not registered for them directly:
+        # slack-sdk would hand it only payloads it could parse, and nobody would ack the rest.
+        client.socket_mode_request_listeners.clear()
+        client.message_listeners.append(self._on_message)
+
+    async def _on_message(self, _client: AsyncBaseSocketModeClient, message: dict[str, Any], _raw: str | None) -> None:
+        """Hand a well-formed envelope to bolt; ack and log any other, so Slack neither waits nor retries it."""
+        if message.get("type") in _CONNECTION_FRAMES:
+            return
+        client = self._handler.client  # the one calling; typed as the aiohttp client bolt's handler takes
+        try:
+            check_envelope(message, self._rules)
+        except MalformedPayload as exc:
+            envelope_id = message.get("envelope_id")
+            logger.warning("refused Slack envelope %s: %s", shown(envelope_id), exc)
+            if isinstance(envelope_id, str) and envelope_id:
+                await client.send_socket_mode_response(SocketModeResponse(envelope_id=envelope_id))
+            return
+        request = SocketModeRequest.from_dict(message)
+        assert request is not None  # check_envelope saw its type, envelope_id and payload
+        await self._handler.handle(client, request)
 
     async def start(self) -> None:
         await self._handler.connect_async()

@@ -3,8 +3,9 @@
 Everything a customer controls (post text, display name, acct, URLs) goes
 through ``escape_mrkdwn`` or ``_safe_url`` before it reaches a mrkdwn field, so
 nobody can ping ``@channel``, mention users or forge links from a Mastodon
-post. Every builder clamps its output to Block Kit limits for *any* input, so a
-hostile post can never make ``chat.postMessage`` fail with ``invalid_blocks``.
+post, nor reorder or hide text with bidi or invisible controls. Every builder
+clamps its output to Block Kit limits for *any* input, so a hostile post can
+never make ``chat.postMessage`` fail with ``invalid_blocks``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["TicketCard", "escape_mrkdwn", "followup_message", "render_plain", "ticket_card"]
+from mentiondesk.bot.mastodon.text import clean_text
+
+__all__ = ["TicketCard", "escape_mrkdwn", "followup_message", "link_if_safe", "render_plain", "ticket_card"]
 
 # Block Kit limits (https://api.slack.com/reference/block-kit).
 HEADER_MAX = 150
@@ -48,9 +51,10 @@ def escape_mrkdwn(text: str) -> str:
     bare words ``@channel``/``@here``/``@everyone`` get an invisible word
     joiner because some clients and workspace settings still expand them.
     Formatting like ``*bold*`` is left alone: it is cosmetic and Slack has no
-    escape for it.
+    escape for it. Bidi and invisible controls are dropped (``clean_text``), so
+    text cannot be shown reordered or disguised, wherever it was stored from.
     """
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = clean_text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _BROADCAST_RE.sub("@" + _WORD_JOINER, text)
 
 
@@ -67,6 +71,8 @@ def _safe_url(url: str) -> str | None:
     url = url.strip()
     if len(url) > _URL_MAX or not _URL_OK_RE.match(url) or any(c.isspace() or ord(c) < 32 for c in url):
         return None
+    if clean_text(url) != url:
+        return None  # a bidi control would show the link's target reordered
     url = url.replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
     # Checked again after encoding so a link can never be cut by a field limit.
     return url if len(url) <= _URL_MAX else None
@@ -81,6 +87,11 @@ def _link(url: str, label: str) -> str:
     # unambiguous even for clients that split links naively.
     label = escape_mrkdwn(_one_line(label.replace("|", "").replace(">", "")))
     return f"<{safe}|{label}>" if label else f"<{safe}>"
+
+
+def link_if_safe(url: str, label: str) -> str:
+    """``<url|label>`` for a URL that is safe to link; "" otherwise, for links that are nothing without it."""
+    return _link(url, label) if _safe_url(url) else ""
 
 
 def _slack_date(when: datetime) -> str:
@@ -206,7 +217,7 @@ def ticket_card(
     author = f"*{_link(card.author_url, label)}* wrote:"
 
     meta = [
-        _link(card.post_url, "View post") if _safe_url(card.post_url) else "",
+        link_if_safe(card.post_url, "View post"),
         f"score {card.score:.2f}",
         f"Label: {escape_mrkdwn(_clamp(_one_line(card.label), _META_MAX))}" if card.label.strip() else "",
         f"Posted {_slack_date(card.posted_at)}",
@@ -217,7 +228,7 @@ def ticket_card(
         {
             "type": "header",
             "block_id": f"{prefix}-header",
-            "text": {"type": "plain_text", "text": _clamp(header, HEADER_MAX), "emoji": True},
+            "text": {"type": "plain_text", "text": _clamp(clean_text(header), HEADER_MAX), "emoji": True},
         },
         {"type": "section", "block_id": f"{prefix}-author", "text": _mrkdwn(author, SECTION_MAX)},
         {
@@ -244,7 +255,7 @@ def followup_message(
     intro = f"*{_link(author_url, '@' + acct)}* followed up:"
     body = intro + "\n" + _quote(text, SECTION_MAX - len(intro) - 1)
     meta = [
-        _link(post_url, "View post") if _safe_url(post_url) else "",
+        link_if_safe(post_url, "View post"),
         f"Posted {_slack_date(posted_at)}",
     ]
     blocks: list[dict] = [

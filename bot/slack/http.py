@@ -16,6 +16,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from mentiondesk.bot.config import SlackSettings
+from mentiondesk.bot.slack.inbound import MalformedPayload, PayloadRules, check_payload, parse_http_body
 
 logger = logging.getLogger(__name__)
 
@@ -141,21 +142,34 @@ class SlackRequestVerifier:
         return sent_at
 
 
-def _bolt_request(request: web.Request, body: bytes) -> AsyncBoltRequest:
+def checked_text(request: web.Request, body: bytes, rules: PayloadRules) -> str:
+    """The body as text, once its payload is one the listeners can act on; RequestRejected (400) otherwise."""
+    try:
+        text = body.decode("utf-8")
+        check_payload(parse_http_body(text, request.content_type), rules)
+    except UnicodeDecodeError:
+        raise RequestRejected(400, "signed body is not UTF-8") from None
+    except MalformedPayload as exc:
+        raise RequestRejected(400, f"signed but malformed: {exc}") from None
+    return text
+
+
+def _bolt_request(request: web.Request, text: str) -> AsyncBoltRequest:
     # Keep repeated headers (bolt reads lists); X-Slack-Retry-Num/-Reason pass through for bolt to see.
     values: dict[str, list[str]] = {}
     for name, value in request.headers.items():
         values.setdefault(name.lower(), []).append(value)
     headers: dict[str, str | Sequence[str]] = dict(values)
-    return AsyncBoltRequest(body=body.decode("utf-8"), query=request.query_string, headers=headers)
+    return AsyncBoltRequest(body=text, query=request.query_string, headers=headers)
 
 
 class SlackHttpServer:
     """HTTP mode: Slack POSTs to the daemon's aiohttp server; each request is verified, then dispatched by bolt."""
 
-    def __init__(self, app: AsyncApp, settings: SlackSettings, *, signing_secret: str) -> None:
+    def __init__(self, app: AsyncApp, settings: SlackSettings, *, signing_secret: str, rules: PayloadRules) -> None:
         self._bolt = app
         self._settings = settings
+        self._rules = rules
         # Built once, so the replay memory outlives a failed start() and its retry.
         self._verifier = SlackRequestVerifier(signing_secret, max_body_bytes=settings.max_body_bytes)
         self._runner: web.AppRunner | None = None
@@ -198,23 +212,19 @@ class SlackHttpServer:
         return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        """Verify, then hand to bolt, which answers once the listener has called ack()."""
+        """Verify and check the payload, then hand to bolt, which answers once the listener has called ack()."""
         try:
             body = await self._verifier.verified_body(request)
+            text = checked_text(request, body, self._rules)
         except RequestRejected as rejected:
             logger.warning("refused Slack request to %s from %s: %s", request.path, request.remote, rejected.reason)
             return web.Response(status=rejected.status, text=_reason(rejected.status))
-        try:
-            bolt_request = _bolt_request(request, body)
-        except UnicodeDecodeError:
-            logger.warning("refused Slack request to %s: signed body is not UTF-8", request.path)
-            return web.Response(status=400, text="bad request")
-        return await to_aiohttp_response(await self._bolt.async_dispatch(bolt_request))
+        return await to_aiohttp_response(await self._bolt.async_dispatch(_bolt_request(request, text)))
 
 
 def _reason(status: int) -> str:
     # Deliberately vague: which check failed is for the log, not for whoever sent the request.
-    return "request body too large" if status == 413 else "unauthorized"
+    return {400: "bad request", 413: "request body too large"}.get(status, "unauthorized")
 
 
 async def _health(request: web.Request) -> web.Response:

@@ -6,12 +6,15 @@ Pure functions over Block Kit dicts; handlers/slack_reply.py opens, updates and 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from mentiondesk.bot.mastodon.client import StatusLimits
 from mentiondesk.bot.mastodon.compose import allowed_visibilities, mastodon_length, with_mention
-from mentiondesk.bot.slack.cards import escape_mrkdwn
+from mentiondesk.bot.mastodon.text import clean_text
+from mentiondesk.bot.slack.cards import escape_mrkdwn, link_if_safe
+from mentiondesk.bot.slack.inbound import MAX_ROW_NUMBER, shown
 
 REPLY_CALLBACK, EDIT_CALLBACK = "reply_modal", "reply_edit_modal"
 POST_BLOCK, HINT_BLOCK = "reply_customer_post", "reply_length_hint"
@@ -58,15 +61,41 @@ class ReplyTarget:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, raw: str) -> ReplyTarget:
-        data = json.loads(raw)
+    def from_json(cls, raw: object) -> ReplyTarget:
+        """Read back what to_json wrote; ValueError for anything else, since it comes back through Slack."""
+        try:
+            data = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise ValueError("private_metadata is not the JSON object we wrote")
+        reply_id = data.get("reply_id")
         return cls(
-            ticket_id=int(data["ticket_id"]),
-            acct=str(data["acct"]),
-            channel=data.get("channel"),
-            thread_ts=data.get("thread_ts"),
-            reply_id=data.get("reply_id"),
+            ticket_id=_row_id(data.get("ticket_id"), "ticket_id"),
+            acct=_text(data.get("acct"), "acct"),
+            channel=None if data.get("channel") is None else _text(data["channel"], "channel"),
+            thread_ts=None if data.get("thread_ts") is None else _text(data["thread_ts"], "thread_ts"),
+            reply_id=None if reply_id is None else _row_id(reply_id, "reply_id"),
         )
+
+
+def _row_id(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ROW_NUMBER:
+        raise ValueError(f"private_metadata {name} {shown(value)} is not a number we issue")
+    return value
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"private_metadata {name} {shown(value)} is not a string")
+    return value
+
+
+def target_of(view: Mapping[str, Any]) -> ReplyTarget:
+    """What the modals' listeners read from the view Slack sends back with each event."""
+    if not isinstance(view.get("id"), str) or not isinstance(view.get("hash"), str):
+        raise ValueError("the view has no id and hash")
+    return ReplyTarget.from_json(view.get("private_metadata"))
 
 
 def counted_length(text: str, acct: str, limits: StatusLimits) -> int:
@@ -95,7 +124,8 @@ def length_error(text: str, acct: str, limits: StatusLimits) -> str | None:
 
 
 def _plain(text: str) -> dict[str, str]:
-    return {"type": "plain_text", "text": text}
+    # Slack shows plain_text as it is: only bidi and invisible controls need to go (the acct is the customer's).
+    return {"type": "plain_text", "text": clean_text(text)}
 
 
 def _quote(text: str) -> str:
@@ -151,8 +181,9 @@ def reply_view(
     target: ReplyTarget, *, post_text: str, post_url: str, post_visibility: str, limits: StatusLimits
 ) -> dict[str, Any]:
     """The Reply modal: the customer's latest post, the text box with its count, the visibility choice."""
-    link = f" (<{post_url}|view post>)" if post_url.startswith(("https://", "http://")) else ""
-    header = f"*@{escape_mrkdwn(target.acct)}* wrote ({post_visibility}){link}:"
+    link = link_if_safe(post_url, "view post")
+    where = f" ({link})" if link else ""
+    header = f"*@{escape_mrkdwn(target.acct)}* wrote ({escape_mrkdwn(post_visibility)}){where}:"
     return {
         "type": "modal",
         "callback_id": REPLY_CALLBACK,

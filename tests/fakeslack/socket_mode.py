@@ -107,12 +107,15 @@ class SocketModeMixin(FakeSlackState):
     async def send_envelope(
         self,
         type_: str,
-        payload: JSONDict,
+        payload: object,
         *,
         timeout_s: float = 5.0,
         accepts_response_payload: bool | None = None,
     ) -> JSONDict:
-        """Deliver an envelope to the newest client and return its ack frame."""
+        """Deliver an envelope to the newest client and return its ack frame.
+
+        The payload is whatever the test passes, a malformed one included, as a broken or hostile sender could.
+        """
         sockets = self._open_sockets()
         if not sockets:
             raise RuntimeError(f"no Socket Mode client connected to deliver a {type_} envelope")
@@ -129,12 +132,14 @@ class SocketModeMixin(FakeSlackState):
             del self._pending_acks[envelope["envelope_id"]]
 
     @staticmethod
-    def _envelope(type_: str, payload: JSONDict, accepts_response_payload: bool | None) -> JSONDict:
+    def _envelope(type_: str, payload: object, accepts_response_payload: bool | None) -> JSONDict:
         if accepts_response_payload is None:
             # Slack offers a response payload for slash commands and for the
             # interactions whose answer shapes the UI (modal submits, option loads).
             accepts_response_payload = type_ == "slash_commands" or (
-                type_ == "interactive" and payload.get("type") in ("view_submission", "block_suggestion")
+                type_ == "interactive"
+                and isinstance(payload, dict)
+                and payload.get("type") in ("view_submission", "block_suggestion")
             )
         envelope: JSONDict = {
             "envelope_id": str(uuid.uuid4()),
