@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +15,21 @@ import pytest
 from mastodon_mock.config import DatabaseConfig, MastodonMockConfig, SeedAccount, SeedConfig, StreamingConfig
 from mastodon_mock.testing.server import MockServer
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from mentiondesk.bot.config import Config, Secrets, parse_settings
 from mentiondesk.bot.daemon import Daemon
-from mentiondesk.storage.db import create_engine, session_factory, upgrade
+from mentiondesk.storage.db import create_engine, safe_url, session_factory, upgrade
 from tests.fakeslack import FakeSlack
 
 PG_ENV = "MENTIONDESK_TEST_DATABASE_URL"
+# The Postgres tests never touch the database named in PG_ENV: they connect through it to create their own,
+# uniquely named per run so that runs side by side on one server never meet, and drop it at the end.
+RUN_DATABASE_PREFIX = "mentiondesk_test_"
+RUN_DATABASE = RUN_DATABASE_PREFIX + uuid.uuid4().hex[:12]
+PG_CONNECT_TIMEOUT_S = 10.0
 BRAND_TOKEN = "brand_token"  # a token for the local mock server, not a credential
 
 SEED = SeedConfig(
@@ -62,6 +71,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         print(f"\n{PG_ENV} is set but no Postgres test passed", flush=True)
 
 
+def pytest_report_header(config: pytest.Config) -> str | None:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        return None
+    return f"postgres: this run's own database {RUN_DATABASE}, made through {safe_url(url)} and dropped at the end"
+
+
 def _db_params() -> list[Any]:
     params: list[Any] = ["sqlite"]
     params.append(
@@ -72,25 +88,69 @@ def _db_params() -> list[Any]:
     return params
 
 
-async def _reset_postgres(url: str) -> None:
-    engine = create_async_engine(url)
+@asynccontextmanager
+async def autocommit(url: str | URL) -> AsyncIterator[AsyncConnection]:
+    """A connection outside any transaction block, as CREATE and DROP DATABASE require."""
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT", connect_args={"timeout": PG_CONNECT_TIMEOUT_S})
     try:
-        async with engine.begin() as conn:
-            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-    except OSError as exc:
-        pytest.fail(f"{PG_ENV} is set but Postgres is unreachable: {exc}")
+        async with engine.connect() as conn:
+            yield conn
     finally:
         await engine.dispose()
 
 
+async def _execute_on(url: URL, statement: str) -> None:
+    async with autocommit(url) as conn:
+        await conn.execute(text(statement))
+
+
+def _on_server(url: URL, statement: str, *, hint: str) -> None:
+    """Run one statement through the database named in PG_ENV; a failure fails the test with a one-line reason."""
+    try:
+        asyncio.run(_execute_on(url, statement))
+        return
+    except OSError as exc:
+        problem = f"Postgres at {safe_url(str(url))} is unreachable: {exc}"
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        problem = f"`{statement}` failed on {safe_url(str(url))}: {cause} ({hint})"
+    # Outside the except clauses, so that the report is this line and not a chain of tracebacks.
+    pytest.fail(f"{PG_ENV} is set but {problem}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_run_url() -> Iterator[str]:
+    """This run's own database on the server named by PG_ENV; dropped at the end, whatever the outcome."""
+    server = make_url(os.environ[PG_ENV])
+    # template0 holds nothing anyone added to template1, and no one can be connected to it to block the copy.
+    create = f'CREATE DATABASE "{RUN_DATABASE}" TEMPLATE template0'
+    _on_server(server, create, hint="the tests create their own database there: the role needs CREATEDB")
+    yield server.set(database=RUN_DATABASE).render_as_string(hide_password=False)
+    # FORCE ends connections a failed test left open, which would otherwise block the drop.
+    drop = f'DROP DATABASE IF EXISTS "{RUN_DATABASE}" WITH (FORCE)'
+    _on_server(server, drop, hint="DROP DATABASE ... WITH (FORCE) needs Postgres 13 or later")
+
+
+@pytest.fixture
+async def postgres_url(postgres_run_url: str) -> str:
+    """This run's Postgres database with an empty public schema."""
+    engine = create_async_engine(postgres_run_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        await engine.dispose()
+    return postgres_run_url
+
+
 @pytest.fixture(params=_db_params())
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database: a SQLite file, or the Postgres test database wiped clean."""
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, or an empty schema in this run's own Postgres database."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'mentiondesk.db'}"
-    url = os.environ[PG_ENV]
-    await _reset_postgres(url)
+    # Looked up only here, so that a run without PG_ENV never asks for a Postgres server.
+    url: str = request.getfixturevalue("postgres_url")
     return url
 
 

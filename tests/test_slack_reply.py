@@ -323,10 +323,12 @@ async def test_approver_edits_then_posts(
 ) -> None:
     daemon = await start_daemon(make_config(slack=APPROVAL))
     message, reply = await approval_request(daemon, mastodon, slack, text="ur refund is coming lol")
-    before = len(slack.views)  # the author's Reply modal is one already
+    # The author's Reply modal is already in slack.views: wait for the approver's editor, not any view.
+    before = len(slack.views)
     await decide(slack, message, BOSS, "reply_edit", reply)
     await slack.wait_for(lambda: len(slack.views) > before)
     view = slack.views[-1]["view"]
+    assert view["callback_id"] == "reply_edit_modal"
     editor = next(b for b in view["blocks"] if b.get("block_id") == TEXT_BLOCK)
     assert editor["element"]["initial_value"] == "@alice ur refund is coming lol"
 
