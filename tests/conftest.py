@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from mentiondesk.bot.config import Config, Secrets, parse_settings
 from mentiondesk.bot.daemon import Daemon
-from mentiondesk.storage.db import create_engine, safe_url, session_factory, upgrade
+from mentiondesk.storage.db import create_engine, session_factory, upgrade
+from mentiondesk.storage.urls import safe_url
 from tests.fakeslack import FakeSlack
 
 PG_ENV = "MENTIONDESK_TEST_DATABASE_URL"
