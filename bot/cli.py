@@ -190,9 +190,10 @@ def _known_failure(exc: Exception) -> str | None:
     from mastodon.errors import MastodonError, MastodonUnauthorizedError
 
     from mentiondesk.bot.classify.model import ClassifierError
+    from mentiondesk.bot.slack.problems import SlackSetupError
     from mentiondesk.storage.db import DatabaseError
 
-    if isinstance(exc, DatabaseError | ClassifierError):
+    if isinstance(exc, DatabaseError | ClassifierError | SlackSetupError):
         return str(exc)
     if isinstance(exc, MastodonUnauthorizedError):
         return f"Mastodon refused MENTIONDESK_MASTODON_TOKEN: {exc}"
