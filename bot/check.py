@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.engine import make_url
 
 from mentiondesk.bot.config import Config
 from mentiondesk.bot.mastodon.client import MastodonClient
 from mentiondesk.bot.slack.preflight import check_channels, configured_channels, verify_app_token, verify_bot_token
 from mentiondesk.bot.slack.problems import SlackSetupError, SlackUnavailable
-from mentiondesk.storage.db import DatabaseError, create_engine, current_revision, head_revision, safe_url
+from mentiondesk.storage.db import (
+    DatabaseError,
+    create_engine,
+    current_revision,
+    head_revision,
+    safe_url,
+    session_factory,
+)
+from mentiondesk.storage.outbox import parked_messages, pending_count
 
 
 @dataclass(frozen=True)
@@ -103,11 +114,55 @@ async def _check_database(config: Config) -> str:
     return f"{safe_url(url)} reachable, schema current ({head})"
 
 
+async def _check_outbox(config: Config) -> str:
+    """Slack messages parked because Slack refused them, grouped by why, with what to do."""
+    url = config.settings.database.url
+    if not await _database_may_exist(url):
+        return "no database yet, so nothing waiting"
+    engine = create_engine(url)
+    try:
+        if await current_revision(engine) is None:
+            return "no schema yet, so nothing waiting"
+        async with session_factory(engine)() as session:
+            parked = await parked_messages(session)
+            waiting = await pending_count(session)
+    except DatabaseError:
+        raise RuntimeError("not checked: the database cannot be read (see database)") from None
+    finally:
+        await engine.dispose()
+    if not parked:
+        return f"{waiting} message{'s' if waiting != 1 else ''} waiting to be sent, none parked"
+    retry = f"retried every {config.settings.slack.parked_retry_s:g}s and at each start"
+    lines = [f"{len(parked)} message{'s' if len(parked) != 1 else ''} parked ({retry}):"]
+    for reason, tickets in _by_reason(parked).items():
+        shown = ", ".join(f"#{t}" for t in tickets[:5]) + (", ..." if len(tickets) > 5 else "")
+        lines.append(f"{len(tickets)} (ticket{'s' if len(tickets) > 1 else ''} {shown}): {reason}")
+    raise RuntimeError("\n".join(lines))
+
+
+async def _database_may_exist(url: str) -> bool:
+    """False for a SQLite file that is not there: opening it would create it, and check only looks."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    if not parsed.database or parsed.database == ":memory:":
+        return False
+    return await asyncio.to_thread(Path(parsed.database).exists)
+
+
+def _by_reason(parked: list[tuple[int, str]]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = {}
+    for ticket_id, reason in parked:
+        grouped.setdefault(reason, []).append(ticket_id)
+    return grouped
+
+
 CHECKS: list[tuple[str, Callable[[Config], Awaitable[str]]]] = [
     ("mastodon", _check_mastodon),
     ("slack", _check_slack),
     ("slack channels", _check_slack_channels),
     ("database", _check_database),
+    ("slack outbox", _check_outbox),
 ]
 
 

@@ -25,7 +25,7 @@ from mentiondesk.bot.mastodon.watcher import FeedWatcher, IngestError, hashtag_f
 from mentiondesk.bot.retry import backoff_delay
 from mentiondesk.bot.slack.app import SlackIntake, SocketModeConnection, build_app, finish_listeners
 from mentiondesk.bot.slack.permissions import Permissions
-from mentiondesk.bot.slack.preflight import verify_app_token, verify_bot_token
+from mentiondesk.bot.slack.preflight import channel_keys, configured_channels, verify_app_token, verify_bot_token
 from mentiondesk.bot.slack.problems import DEFAULT_BOT_NAME, SlackUnavailable
 from mentiondesk.bot.slack.sender import SlackSender
 from mentiondesk.handlers import build_router, slack_listeners
@@ -99,6 +99,7 @@ class Daemon:
         self._http = aiohttp.ClientSession(read_bufsize=2**20)
 
         slack: AsyncWebClient | None = None
+        bot_name = DEFAULT_BOT_NAME
         if not settings.slack.dry_run:
             # slack-sdk ignores its own timeout on a session it is given: the session carries it instead.
             self._slack_http = aiohttp.ClientSession(
@@ -113,8 +114,15 @@ class Daemon:
                 session=self._slack_http,
                 retry_handlers=[],
             )
-            await self._verify_slack(slack)
-        self.sender = SlackSender(sessions, settings.slack, client=slack, dry_run_out=self._dry_run_out)
+            bot_name = await self._verify_slack(slack)
+        self.sender = SlackSender(
+            sessions,
+            settings.slack,
+            client=slack,
+            dry_run_out=self._dry_run_out,
+            channel_keys=channel_keys(configured_channels(settings)),
+            bot_name=bot_name,
+        )
         self.context = AppContext(
             settings=settings,
             sessions=sessions,

@@ -4,6 +4,7 @@ and explains every Slack failure in terms of the variable or key to fix."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -16,11 +17,11 @@ from mastodon_mock.testing.server import MockServer
 from mentiondesk.bot.cli import main
 from mentiondesk.bot.config import Config
 from mentiondesk.bot.slack.problems import APP_TOKEN, BOT_TOKEN, Token, token_format_problem
-from mentiondesk.storage.models import Ticket
+from mentiondesk.storage.models import OutboxState, SlackOutbox, Ticket
 from tests.conftest import BRAND_TOKEN, eventually
 from tests.fakeslack import FakeSlack
 from tests.fakeslack.server import DEFAULT_SCOPES
-from tests.test_e2e import COMPLAINT, Start, post, rows
+from tests.test_e2e import COMPLAINT, COMPLAINT_2, Start, post, rows
 
 
 def write_config(
@@ -165,6 +166,34 @@ async def test_the_daemons_slack_calls_time_out_at_request_timeout_s(
 
     await eventually(card_recorded, timeout_s=15, what="card recorded after the post timed out")
     assert len(slack.messages("C0SUPPORT")) == 1 and slack.call_count("chat.postMessage") == 1
+
+
+async def test_a_routed_channel_without_the_bot_parks_its_cards_until_the_invite(
+    mastodon: MockServer,
+    slack: FakeSlack,
+    make_config: Callable[..., Config],
+    start_daemon: Start,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    slack.remove_bot("C0BILLING")
+    config = make_config(
+        slack={"parked_retry_s": 0.5}, routing={"rules": [{"channel": "#billing", "keywords": ["refund"]}]}
+    )
+
+    async def parked() -> bool:
+        return any(row.state == OutboxState.PARKED for row in await rows(daemon, SlackOutbox))
+
+    with caplog.at_level(logging.ERROR, logger="mentiondesk.bot.slack"):
+        daemon = await start_daemon(config)
+        await post(mastodon, "alice", COMPLAINT)  # asks for a refund: routed to #billing
+        await eventually(parked, what="the #billing card parked")
+    fix = 'routing.rules[0].channel = "#billing": the bot is not a member: /invite @mentiondesk in #billing'
+    assert fix in caplog.text
+
+    await post(mastodon, "bob", COMPLAINT_2)  # other channels keep flowing
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 1, timeout_s=10)
+    slack.invite_bot("#billing")
+    await slack.wait_for(lambda: len(slack.messages("C0BILLING")) == 1, timeout_s=10)
 
 
 # ---------------------------------------------------------------- check: channels
@@ -321,6 +350,28 @@ async def test_check_names_an_unreachable_slack_and_why(
     )
     _, out = await check(path, tokens("xoxb-x", "xapp-x"), monkeypatch, capsys)
     assert "FAIL slack: cannot reach Slack at slack.base_url = http://127.0.0.1:9/api/: connection refused" in out
+
+
+async def test_check_lists_parked_messages_and_what_to_do(
+    tmp_path: Path,
+    db_url: str,
+    slack: FakeSlack,
+    sessions: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.test_slack_sender import drive, in_state, new_ticket, sender_for
+
+    slack.remove_bot("C0BILLING")
+    first, first_row = await new_ticket(sessions, channel="C0BILLING")
+    second, second_row = await new_ticket(sessions, channel="C0BILLING")
+    sender = sender_for(slack, sessions, channel_keys={"C0BILLING": "routing.rules[0].channel"})
+    await drive(sender, in_state(sessions, "parked", first_row, second_row))
+    path = write_config(tmp_path, mastodon_url="http://127.0.0.1:9", slack_url=slack.base_url, db_url=db_url)
+    _, out = await check(path, tokens(slack.bot_token, slack.app_token), monkeypatch, capsys)
+    report = line(out, "FAIL slack outbox:")
+    assert "2 messages parked" in report and "retried every 180s and at each start" in report
+    assert f'2 (tickets #{first}, #{second}): routing.rules[0].channel = "C0BILLING": the bot is not a member' in report
 
 
 async def test_check_says_when_slack_base_url_is_not_slack(
