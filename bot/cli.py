@@ -239,9 +239,10 @@ def _known_failure(exc: Exception) -> str | None:
 
     from mentiondesk.bot.classify.model import ClassifierError
     from mentiondesk.bot.mastodon.explain import MastodonSetupError
+    from mentiondesk.bot.slack.problems import SlackSetupError
     from mentiondesk.storage.db import DatabaseError
 
-    if isinstance(exc, DatabaseError | ClassifierError):
+    if isinstance(exc, DatabaseError | ClassifierError | SlackSetupError):
         return str(exc)
     if isinstance(exc, MastodonSetupError):
         return str(exc)  # already says what to fix

@@ -72,6 +72,9 @@ class SlackSettings(_Section):
     dry_run: bool = False
     post_interval_s: float = Field(default=1.0, ge=0)
     max_retry_delay_s: float = Field(default=300.0, gt=0)
+    # Seconds between attempts at a message Slack refused for good (bot not in the channel, token revoked):
+    # parked messages are retried this often, and at each start, until the cause is fixed.
+    parked_retry_s: float = Field(default=180.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
     # How Slack reaches us: "socket" (Socket Mode, no public URL) or "http" (Events API endpoints).
     mode: Literal["socket", "http"] = "socket"

@@ -27,6 +27,8 @@ from mentiondesk.bot.retry import backoff_delay
 from mentiondesk.bot.slack.app import SlackIntake, SocketModeConnection, build_app, finish_listeners
 from mentiondesk.bot.slack.dry_run import DryRunSender
 from mentiondesk.bot.slack.permissions import Permissions
+from mentiondesk.bot.slack.preflight import channel_keys, configured_channels, verify_app_token, verify_bot_token
+from mentiondesk.bot.slack.problems import DEFAULT_BOT_NAME, SlackUnavailable
 from mentiondesk.bot.slack.sender import SlackSender
 from mentiondesk.handlers import build_router, slack_listeners, slack_payload_rules
 from mentiondesk.storage.db import (
@@ -51,6 +53,7 @@ class Daemon:
         self._dry_run_out = dry_run_out or sys.stdout
         self._engine: AsyncEngine | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._slack_http: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sender_task: asyncio.Task[None] | None = None
         self._slack_intake: SlackIntake | None = None
@@ -100,17 +103,23 @@ class Daemon:
         self._http = aiohttp.ClientSession(read_bufsize=2**20)
 
         slack: AsyncWebClient | None = None
+        bot_name = DEFAULT_BOT_NAME
         if not settings.slack.dry_run:
+            # slack-sdk ignores its own timeout on a session it is given: the session carries it instead.
+            self._slack_http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=settings.slack.request_timeout_s)
+            )
             # No retry handlers: slack-sdk's default re-sends after a dropped connection, which can post a card
             # twice; the sender retries itself and looks in Slack first when an answer was lost.
             slack = AsyncWebClient(
                 token=secrets.slack_bot_token,
                 base_url=settings.slack.base_url,
                 timeout=int(settings.slack.request_timeout_s),
-                session=self._http,
+                session=self._slack_http,
                 retry_handlers=[],
             )
-        self.sender = await self._outbox_sender(sessions, slack)
+            bot_name = await self._verify_slack(slack)
+        self.sender = await self._outbox_sender(sessions, slack, bot_name)
         self.context = AppContext(
             settings=settings,
             sessions=sessions,
@@ -152,13 +161,36 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.sweeper.run(), name="refresh posts"))
 
     async def _outbox_sender(
-        self, sessions: async_sessionmaker[AsyncSession], slack: AsyncWebClient | None
+        self, sessions: async_sessionmaker[AsyncSession], slack: AsyncWebClient | None, bot_name: str
     ) -> SlackSender | DryRunSender:
+        settings = self.config.settings
         if slack is not None:
-            return SlackSender(sessions, self.config.settings.slack, client=slack)
+            return SlackSender(
+                sessions,
+                settings.slack,
+                client=slack,
+                channel_keys=channel_keys(configured_channels(settings)),
+                bot_name=bot_name,
+            )
         printer = DryRunSender(sessions, out=self._dry_run_out)
         await printer.announce()
         return printer
+
+    async def _verify_slack(self, slack: AsyncWebClient) -> str:
+        """The bot's name, once Slack has accepted the tokens; a refused token stops the start (SlackSetupError).
+
+        Slack not answering does not: tickets are opened and queued until it is back.
+        """
+        secrets, settings = self.config.secrets, self.config.settings.slack
+        try:
+            bot = await verify_bot_token(slack, secrets.slack_bot_token, settings)
+            if settings.mode == "socket":
+                await verify_app_token(slack, secrets.slack_app_token, settings)
+        except SlackUnavailable as exc:
+            logger.warning("%s; starting anyway: Slack messages wait in the outbox until Slack answers", exc)
+            return DEFAULT_BOT_NAME
+        logger.info("Slack: signed in as bot %s in workspace %s", bot.name, bot.team)
+        return bot.name
 
     def _slack_connection(self, app: AsyncApp) -> SlackIntake:
         secrets, slack = self.config.secrets, self.config.settings.slack
@@ -255,9 +287,10 @@ class Daemon:
             await asyncio.wait([self._sender_task])
         self._tasks.clear()
         self._sender_task = None
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        for session in (self._http, self._slack_http):
+            if session is not None:
+                await session.close()
+        self._http = self._slack_http = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None

@@ -77,19 +77,8 @@ def sort_mastodon_error(exc: BaseException, *, ratelimit_reset: float | None = N
     return Sorted(Verdict.FATAL, f"{type(exc).__name__}: {exc}")
 
 
-_SLACK_FATAL = {
-    "invalid_auth",
-    "not_authed",
-    "account_inactive",
-    "token_revoked",
-    "token_expired",
-    "no_permission",
-    "missing_scope",
-    "not_allowed_token_type",
-}
-
-
 def sort_slack_error(exc: BaseException) -> Sorted:
+    """Whether to try again; what a FATAL Slack error means, and how far it reaches, is bot.slack.problems'."""
     if isinstance(exc, SlackApiError):
         status = exc.response.status_code
         error = exc.response.get("error") if isinstance(exc.response.data, dict) else None

@@ -141,6 +141,9 @@ class TicketEvent(SQLModel, table=True):
 
 class OutboxState:
     PENDING = "pending"
+    # Slack refused it for a reason a person must fix (bot not in the channel, token revoked); last_error says
+    # which. Still tried, on a slow schedule and at each start, so it goes out once the cause is fixed.
+    PARKED = "parked"
     SENT = "sent"
 
 

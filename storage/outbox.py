@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,6 +17,8 @@ from mentiondesk.storage.types import utcnow
 # Prefix of last_error when an attempt failed after Slack may already have posted the message (the answer, not
 # the request, was lost). Kept in last_error rather than a column: it only matters until the row is sent.
 AMBIGUOUS = "ambiguous: "
+# Rows the sender tries: parked ones too, on their slower schedule (next_attempt_at).
+_UNSENT = (OutboxState.PENDING, OutboxState.PARKED)
 
 
 def enqueue(
@@ -34,11 +37,11 @@ def enqueue(
 
 
 async def due_messages(session: AsyncSession, *, now: datetime, limit: int = 50) -> list[tuple[SlackOutbox, Ticket]]:
-    """Pending messages whose time has come, oldest first, with their ticket."""
+    """Unsent messages (parked ones included) whose time has come, oldest first, with their ticket."""
     stmt = (
         select(SlackOutbox, Ticket)
         .join(Ticket, col(Ticket.id) == col(SlackOutbox.ticket_id))
-        .where(SlackOutbox.state == OutboxState.PENDING, col(SlackOutbox.next_attempt_at) <= now)
+        .where(col(SlackOutbox.state).in_(_UNSENT), col(SlackOutbox.next_attempt_at) <= now)
         .order_by(col(SlackOutbox.id))
         .limit(limit)
     )
@@ -60,7 +63,7 @@ async def pending_after(session: AsyncSession, *, after_id: int, limit: int = 50
 async def next_due_at(session: AsyncSession) -> datetime | None:
     stmt = (
         select(SlackOutbox.next_attempt_at)
-        .where(SlackOutbox.state == OutboxState.PENDING)
+        .where(col(SlackOutbox.state).in_(_UNSENT))
         .order_by(col(SlackOutbox.next_attempt_at))
         .limit(1)
     )
@@ -92,10 +95,52 @@ async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error:
     row = await session.get(SlackOutbox, row_id)
     if row is None:
         return
+    row.state = OutboxState.PENDING
     row.attempts += 1
     row.next_attempt_at = at
     row.last_error = ((AMBIGUOUS if ambiguous else "") + error)[:2000]
     session.add(row)
+
+
+async def mark_parked(
+    session: AsyncSession, *, row_id: int, at: datetime, reason: str, ambiguous: bool, attempted: bool = True
+) -> None:
+    """Set a row aside until ``at``: Slack refused it (or, with ``attempted`` false, would refuse it) for ``reason``."""
+    row = await session.get(SlackOutbox, row_id)
+    if row is None or row.state == OutboxState.SENT:
+        return
+    row.state = OutboxState.PARKED
+    row.attempts += 1 if attempted else 0
+    row.next_attempt_at = at
+    row.last_error = ((AMBIGUOUS if ambiguous else "") + reason)[:2000]
+    session.add(row)
+
+
+async def release_parked(session: AsyncSession, *, now: datetime, channels: Iterable[str] | None = None) -> int:
+    """Make parked rows due now: all of them (at start), or those for ``channels`` (one just went through).
+
+    A card is matched by its own channel; a thread message or card refresh by its ticket's. Rows in doubt keep
+    their time: a sender may be posting one right now (see ``claim``), and making it due would let a second
+    sender post it too.
+    """
+    stmt = update(SlackOutbox).where(
+        col(SlackOutbox.state) == OutboxState.PARKED, ~col(SlackOutbox.last_error).startswith(AMBIGUOUS)
+    )
+    if channels is not None:
+        names = sorted(set(channels))
+        tickets_there = select(Ticket.id).where(col(Ticket.channel).in_(names))
+        stmt = stmt.where(or_(col(SlackOutbox.channel).in_(names), col(SlackOutbox.ticket_id).in_(tickets_there)))
+    return await execute(session, stmt.values(next_attempt_at=now))
+
+
+async def parked_messages(session: AsyncSession) -> list[tuple[int, str]]:
+    """(ticket id, reason) of every parked message, oldest first."""
+    stmt = (
+        select(SlackOutbox.ticket_id, SlackOutbox.last_error)
+        .where(SlackOutbox.state == OutboxState.PARKED)
+        .order_by(col(SlackOutbox.id))
+    )
+    return [(ticket_id, (error or "").removeprefix(AMBIGUOUS)) for ticket_id, error in await session.exec(stmt)]
 
 
 async def claim(session: AsyncSession, *, row: SlackOutbox, lease_until: datetime) -> bool:
@@ -105,13 +150,18 @@ async def claim(session: AsyncSession, *, row: SlackOutbox, lease_until: datetim
     for that time: if this sender dies mid-send (crash, kill, shutdown cut short), whoever picks the row
     up after the lease looks in Slack before posting, instead of posting it a second time.
     """
-    marker = row.last_error if in_doubt(row) else AMBIGUOUS + "a send attempt did not finish"
+    if in_doubt(row):
+        marker = row.last_error
+    elif row.state == OutboxState.PARKED and row.last_error:
+        marker = AMBIGUOUS + row.last_error  # keeps saying why it was parked, should this attempt never finish
+    else:
+        marker = AMBIGUOUS + "a send attempt did not finish"
     claimed = await execute(
         session,
         update(SlackOutbox)
         .where(
             col(SlackOutbox.id) == row.id,
-            col(SlackOutbox.state) == OutboxState.PENDING,
+            col(SlackOutbox.state) == row.state,
             col(SlackOutbox.next_attempt_at) == row.next_attempt_at,
         )
         .values(next_attempt_at=lease_until, last_error=marker),

@@ -132,7 +132,7 @@ async def test_check_reports_each_connection(
     monkeypatch.setenv("MENTIONDESK_MASTODON_TOKEN", "wrong")
     assert await asyncio.to_thread(main, ["check", "--config", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL slack: auth.test failed: invalid_auth" in out
+    assert "FAIL slack: Slack rejected MENTIONDESK_SLACK_BOT_TOKEN (invalid_auth)" in out
     assert "FAIL mastodon:" in out
     assert BRAND_TOKEN not in out and "xoxb-wrong" not in out
 
@@ -140,7 +140,7 @@ async def test_check_reports_each_connection(
     monkeypatch.setenv("MENTIONDESK_SLACK_APP_TOKEN", "xapp-revoked")
     assert await asyncio.to_thread(main, ["check", "--config", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL slack: Socket Mode: the app token was refused (invalid_auth)" in out
+    assert "FAIL slack: Slack rejected MENTIONDESK_SLACK_APP_TOKEN (invalid_auth)" in out
 
 
 def test_check_names_an_unreachable_database(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.fakeslack import FakeSlack
+from tests.fakeslack.server import DEFAULT_SCOPES
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -220,6 +222,124 @@ async def test_ephemeral_and_channel_info(fake: FakeSlack, web: AsyncWebClient) 
     assert fake.ephemerals[0]["user"] == "U0AGENT" and fake.messages() == []
     info = await web.conversations_info(channel="C0APPROVE")
     assert info["channel"]["name"] == "approvals" and info["channel"]["is_member"]
+
+
+# ---------------------------------------------------------------- channels, membership and scopes
+
+
+async def test_conversations_list_pages_with_a_cursor(fake: FakeSlack, web: AsyncWebClient) -> None:
+    for n in range(4):
+        fake.add_channel(f"extra-{n}", bot_member=n % 2 == 0)
+    names: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await web.conversations_list(limit=2, cursor=cursor)
+        assert len(page["channels"]) <= 2
+        names += [c["name"] for c in page["channels"]]
+        pages += 1
+        cursor = page["response_metadata"]["next_cursor"]
+        if not cursor:  # Slack ends the walk with an empty next_cursor
+            break
+    assert names == ["support", "billing", "approvals", "extra-0", "extra-1", "extra-2", "extra-3"]
+    assert pages == 4
+    listed = {c["name"]: c["is_member"] for c in (await web.conversations_list(limit=1000))["channels"]}
+    assert listed["extra-0"] is True and listed["extra-1"] is False
+
+
+async def test_conversations_list_types_and_archived(fake: FakeSlack, web: AsyncWebClient) -> None:
+    fake.add_channel("secret", private=True)
+    fake.add_channel("secret-elsewhere", private=True, bot_member=False)
+    fake.add_channel("old", archived=True)
+
+    async def names(**kwargs: Any) -> list[str]:
+        return [c["name"] for c in (await web.conversations_list(**kwargs))["channels"]]
+
+    assert await names() == ["support", "billing", "approvals", "old"]  # public_channel is the default type
+    assert await names(types="private_channel") == ["secret"]  # a private channel the bot is not in is unseen
+    assert "secret" in await names(types="public_channel,private_channel")
+    assert "old" not in await names(exclude_archived=True)
+    [secret] = [c for c in (await web.conversations_list(types="private_channel"))["channels"]]
+    assert secret["is_private"] and secret["is_group"] and not secret["is_channel"]
+
+
+async def test_conversations_list_rejects_bad_arguments(web: AsyncWebClient) -> None:
+    assert (await api_error(web.conversations_list(limit=1001))).response["error"] == "invalid_limit"
+    assert (await api_error(web.conversations_list(types="channels"))).response["error"] == "invalid_types"
+    assert (await api_error(web.conversations_list(cursor="bogus"))).response["error"] == "invalid_cursor"
+
+
+async def test_reading_channels_needs_the_read_scopes() -> None:
+    async with FakeSlack(scopes=DEFAULT_SCOPES - {"groups:read"}) as fake:
+        web = AsyncWebClient(token=fake.bot_token, base_url=fake.base_url)
+        err = await api_error(web.conversations_list(types="public_channel,private_channel"))
+        assert (err.response["error"], err.response["needed"]) == ("missing_scope", "groups:read")
+        assert "channels:read" in err.response["provided"].split(",")
+        assert len((await web.conversations_list(types="public_channel"))["channels"]) == 3
+        private = fake.add_channel("secret", private=True)
+        err = await api_error(web.conversations_info(channel=private))
+        assert err.response["needed"] == "groups:read"
+
+
+async def test_conversations_info_reports_membership(fake: FakeSlack, web: AsyncWebClient) -> None:
+    fake.remove_bot("C0BILLING")
+    info = (await web.conversations_info(channel="C0BILLING"))["channel"]
+    assert info["name"] == "billing" and info["is_member"] is False and info["is_archived"] is False
+    hidden = fake.add_channel("secret", private=True, bot_member=False)
+    assert (await api_error(web.conversations_info(channel=hidden))).response["error"] == "channel_not_found"
+    fake.invite_bot(hidden)
+    assert (await web.conversations_info(channel=hidden))["channel"]["is_private"] is True
+    # conversations.* take IDs; only chat.postMessage resolves a #name.
+    assert (await api_error(web.conversations_info(channel="#billing"))).response["error"] == "channel_not_found"
+
+
+async def test_posting_needs_a_member_in_a_live_channel(fake: FakeSlack, web: AsyncWebClient) -> None:
+    fake.remove_bot("C0BILLING")
+    assert (await api_error(web.chat_postMessage(channel="#billing", text="hi"))).response["error"] == "not_in_channel"
+    assert (await api_error(web.conversations_history(channel="C0BILLING"))).response["error"] == "not_in_channel"
+    hidden = fake.add_channel("secret", private=True, bot_member=False)
+    err = await api_error(web.chat_postMessage(channel=hidden, text="hi"))
+    assert err.response["error"] == "channel_not_found"
+    fake.archive("C0SUPPORT")
+    assert (await api_error(web.chat_postMessage(channel="C0SUPPORT", text="hi"))).response["error"] == "is_archived"
+    assert fake.messages() == []
+
+    fake.invite_bot("#billing")
+    await web.chat_postMessage(channel="#billing", text="after the invite")
+    assert [m["text"] for m in fake.messages("C0BILLING")] == ["after the invite"]
+
+
+async def test_chat_write_public_posts_without_an_invite() -> None:
+    async with FakeSlack(scopes=DEFAULT_SCOPES | {"chat:write.public"}) as fake:
+        fake.remove_bot("C0BILLING")
+        web = AsyncWebClient(token=fake.bot_token, base_url=fake.base_url)
+        await web.chat_postMessage(channel="C0BILLING", text="hi")
+        assert len(fake.messages("C0BILLING")) == 1
+
+
+async def test_missing_chat_write_is_missing_scope() -> None:
+    async with FakeSlack(scopes=DEFAULT_SCOPES - {"chat:write"}) as fake:
+        web = AsyncWebClient(token=fake.bot_token, base_url=fake.base_url)
+        err = await api_error(web.chat_postMessage(channel="C0SUPPORT", text="hi"))
+        assert (err.response["error"], err.response["needed"]) == ("missing_scope", "chat:write")
+
+
+async def test_revoked_token_is_token_revoked(fake: FakeSlack, web: AsyncWebClient) -> None:
+    fake.revoke_token(fake.bot_token)
+    assert (await api_error(web.auth_test())).response["error"] == "token_revoked"
+
+
+def test_default_scopes_are_the_manifests() -> None:
+    manifest = Path(__file__).resolve().parent.parent / "deploy" / "slack-app-manifest.yaml"
+    lines = manifest.read_text(encoding="utf-8").splitlines()
+    start = lines.index("    bot:") + 1
+    scopes = set()
+    for line in lines[start:]:
+        if not line.startswith("      "):
+            break
+        if line.strip().startswith("- "):
+            scopes.add(line.strip().removeprefix("- "))
+    assert scopes == DEFAULT_SCOPES
 
 
 # ---------------------------------------------------------------- validation

@@ -17,6 +17,7 @@ from mentiondesk.bot.slack.sender import SlackSender
 from mentiondesk.storage.db import transaction
 from mentiondesk.storage.models import Mention, OutboxKind, OutboxState, SlackOutbox, Ticket
 from mentiondesk.storage.outbox import AMBIGUOUS, enqueue
+from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 
 CLIENT_TIMEOUT_S = 1
@@ -26,12 +27,22 @@ NOW = datetime.now(UTC)
 Sessions = Any
 
 
-def sender_for(slack: FakeSlack, sessions: Sessions) -> SlackSender:
-    client = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url, timeout=CLIENT_TIMEOUT_S, retry_handlers=[])
-    settings = SlackSettings(
+def sender_for(
+    slack: FakeSlack,
+    sessions: Sessions,
+    *,
+    token: str | None = None,
+    channel_keys: dict[str, str] | None = None,
+    **settings: Any,
+) -> SlackSender:
+    client = AsyncWebClient(
+        token=token or slack.bot_token, base_url=slack.base_url, timeout=CLIENT_TIMEOUT_S, retry_handlers=[]
+    )
+    values: dict[str, Any] = dict(
         default_channel="C0SUPPORT", base_url=slack.base_url, post_interval_s=0, max_retry_delay_s=0.2
     )
-    return SlackSender(sessions, settings, client=client)
+    extra: dict[str, Any] = {} if channel_keys is None else {"channel_keys": channel_keys}
+    return SlackSender(sessions, SlackSettings(**{**values, **settings}), client=client, **extra)
 
 
 def blocks(text: str) -> list[dict[str, Any]]:
@@ -111,6 +122,14 @@ async def drive(sender: SlackSender, until: Callable[[], Awaitable[bool]], *, ti
 def is_sent(sessions: Sessions, row_id: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return (await get(sessions, SlackOutbox, row_id)).state == OutboxState.SENT
+
+    return check
+
+
+def in_state(sessions: Sessions, state: str, *row_ids: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        states = [(await get(sessions, SlackOutbox, row_id)).state for row_id in row_ids]
+        return all(found == state for found in states)
 
     return check
 
@@ -218,11 +237,79 @@ async def test_card_for_a_channel_name_is_not_searched(
     assert (await get(sessions, Ticket, ticket_id)).channel == "C0SUPPORT"
 
 
-async def test_unknown_channel_stays_pending_without_blocking_others(slack: FakeSlack, sessions: Sessions) -> None:
+async def test_unknown_channel_is_parked_without_blocking_others(slack: FakeSlack, sessions: Sessions) -> None:
     _, lost_row = await new_ticket(sessions, channel="C0GONE")
     _, good_row = await new_ticket(sessions, text="Another customer")
-    await drive(sender_for(slack, sessions), is_sent(sessions, good_row))
+    sender = sender_for(slack, sessions, channel_keys={"C0GONE": "slack.default_channel"})
+    await drive(sender, is_sent(sessions, good_row))
     assert "Another customer" in str(slack.messages("C0SUPPORT")[0]["blocks"])
     lost = await get(sessions, SlackOutbox, lost_row)
-    assert lost.state == OutboxState.PENDING and lost.attempts >= 1
-    assert lost.last_error == "Slack error channel_not_found"
+    assert lost.state == OutboxState.PARKED and lost.attempts == 1
+    assert 'slack.default_channel = "C0GONE": no such channel' in (lost.last_error or "")
+
+
+async def test_a_channel_without_the_bot_parks_its_messages_until_it_is_invited(
+    slack: FakeSlack, sessions: Sessions, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.remove_bot("C0BILLING")
+    _, first = await new_ticket(sessions, channel="C0BILLING", text="First billing customer")
+    _, second = await new_ticket(sessions, channel="C0BILLING", text="Second billing customer")
+    _, support = await new_ticket(sessions, text="Support customer")
+    sender = sender_for(slack, sessions, parked_retry_s=0.5, channel_keys={"C0BILLING": "routing.rules[0].channel"})
+
+    with caplog.at_level(logging.ERROR, logger="mentiondesk.bot.slack"):
+        await drive(sender, in_state(sessions, OutboxState.PARKED, first, second))
+        await drive(sender, is_sent(sessions, support))
+    # Slack refused the first; the second waited behind it without a call of its own; other channels flowed.
+    assert slack.call_count("chat.postMessage") == 2
+    reason = (await get(sessions, SlackOutbox, first)).last_error or ""
+    assert 'routing.rules[0].channel = "C0BILLING": the bot is not a member' in reason
+    assert "/invite @mentiondesk" in reason
+    assert (await get(sessions, SlackOutbox, second)).last_error == reason
+    assert reason in caplog.text
+
+    slack.invite_bot("C0BILLING")
+    await drive(sender, in_state(sessions, OutboxState.SENT, first, second))
+    texts = [str(m["blocks"]) for m in slack.messages("C0BILLING")]
+    assert ["First billing" in texts[0], "Second billing" in texts[1]] == [True, True]
+
+
+async def test_a_revoked_token_holds_every_message_until_a_restart_with_a_new_one(
+    slack: FakeSlack, sessions: Sessions, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, first = await new_ticket(sessions, text="First customer")
+    _, second = await new_ticket(sessions, channel="C0BILLING", text="Second customer")
+    slack.revoke_token(slack.bot_token)
+    sender = sender_for(slack, sessions)
+    with caplog.at_level(logging.ERROR, logger="mentiondesk.bot.slack"):
+        await drive(sender, in_state(sessions, OutboxState.PARKED, first))
+        for _ in range(5):
+            await sender.send_due()
+    # One refusal says it all: nothing else is tried with a token Slack has revoked.
+    assert slack.call_count("chat.postMessage") == 1
+    assert (await get(sessions, SlackOutbox, second)).attempts == 0
+    assert "MENTIONDESK_SLACK_BOT_TOKEN" in caplog.text and "token_revoked" in caplog.text
+    assert slack.bot_token not in caplog.text
+
+    # The app is reinstalled and the daemon restarted with the new token: the parked card goes out at once.
+    slack.bot_token = "xoxb-reinstalled"
+    restarted = sender_for(slack, sessions, token="xoxb-reinstalled")
+    running = asyncio.create_task(restarted.run())
+    try:
+        await eventually(in_state(sessions, OutboxState.SENT, first, second), what="both cards sent after restart")
+    finally:
+        restarted.stop()
+        await running
+
+
+async def test_a_message_slack_will_never_take_is_parked_alone(slack: FakeSlack, sessions: Sessions) -> None:
+    ticket_id, card = await new_ticket(sessions)
+    sender = sender_for(slack, sessions)
+    await drive(sender, is_sent(sessions, card))
+    too_long = await new_followup(sessions, ticket_id, text="x" * 40_001)
+    fine = await new_followup(sessions, ticket_id, text="Order number is 1234")
+
+    await drive(sender, is_sent(sessions, fine))
+    row = await get(sessions, SlackOutbox, too_long)
+    assert row.state == OutboxState.PARKED and "msg_too_long" in (row.last_error or "")
+    assert len(slack.thread("C0SUPPORT", slack.messages("C0SUPPORT")[0]["ts"])) == 1

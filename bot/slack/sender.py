@@ -6,6 +6,10 @@ while Slack is down (or the daemon restarts) is posted when Slack is reachable a
 When a post fails *ambiguously* (a timeout or dropped connection after the request went out, so Slack may
 have posted it), the row is marked in doubt. Before posting it again the sender looks in Slack for a message
 whose metadata carries the row's outbox_id, and if it finds one records that message instead of posting twice.
+
+When Slack refuses a message for a reason a person must fix (the bot is not in the channel, the token was
+revoked), the row is parked instead, with the reason and what to do, and what the same cause would refuse waits
+with it while everything else keeps flowing (see parking.py).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,6 +35,8 @@ from mentiondesk.bot.config import SlackSettings
 from mentiondesk.bot.events import CardPosted
 from mentiondesk.bot.retry import Verdict, backoff_delay, sort_slack_error
 from mentiondesk.bot.slack.card_view import render_card
+from mentiondesk.bot.slack.parking import Parking
+from mentiondesk.bot.slack.problems import DEFAULT_BOT_NAME
 from mentiondesk.storage.db import transaction
 from mentiondesk.storage.models import OutboxKind, SlackOutbox, Ticket
 from mentiondesk.storage.outbox import claim, due_messages, in_doubt, mark_retry, mark_sent, next_due_at
@@ -78,6 +84,8 @@ class SlackSender:
         *,
         client: AsyncWebClient,
         on_card_posted: Callable[[CardPosted], Awaitable[None]] | None = None,
+        channel_keys: Mapping[str, str] | None = None,
+        bot_name: str = DEFAULT_BOT_NAME,
     ) -> None:
         if any(isinstance(h, AsyncConnectionErrorRetryHandler) for h in client.retry_handlers):
             # slack-sdk's default handler re-sends a request whose connection dropped: for chat.postMessage that
@@ -90,6 +98,7 @@ class SlackSender:
         self._wake = asyncio.Event()
         # Monotonic time before which each channel must not get another message.
         self._channel_free_at: dict[str, float] = {}
+        self._parking = Parking(sessions, settings, channel_keys=channel_keys, bot_name=bot_name)
         self._stopping = False
 
     def wake(self) -> None:
@@ -101,6 +110,7 @@ class SlackSender:
         self._wake.set()
 
     async def run(self) -> None:
+        await self._parking.retry_all_now()
         while not self._stopping:
             self._wake.clear()
             try:
@@ -113,12 +123,21 @@ class SlackSender:
 
     async def send_due(self) -> float:
         """Send every message that is due and whose channel is free; returns seconds until the next one."""
+        if (everything := self._parking.hold_on(None)) is not None:
+            return everything.until - time.monotonic()
         async with self._sessions() as session:
             due = await due_messages(session, now=utcnow())
         soonest = IDLE_POLL_S
         for row, ticket in due:
             if self._stopping:
                 break
+            if (everything := self._parking.hold_on(None)) is not None:
+                return everything.until - time.monotonic()
+            target = self._target(row, ticket)
+            if target is not None and (hold := self._parking.hold_on(target[0])) is not None:
+                if await self._claim(row):
+                    await self._parking.park_behind(row, hold)
+                continue
             wait_s = self._wait_before(row, ticket)
             if wait_s > 0:
                 soonest = min(soonest, wait_s)
@@ -190,6 +209,7 @@ class SlackSender:
             return
         async with transaction(self._sessions) as session:
             await mark_sent(session, row_id=row.id, channel=channel, ts=ts)
+            await self._parking.went_through(session, channel)
 
     async def _render(self, row: SlackOutbox) -> tuple[str, list[dict[str, Any]]]:
         """A card is rendered from the ticket as it is now; thread messages were fixed when queued."""
@@ -210,6 +230,7 @@ class SlackSender:
         assert row.id is not None
         async with transaction(self._sessions) as session:
             await mark_sent(session, row_id=row.id, channel=posted_channel, ts=ts)
+            await self._parking.went_through(session, channel, posted_channel)
         self._channel_free_at.setdefault(posted_channel, self._channel_free_at[channel])
         if row.kind == OutboxKind.CARD:
             logger.info("CardPosted ticket #%d in %s ts=%s", row.ticket_id, posted_channel, ts)
@@ -287,6 +308,8 @@ class SlackSender:
 
     async def _retry_later(self, row: SlackOutbox, channel: str, exc: Exception, *, ambiguous: bool) -> None:
         assert row.id is not None
+        if await self._parking.park(row, channel, exc, ambiguous=ambiguous):
+            return
         verdict = sort_slack_error(exc)
         attempt = row.attempts + 1
         if verdict.verdict is Verdict.RATE_LIMITED and verdict.wait_s is not None:

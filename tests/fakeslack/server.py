@@ -9,8 +9,9 @@ enforces it and answers with Slack's error code and HTTP status, so the product
 is written against Slack's behaviour rather than against a forgiving fake.
 
 This module is ``FakeSlack``'s core: its state, lifecycle, the fault controls
-tests program (fail_next, rate_limit_next, slow_next, drop_next, set_down),
-inspection helpers, and the ``/api/{method}`` dispatch (auth, faults, errors).
+tests program (fail_next, rate_limit_next, slow_next, drop_next, set_down), the
+workspace controls (add_channel, remove_bot, invite_bot, archive, revoke_token,
+``scopes``), inspection helpers, and the ``/api/{method}`` dispatch (auth, faults, errors).
 Each Slack surface is a mixin in a module of its own that contributes its
 handlers to the method table or its routes to ``start``:
 
@@ -38,6 +39,7 @@ from aiohttp import web
 from .payloads import PayloadsMixin
 from .protocol import ApiError, Handler, JSONDict, _Fault, _read_request, _request_token
 from .socket_mode import SocketModeMixin
+from .state import FakeChannel
 from .web_api import WebApiMixin
 
 _T = TypeVar("_T")
@@ -45,6 +47,11 @@ _T = TypeVar("_T")
 DEFAULT_CHANNELS = {"C0SUPPORT": "support", "C0BILLING": "billing", "C0APPROVE": "approvals"}
 # Methods that take the app-level (xapp-) token; every other method refuses it.
 APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+# The bot scopes deploy/slack-app-manifest.yaml asks for (a test keeps the two in step), so a method the
+# product calls without asking for its scope fails here as it would in Slack.
+DEFAULT_SCOPES = frozenset(
+    {"chat:write", "channels:history", "groups:history", "channels:read", "groups:read", "commands", "usergroups:read"}
+)
 
 
 def _describe(predicate: Callable[[], object]) -> str:
@@ -66,6 +73,7 @@ class FakeSlack(WebApiMixin, SocketModeMixin, PayloadsMixin):
         team_id: str = "T0TEST",
         bot_user_id: str = "U0BOT",
         enforce_rate_limit: bool = False,
+        scopes: frozenset[str] = DEFAULT_SCOPES,
     ) -> None:
         # Each attribute's type is declared where it is used: in state.FakeSlackState when several
         # surfaces share it, else in the surface's mixin (web_api, socket_mode, payloads).
@@ -74,7 +82,13 @@ class FakeSlack(WebApiMixin, SocketModeMixin, PayloadsMixin):
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.enforce_rate_limit = enforce_rate_limit
-        self._channels = dict(DEFAULT_CHANNELS if channels is None else channels)
+        self.scopes = set(scopes)
+        # ``channels`` (ID -> name) are public channels the bot is in; add_channel makes any other kind.
+        self._channels = {
+            channel_id: FakeChannel(channel_id, name)
+            for channel_id, name in (DEFAULT_CHANNELS if channels is None else channels).items()
+        }
+        self._revoked: set[str] = set()
 
         # Inspection state (public, read by tests).
         self.calls: list[tuple[str, JSONDict]] = []
@@ -198,6 +212,39 @@ class FakeSlack(WebApiMixin, SocketModeMixin, PayloadsMixin):
         """While down, every Web API call and Socket Mode upgrade answers 503."""
         self._down = down
 
+    # ------------------------------------------------------------------ workspace controls
+
+    def add_channel(
+        self,
+        name: str,
+        *,
+        channel_id: str | None = None,
+        private: bool = False,
+        archived: bool = False,
+        bot_member: bool = True,
+    ) -> str:
+        """Create a channel (its ID is returned); the bot is in it unless ``bot_member`` is false."""
+        channel_id = channel_id or self._new_id("G" if private else "C")
+        self._channels[channel_id] = FakeChannel(
+            channel_id, name.removeprefix("#"), is_private=private, is_archived=archived, bot_is_member=bot_member
+        )
+        return channel_id
+
+    def remove_bot(self, channel: str) -> None:
+        """Someone removed the bot from the channel (or it was never invited)."""
+        self._channels[self._channel_id(channel, allow_name=True)].bot_is_member = False
+
+    def invite_bot(self, channel: str) -> None:
+        """``/invite @mentiondesk`` in the channel."""
+        self._channels[self._channel_id(channel, allow_name=True)].bot_is_member = True
+
+    def archive(self, channel: str, *, archived: bool = True) -> None:
+        self._channels[self._channel_id(channel, allow_name=True)].is_archived = archived
+
+    def revoke_token(self, token: str) -> None:
+        """The token was revoked (app uninstalled, token regenerated): every call with it answers token_revoked."""
+        self._revoked.add(token)
+
     # ------------------------------------------------------------------ inspection
 
     def messages(self, channel: str | None = None) -> list[JSONDict]:
@@ -285,6 +332,8 @@ class FakeSlack(WebApiMixin, SocketModeMixin, PayloadsMixin):
     def _check_auth(self, method: str, token: str | None) -> None:
         if token is None:
             raise ApiError("not_authed")
+        if token in self._revoked:
+            raise ApiError("token_revoked")
         if token not in (self.bot_token, self.app_token):
             raise ApiError("invalid_auth")
         if (token == self.app_token) != (method in APP_TOKEN_METHODS):

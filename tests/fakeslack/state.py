@@ -14,8 +14,44 @@ import copy
 import itertools
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 from .protocol import APP_ID, BOT_ID, ApiError, JSONDict
+
+
+@dataclass
+class FakeChannel:
+    """A channel as Slack keeps it: what conversations.* report and what decides whether the bot may post."""
+
+    id: str
+    name: str
+    is_private: bool = False
+    is_archived: bool = False
+    bot_is_member: bool = True
+    created: int = 1_600_000_000
+
+    def visible_to_bot(self) -> bool:
+        # A bot sees every public channel, but a private one only once it has been invited.
+        return self.bot_is_member or not self.is_private
+
+    def info(self) -> JSONDict:
+        """The conversation object conversations.info and conversations.list return."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "name_normalized": self.name,
+            "is_channel": not self.is_private,
+            "is_group": self.is_private,
+            "is_im": False,
+            "is_mpim": False,
+            "is_private": self.is_private,
+            "is_archived": self.is_archived,
+            "is_general": False,
+            "is_shared": False,
+            "is_org_shared": False,
+            "is_member": self.bot_is_member,
+            "created": self.created,
+        }
 
 
 class FakeSlackState:
@@ -23,7 +59,10 @@ class FakeSlackState:
 
     team_id: str
     bot_user_id: str
-    _channels: dict[str, str]
+    # Channel ID -> channel; tests change membership and archiving through FakeSlack's controls.
+    _channels: dict[str, FakeChannel]
+    # The bot token's OAuth scopes; a method needing one the token lacks answers missing_scope.
+    scopes: set[str]
 
     # Message store: top-level posts in order, every message by (channel, ts),
     # and thread replies by (channel, parent ts).
@@ -52,10 +91,29 @@ class FakeSlackState:
             return value
         if allow_name and isinstance(value, str):
             name = value.removeprefix("#")
-            for channel_id, channel_name in self._channels.items():
-                if channel_name == name:
-                    return channel_id
+            for channel in self._channels.values():
+                if channel.name == name:
+                    return channel.id
         raise ApiError("channel_not_found")
+
+    def _require_scope(self, *needed: str) -> None:
+        """Slack answers missing_scope (naming the first scope missing) before looking at the arguments."""
+        for scope in needed:
+            if scope not in self.scopes:
+                raise ApiError("missing_scope", needed=scope, provided=",".join(sorted(self.scopes)))
+
+    def _read_scope(self, channel: FakeChannel, kind: str) -> str:
+        """The scope reading ``kind`` ("read" or "history") of this channel needs: channels:* or groups:*."""
+        return f"{'groups' if channel.is_private else 'channels'}:{kind}"
+
+    def _visible_channel(self, value: object, *, allow_name: bool, scope_kind: str | None = None) -> FakeChannel:
+        """The channel, as far as the bot may see it: a private channel it is not in does not exist for it."""
+        channel = self._channels[self._channel_id(value, allow_name=allow_name)]
+        if not channel.visible_to_bot():
+            raise ApiError("channel_not_found")
+        if scope_kind is not None:
+            self._require_scope(self._read_scope(channel, scope_kind))
+        return channel
 
     def _next_ts(self) -> str:
         # Slack ts values are unique per channel and sort by time; keep them strictly increasing.

@@ -1,9 +1,9 @@
 """Slack's Web API methods, as ``WebApiMixin`` handlers of ``FakeSlack``'s ``/api/{method}`` dispatch.
 
 auth.test, chat.*, conversations.*, views.* and usergroups.*, with the checks
-Slack applies to each (channels, Block Kit limits, per-channel post rate,
-trigger_id expiry, view hashes) and their helpers: message validation, paging
-and cursors, ts handling. ``_web_api_methods`` is this module's part of the
+Slack applies to each (scopes, channels and the bot's membership, Block Kit
+limits, per-channel post rate, trigger_id expiry, view hashes) and their
+helpers: message validation, paging and cursors, ts handling. ``_web_api_methods`` is this module's part of the
 method table; a new family of methods adds its handlers there (or, once this
 module grows large, in a mixin of its own that contributes a table the same way).
 apps.connections.open belongs to Socket Mode and lives in socket_mode.py.
@@ -29,12 +29,20 @@ from .protocol import (
     _ratelimited,
     _truthy,
 )
-from .state import FakeSlackState
+from .state import FakeChannel, FakeSlackState
 
 # Slack allows ~1 message per second per channel; leave slack for timer jitter.
 POST_INTERVAL_S = 0.9
 # Slack's trigger_ids expire three seconds after the user's interaction.
 TRIGGER_TTL_S = 3.0
+# conversations.list: the scope each conversation type needs, and the largest page Slack serves.
+LIST_TYPE_SCOPES = {
+    "public_channel": "channels:read",
+    "private_channel": "groups:read",
+    "mpim": "mpim:read",
+    "im": "im:read",
+}
+LIST_LIMIT_MAX = 1000
 
 
 def _ts_value(ts: object, error: str) -> Decimal:
@@ -70,6 +78,27 @@ def _decode_cursor(cursor: object) -> int:
     raise ApiError("invalid_cursor")
 
 
+def _list_limit(value: object) -> int:
+    if value in (None, ""):
+        return 100
+    try:
+        limit = int(str(value))
+    except ValueError:
+        raise ApiError("invalid_limit") from None
+    if not 1 <= limit <= LIST_LIMIT_MAX:
+        raise ApiError("invalid_limit")
+    return limit
+
+
+def _listed(channel: FakeChannel, types: list[str], exclude_archived: bool) -> bool:
+    if exclude_archived and channel.is_archived:
+        return False
+    if channel.is_private:
+        # A bot only ever sees the private channels it was invited to.
+        return "private_channel" in types and channel.bot_is_member
+    return "public_channel" in types
+
+
 class WebApiMixin(FakeSlackState):
     """The Web API methods (other than Socket Mode's apps.connections.open) and their checks."""
 
@@ -92,6 +121,7 @@ class WebApiMixin(FakeSlackState):
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
             "conversations.info": self._conversations_info,
+            "conversations.list": self._conversations_list,
             "views.open": self._views_open,
             "views.update": self._views_update,
             "usergroups.users.list": self._usergroups_users_list,
@@ -170,8 +200,26 @@ class WebApiMixin(FakeSlackState):
             "is_enterprise_install": False,
         }
 
+    def _postable_channel(self, value: object, *, allow_name: bool) -> str:
+        """A channel the bot may post in, or Slack's reason why not."""
+        self._require_scope("chat:write")
+        channel = self._visible_channel(value, allow_name=allow_name)
+        if channel.is_archived:
+            raise ApiError("is_archived")
+        # chat:write.public lets an app post in public channels it was never invited to.
+        if not channel.bot_is_member and "chat:write.public" not in self.scopes:
+            raise ApiError("not_in_channel")
+        return channel.id
+
+    def _readable_channel(self, value: object) -> str:
+        """A channel whose messages the bot may read: it needs the history scope and to be a member."""
+        channel = self._visible_channel(value, allow_name=False, scope_kind="history")
+        if not channel.bot_is_member:
+            raise ApiError("not_in_channel")
+        return channel.id
+
     def _chat_post_message(self, p: JSONDict) -> JSONDict:
-        channel_id = self._channel_id(p.get("channel"), allow_name=True)
+        channel_id = self._postable_channel(p.get("channel"), allow_name=True)
         # Slack's rate limiter sits in front of validation, so check it first;
         # only accepted posts start a new interval.
         self._check_post_rate(channel_id)
@@ -187,7 +235,11 @@ class WebApiMixin(FakeSlackState):
         return {"channel": channel_id, "ts": record["ts"], "message": message}
 
     def _chat_update(self, p: JSONDict) -> JSONDict:
-        channel_id = self._channel_id(p.get("channel"), allow_name=False)
+        self._require_scope("chat:write")
+        channel = self._visible_channel(p.get("channel"), allow_name=False)
+        if channel.is_archived:
+            raise ApiError("is_inactive")  # no edits in an archived channel
+        channel_id = channel.id
         record = self._by_key.get((channel_id, str(p.get("ts"))))
         if record is None:
             raise ApiError("message_not_found")
@@ -206,7 +258,8 @@ class WebApiMixin(FakeSlackState):
         return {"channel": channel_id, "ts": record["ts"], "text": record["text"], "message": message}
 
     def _chat_post_ephemeral(self, p: JSONDict) -> JSONDict:
-        channel_id = self._channel_id(p.get("channel"), allow_name=True)
+        self._require_scope("chat:write")
+        channel_id = self._visible_channel(p.get("channel"), allow_name=True).id
         user = p.get("user")
         if not isinstance(user, str) or not user:
             raise _invalid_arguments("missing required field: user")
@@ -220,7 +273,7 @@ class WebApiMixin(FakeSlackState):
     # ------------------------------------------------------------------ conversations.*
 
     def _conversations_history(self, p: JSONDict) -> JSONDict:
-        channel_id = self._channel_id(p.get("channel"), allow_name=False)
+        channel_id = self._readable_channel(p.get("channel"))
         oldest = _ts_value(p.get("oldest") or "0", "invalid_ts_oldest")
         latest = _ts_value(p["latest"], "invalid_ts_latest") if p.get("latest") else None
         inclusive = _truthy(p.get("inclusive"))
@@ -234,7 +287,7 @@ class WebApiMixin(FakeSlackState):
         return self._page(newest_first, p)
 
     def _conversations_replies(self, p: JSONDict) -> JSONDict:
-        channel_id = self._channel_id(p.get("channel"), allow_name=False)
+        channel_id = self._readable_channel(p.get("channel"))
         if not p.get("ts"):
             raise _invalid_arguments("missing required field: ts")
         record = self._by_key.get((channel_id, str(p["ts"])))
@@ -260,18 +313,24 @@ class WebApiMixin(FakeSlackState):
         return result
 
     def _conversations_info(self, p: JSONDict) -> JSONDict:
-        channel_id = self._channel_id(p.get("channel"), allow_name=False)
-        name = self._channels[channel_id]
+        # Takes an ID only; a public channel the bot is not in is still described (is_member false).
+        channel = self._visible_channel(p.get("channel"), allow_name=False, scope_kind="read")
+        return {"channel": channel.info()}
+
+    def _conversations_list(self, p: JSONDict) -> JSONDict:
+        """Channels the bot can see, in pages; unlike history, the last page has an empty next_cursor."""
+        types = [t.strip() for t in str(p.get("types") or "public_channel").split(",") if t.strip()]
+        if not types or any(t not in LIST_TYPE_SCOPES for t in types):
+            raise ApiError("invalid_types")
+        self._require_scope(*(LIST_TYPE_SCOPES[t] for t in types))
+        limit = _list_limit(p.get("limit"))
+        offset = _decode_cursor(p.get("cursor"))
+        listed = [c for c in self._channels.values() if _listed(c, types, _truthy(p.get("exclude_archived")))]
+        page = listed[offset : offset + limit]
+        more = offset + limit < len(listed)
         return {
-            "channel": {
-                "id": channel_id,
-                "name": name,
-                "name_normalized": name,
-                "is_channel": True,
-                "is_private": False,
-                "is_archived": False,
-                "is_member": True,
-            }
+            "channels": [c.info() for c in page],
+            "response_metadata": {"next_cursor": _encode_cursor(offset + limit) if more else ""},
         }
 
     # ------------------------------------------------------------------ views.*
@@ -343,6 +402,7 @@ class WebApiMixin(FakeSlackState):
     # ------------------------------------------------------------------ usergroups.*
 
     def _usergroups_users_list(self, p: JSONDict) -> JSONDict:
+        self._require_scope("usergroups:read")
         group = p.get("usergroup")
         if not group:
             raise _invalid_arguments("missing required field: usergroup")
