@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable
@@ -132,3 +133,14 @@ async def test_a_refresh_of_a_card_in_slack_is_printed_as_an_update(sessions: Se
     out = io.StringIO()
     assert await DryRunSender(sessions, out=out).print_new() == 1
     assert f"--- [dry run] would update the card of ticket #{ticket_id} in C0SUPPORT ---" in out.getvalue()
+
+
+async def test_what_was_queued_before_the_stop_is_printed_before_it_ends(sessions: Sessions) -> None:
+    # The daemon stops its intake first, then the sender: a message queued in between must still be shown,
+    # or the demo's summary counts a ticket whose card never appeared.
+    out = io.StringIO()
+    printer = DryRunSender(sessions, out=out)
+    await new_ticket(sessions, text="Posted just before the stop")
+    printer.stop()  # before the printer had a look
+    await asyncio.wait_for(printer.run(), timeout=5)
+    assert "Posted just before the stop" in out.getvalue()

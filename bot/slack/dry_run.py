@@ -63,18 +63,23 @@ class DryRunSender:
     async def run(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            try:
-                await self.print_new()
-            except Exception as exc:  # the database went away: try again on the next wake-up
-                logger.warning("Slack outbox (dry run): cannot read the queue: %s", exc)
+            await self._print_or_log()
             # Nothing here ever becomes due by itself: new rows wake us, the poll catches other processes' rows.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=IDLE_POLL_S)
+        # The daemon stops its intake before its sender, so this last look shows everything queued until the stop.
+        await self._print_or_log()
+
+    async def _print_or_log(self) -> None:
+        try:
+            await self.print_new()
+        except Exception as exc:  # the database went away: try again on the next wake-up
+            logger.warning("Slack outbox (dry run): cannot read the queue: %s", exc)
 
     async def print_new(self) -> int:
         """Print every pending message not printed yet; returns how many were printed."""
         printed = 0
-        while not self._stopping:
+        while True:
             async with self._sessions() as session:
                 batch = await pending_after(session, after_id=self._printed_up_to, limit=PAGE_SIZE)
                 for row, ticket in batch:
