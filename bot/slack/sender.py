@@ -28,6 +28,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -111,13 +112,16 @@ class SlackSender:
 
     async def run(self) -> None:
         await self._parking.retry_all_now()
+        failures = 0
         while not self._stopping:
             self._wake.clear()
             try:
                 wait_s = await self.send_due()
-            except Exception as exc:  # the database went away: keep the rows, try again shortly
-                logger.warning("Slack outbox: cannot read the queue: %s", exc)
-                wait_s = 5.0
+                failures = 0
+            except Exception as exc:  # the database went away: keep the rows, try again soon
+                failures += 1
+                wait_s = backoff_delay(failures, base_s=0.5, cap_s=self._settings.max_retry_delay_s)
+                logger.warning("Slack outbox: cannot read the queue: %s; trying again in %.1fs", exc, wait_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
 
@@ -171,10 +175,20 @@ class SlackSender:
         target = self._target(row, ticket)
         assert target is not None and row.id is not None
         channel, thread_ts = target
+        # Rendered before the claim: should the database go away mid-render, no lease holds the row afterwards,
+        # and it goes out as soon as the database is back.
+        try:
+            text, blocks = await self._render(row)
+        except (SQLAlchemyError, OSError):
+            raise  # the database is away: run() waits for it
+        except Exception as exc:  # this row alone cannot be shown: it waits, the rows behind it do not
+            if await self._claim(row):
+                await self._retry_later(row, channel, exc, ambiguous=False)
+            return
         if not await self._claim(row):
             return  # another daemon sharing the database is sending it
         if row.kind == OutboxKind.UPDATE:
-            await self._refresh_card(row, ticket, channel, thread_ts)
+            await self._refresh_card(row, channel, thread_ts, text, blocks)
             return
         self._channel_free_at[channel] = time.monotonic() + self._settings.post_interval_s
         doubt = in_doubt(row)
@@ -191,18 +205,19 @@ class SlackSender:
                     await self._record_sent(row, channel, channel, found.ts)
                     return
                 doubt = not found.checked
-            posted_channel, ts = await self._post(row, channel, thread_ts)
+            posted_channel, ts = await self._post(row, channel, thread_ts, text, blocks)
         except Exception as exc:
             # Still in doubt unless Slack was searched and had no such message.
             await self._retry_later(row, channel, exc, ambiguous=doubt or is_ambiguous(exc))
             return
         await self._record_sent(row, channel, posted_channel, ts)
 
-    async def _refresh_card(self, row: SlackOutbox, ticket: Ticket, channel: str, ts: str | None) -> None:
+    async def _refresh_card(
+        self, row: SlackOutbox, channel: str, ts: str | None, text: str, blocks: list[dict[str, Any]]
+    ) -> None:
         # chat.update is idempotent, so an update whose answer was lost is simply sent again: no lookup.
         assert row.id is not None and ts is not None
         try:
-            text, blocks = await self._render(row)
             await self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
         except Exception as exc:
             await self._retry_later(row, channel, exc, ambiguous=False)
@@ -292,8 +307,9 @@ class SlackSender:
                 return None
         raise _LookupIncomplete(f"no match in the first {LOOKUP_MAX_PAGES * LOOKUP_PAGE_SIZE} messages searched")
 
-    async def _post(self, row: SlackOutbox, channel: str, thread_ts: str | None) -> tuple[str, str]:
-        text, blocks = await self._render(row)
+    async def _post(
+        self, row: SlackOutbox, channel: str, thread_ts: str | None, text: str, blocks: list[dict[str, Any]]
+    ) -> tuple[str, str]:
         response = await self._client.chat_postMessage(
             channel=channel,
             text=text,
