@@ -10,6 +10,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from mentiondesk.bot.config import Config
+from mentiondesk.bot.dead_letter_check import check_dead_letters
 from mentiondesk.bot.mastodon.client import MastodonClient
 from mentiondesk.storage.db import DatabaseError, NoDatabaseError, current_revision, head_revision, open_engine
 from mentiondesk.storage.urls import describe_database
@@ -91,6 +92,7 @@ CHECKS: list[tuple[str, Callable[[Config], Awaitable[str]]]] = [
     ("mastodon", _check_mastodon),
     ("slack", _check_slack),
     ("database", _check_database),
+    ("dead letters", lambda config: check_dead_letters(config.settings.database.url)),
 ]
 
 
