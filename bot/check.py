@@ -9,6 +9,7 @@ from typing import TextIO
 from slack_sdk.web.async_client import AsyncWebClient
 
 from mentiondesk.bot.config import Config
+from mentiondesk.bot.dead_letter_check import check_dead_letters
 from mentiondesk.bot.mastodon.client import MastodonClient
 from mentiondesk.bot.slack.preflight import check_channels, configured_channels, verify_app_token, verify_bot_token
 from mentiondesk.bot.slack.problems import SlackSetupError, SlackUnavailable
@@ -155,6 +156,7 @@ CHECKS: list[tuple[str, Callable[[Config], Awaitable[str]]]] = [
     ("slack channels", _check_slack_channels),
     ("database", _check_database),
     ("slack outbox", _check_outbox),
+    ("dead letters", lambda config: check_dead_letters(config.settings.database.url)),
 ]
 
 

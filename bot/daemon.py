@@ -22,6 +22,7 @@ from mentiondesk.bot.dispatch import Dispatcher
 from mentiondesk.bot.events import MentionReceived, Post, PostChange, PostEdited
 from mentiondesk.bot.mastodon.client import MastodonClient
 from mentiondesk.bot.mastodon.post_sweeper import PostSweeper
+from mentiondesk.bot.mastodon.set_aside import failure_reason, is_transient
 from mentiondesk.bot.mastodon.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
 from mentiondesk.bot.retry import backoff_delay
 from mentiondesk.bot.slack.app import SlackIntake, SocketModeConnection, build_app, finish_listeners
@@ -229,16 +230,19 @@ class Daemon:
             )
 
     async def ingest(self, post: Post, source: str) -> None:
-        """The unit of work for one post: retryable failures raise IngestError, others are logged and skipped."""
+        """The unit of work for one post: a failure raises IngestError, saying whether another try can help."""
         assert self._dispatcher is not None
         # One post at a time: a reply must see the ticket its parent just opened.
         async with self._ingest_lock:
             try:
                 await self._dispatcher.dispatch(MentionReceived(post=post, source=source))
             except (SQLAlchemyError, OSError, MastodonError) as exc:
-                raise IngestError(f"post {post.url} not stored yet: {exc}") from exc
-            except Exception:
-                logger.exception("post %s could not be processed and was skipped", post.url)
+                raise IngestError(
+                    f"post {post.id} not stored: {failure_reason(exc)}", transient=is_transient(exc)
+                ) from exc
+            except Exception as exc:
+                logger.exception("post %s could not be processed", post.url)
+                raise IngestError(f"post {post.id} not processed: {failure_reason(exc)}", transient=False) from exc
 
     async def post_changed(self, change: PostChange) -> None:
         """The unit of work for one edit or delete, with the same error boundary as ingest."""

@@ -37,6 +37,8 @@ class Post:
     edited_at: datetime | None = None
     # Whom the post mentions (account ids): whether it reached the brand's notifications.
     mentioned_account_ids: tuple[str, ...] = ()
+    # False when the server gave no believable time: created_at is then when the post was received.
+    created_at_known: bool = True
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from mentiondesk.bot.classify.model import Classification
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.dispatch import Router
 from mentiondesk.bot.events import MentionReceived, Post
+from mentiondesk.bot.mastodon.fields import UnreadablePost
 from mentiondesk.bot.retry import Verdict, sort_mastodon_error
 from mentiondesk.bot.routing import route
 from mentiondesk.bot.slack.cards import followup_message
@@ -99,8 +100,8 @@ async def _file_unread_parent(post: Post, ctx: AppContext, *, parents_left: int)
             return
     try:
         parent = await ctx.mastodon.status(parent_id)
-    except MastodonError as exc:
-        if sort_mastodon_error(exc).verdict is not Verdict.FATAL:
+    except (MastodonError, UnreadablePost) as exc:
+        if isinstance(exc, MastodonError) and sort_mastodon_error(exc).verdict is not Verdict.FATAL:
             raise  # worth another try: the reply is read again and the parent fetched then
         logger.warning("cannot read %s, the post %s replies to (%s); placing the reply alone", parent_id, post.id, exc)
         return
@@ -186,6 +187,7 @@ def _mention_row(post: Post, source: str, result: Classification) -> Mention:
         tags=list(post.tags),
         source=source,
         posted_at=post.created_at,
+        posted_at_known=post.created_at_known,
         label=result.label,
         score=result.score,
         # Read after an edit (a late poll), the post is stored as edited, so the refresh sweep sees nothing new.
@@ -216,7 +218,11 @@ async def _record(event: MentionReceived, ctx: AppContext, *, parents_left: int)
         async with transaction(ctx.sessions) as session:
             ticket = await _file(session, _mention_row(post, event.source, result), post, result, placement, ctx)
     except IntegrityError:
-        # Another worker (or daemon, on Postgres) stored the same status between our check and insert.
+        # Another worker (or daemon, on Postgres) stored the same status between our check and insert. Any other
+        # refusal is the post's own, and the feed sets it aside after a few tries.
+        async with ctx.sessions() as session:
+            if not await mention_exists(session, status_uri=post.uri):
+                raise
         logger.debug("duplicate %s ignored", post.uri)
         return
     if ticket is not None:
@@ -299,6 +305,7 @@ async def _add_followup(session: AsyncSession, ticket: Ticket, mention: Mention,
         text=post.text,
         post_url=post.url,
         posted_at=post.created_at,
+        posted_at_known=post.created_at_known,
     )
     enqueue(
         session,

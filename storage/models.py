@@ -1,11 +1,11 @@
-"""The tables: every mention, the tickets they open, the Slack outbox and the stream cursors."""
+"""The tables: every mention, the tickets they open, the Slack outbox, the stream cursors and the dead letters."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, true
 from sqlmodel import Field, SQLModel
 
 from mentiondesk.storage.types import UTCDateTime, utcnow
@@ -76,6 +76,8 @@ class Mention(SQLModel, table=True):
     ticket_id: int | None = Field(default=None, foreign_key="tickets.id", index=True)
     edited_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # False when the post's own time was missing or unreadable: posted_at is then when it was received.
+    posted_at_known: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
 
 
 class Note(SQLModel, table=True):
@@ -183,3 +185,30 @@ class Cursor(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=200)
     value: str = Field(max_length=64)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class DeadLetter(SQLModel, table=True):
+    """A feed entry that could not be read or stored: set aside, with why and as it came, so the feed moves on."""
+
+    __tablename__ = "dead_letters"
+    # The same entry read again (by the stream and a poll, or by two daemons) updates its row instead of adding one.
+    __table_args__ = (UniqueConstraint("feed", "item_key", name="uq_dead_letters_feed_item"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    feed: str = Field(max_length=200)  # the feed's cursor name
+    # The entry's id in the feed (a notification's, or a status's on a hashtag feed); without one, its status's id
+    # ("status:<id>") or a digest of its JSON ("sha256:<hex>").
+    item_key: str = Field(max_length=80)
+    status_id: str | None = Field(default=None, max_length=64)
+    status_uri: str | None = Field(default=None, max_length=2048)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    payload: str = Field(sa_column=Column(Text, nullable=False))  # the entry as it was read, as JSON
+    attempts: int = Field(default=1)
+    first_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+def max_length(*columns: Any) -> int:
+    """The narrowest declared length of these string columns (Mention.language, ...): what a value must fit."""
+    # At class level a field is SQLAlchemy's column attribute, though typed as its value.
+    return min(int(column.type.length) for column in columns)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,19 @@ from mastodon.errors import MastodonAPIError, MastodonError, MastodonNotFoundErr
 
 from mentiondesk.bot.events import AccountRef, Post, PostChange, PostDeleted, PostEdited
 from mentiondesk.bot.mastodon.explain import MastodonSetupError, explain
+from mentiondesk.bot.mastodon.fields import (
+    MAX_CLOCK_SKEW,
+    UnreadablePost,
+    feed_id,
+    objects,
+    optional_id,
+    plain_string,
+    required_id,
+    text_field,
+    time_field,
+)
 from mentiondesk.bot.mastodon.text import MentionRef, clean_fields, status_to_text
+from mentiondesk.storage.models import Cursor, Mention, Ticket, max_length
 
 USER_AGENT = "mentiondesk/0.1 (+https://github.com/mentiondesk/mentiondesk)"
 
@@ -28,70 +41,139 @@ class StatusLimits:
 
 @dataclass(frozen=True)
 class FeedItem:
-    """One entry of a paged feed: the feed's own id (the cursor) and the post it carries."""
+    """One entry of a paged feed: the feed's own id (the cursor) and the post it carries.
 
-    cursor_id: str
+    An entry that cannot be read carries why instead of a post, and one without a usable id no cursor_id;
+    either way `raw` keeps it as it came, for the dead-letter table.
+    """
+
+    cursor_id: str | None
     post: Post | None
+    unreadable: str | None = None
+    raw: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        """What names this entry in its feed, also when it came without an id (then its status's, if any)."""
+        if self.cursor_id is not None:
+            return self.cursor_id
+        status_id = raw_status_id(self.raw)
+        if status_id:
+            return "status:" + status_id[:_STATUS_ID_MAX]
+        return "sha256:" + hashlib.sha256(raw_json(self.raw).encode()).hexdigest()
 
 
-def _as_datetime(value: Any) -> datetime:
-    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+def raw_json(payload: Any) -> str:
+    """A payload as JSON text, whatever it holds (Mastodon.py turns times into datetimes)."""
+    return json.dumps(payload, default=str)
 
 
-def account_from_json(data: Mapping[str, Any]) -> AccountRef:
+def raw_status(payload: Any) -> Mapping[str, Any] | None:
+    """The status in a feed entry as it came (a notification's `status`, or the entry itself), if an object."""
+    status = payload.get("status") if isinstance(payload, Mapping) and "status" in payload else payload
+    return status if isinstance(status, Mapping) else None
+
+
+def raw_status_id(payload: Any) -> str:
+    status = raw_status(payload)
+    return text_field(status.get("id")) if status is not None else ""
+
+
+# Where each part of a post is stored: it is cut to fit the narrowest of those columns.
+_STATUS_ID_MAX = max_length(Mention.status_id, Ticket.root_status_id)
+_REPLY_ID_MAX = max_length(Mention.in_reply_to_id)
+_URI_MAX = max_length(Mention.status_uri)
+_URL_MAX = max_length(Mention.status_url)
+_ACCOUNT_ID_MAX = max_length(Mention.account_id, Ticket.customer_account_id)
+_ACCT_MAX = max_length(Mention.account_acct, Ticket.customer_acct)
+_NAME_MAX = max_length(Mention.account_display_name, Ticket.customer_display_name)
+_PROFILE_URL_MAX = max_length(Mention.account_url, Ticket.customer_url)
+_VISIBILITY_MAX = max_length(Mention.visibility)
+_LANGUAGE_MAX = max_length(Mention.language)
+_CURSOR_MAX = max_length(Cursor.value)
+
+
+def account_from_json(data: Any) -> AccountRef:
+    if not isinstance(data, Mapping):
+        raise UnreadablePost("the author (account) is missing")
     return AccountRef(
-        id=str(data["id"]),
-        acct=str(data.get("acct") or data.get("username") or ""),
-        display_name=str(data.get("display_name") or ""),
-        url=str(data.get("url") or ""),
-        bot=bool(data.get("bot")),
+        id=required_id(data.get("id"), what="the author's account id", limit=_ACCOUNT_ID_MAX),
+        acct=text_field(data.get("acct") or data.get("username"), limit=_ACCT_MAX),
+        display_name=text_field(data.get("display_name"), limit=_NAME_MAX),
+        url=text_field(data.get("url"), limit=_PROFILE_URL_MAX),
+        bot=data.get("bot") is True,
     )
 
 
-def post_from_json(data: Mapping[str, Any]) -> Post:
-    """Normalise a status from the REST API (Mastodon.py dict) or the streaming API (raw JSON)."""
-    mentions = [
-        MentionRef(url=str(m.get("url") or ""), acct=str(m.get("acct") or "")) for m in data.get("mentions") or []
-    ]
+def post_from_json(data: Any) -> Post:
+    """Normalise a status from the REST API (Mastodon.py dict) or the streaming API (raw JSON).
+
+    Whatever the server sent, what fits is kept (see bot/mastodon/fields.py); a status without an id or an
+    author raises UnreadablePost. Without a believable time of its own, the post is dated when it was received.
+    """
+    if not isinstance(data, Mapping):
+        raise UnreadablePost("the status is not a JSON object")
+    received_at = datetime.now(UTC)
+    status_id = required_id(data.get("id"), what="the status id", limit=_STATUS_ID_MAX)
+    uri = text_field(data.get("uri")) or text_field(data.get("url")) or status_id
+    if len(uri) > _URI_MAX:
+        # The URI is the post's unique key: cut, two posts could share one.
+        raise UnreadablePost(f"the status URI is {len(uri)} characters long, more than the {_URI_MAX} stored")
+    mentions = objects(data.get("mentions"))
     text = status_to_text(
-        str(data.get("content") or ""),
-        mentions=mentions,
-        spoiler_text=str(data.get("spoiler_text") or ""),
+        plain_string(data.get("content")),
+        mentions=[MentionRef(url=text_field(m.get("url")), acct=text_field(m.get("acct"))) for m in mentions],
+        spoiler_text=plain_string(data.get("spoiler_text")),
     )
-    in_reply_to = data.get("in_reply_to_id")
-    in_reply_to_account = data.get("in_reply_to_account_id")
+    created_at = time_field(data.get("created_at"), latest=received_at + MAX_CLOCK_SKEW)
     post = Post(
-        id=str(data["id"]),
-        uri=str(data.get("uri") or data.get("url") or data["id"]),
-        url=str(data.get("url") or data.get("uri") or ""),
-        account=account_from_json(data["account"]),
+        id=status_id,
+        uri=uri,
+        url=text_field(data.get("url") or data.get("uri"), limit=_URL_MAX),
+        account=account_from_json(data.get("account")),
         text=text,
-        created_at=_as_datetime(data["created_at"]),
-        visibility=str(data.get("visibility") or "public"),
-        language=str(data["language"]) if data.get("language") else None,
-        in_reply_to_id=str(in_reply_to) if in_reply_to is not None else None,
-        in_reply_to_account_id=str(in_reply_to_account) if in_reply_to_account is not None else None,
-        tags=tuple(str(t.get("name", "")).lower() for t in data.get("tags") or []),
+        created_at=created_at or received_at,
+        created_at_known=created_at is not None,
+        visibility=text_field(data.get("visibility"), limit=_VISIBILITY_MAX) or "public",
+        language=text_field(data.get("language"), limit=_LANGUAGE_MAX) or None,
+        in_reply_to_id=optional_id(data.get("in_reply_to_id"), limit=_REPLY_ID_MAX),
+        in_reply_to_account_id=optional_id(data.get("in_reply_to_account_id"), limit=_ACCOUNT_ID_MAX),
+        tags=tuple(name for t in objects(data.get("tags")) if (name := text_field(t.get("name")).lower())),
         is_reblog=data.get("reblog") is not None,
-        edited_at=_as_datetime(data["edited_at"]) if data.get("edited_at") else None,
-        mentioned_account_ids=tuple(str(m["id"]) for m in data.get("mentions") or [] if m.get("id") is not None),
+        edited_at=time_field(data.get("edited_at")),
+        mentioned_account_ids=tuple(
+            found for m in mentions if (found := optional_id(m.get("id"), limit=_ACCOUNT_ID_MAX)) is not None
+        ),
     )
     # Names, handles, URLs and tags are the customer's (or their server's): no bidi or invisible controls.
     return clean_fields(post)
 
 
-def notification_item(data: Mapping[str, Any]) -> FeedItem:
+def notification_item(data: Any) -> FeedItem:
+    """A mention notification's post (other notifications carry none); never raises, whatever data holds."""
+    cursor_id = feed_id(data.get("id"), limit=_CURSOR_MAX) if isinstance(data, Mapping) else None
+    if cursor_id is None:
+        return FeedItem(cursor_id=None, post=None, unreadable="the notification has no usable id", raw=data)
     # A deleted status can leave its notification behind with status=null (some servers drop it).
     status = data.get("status")
-    post = post_from_json(status) if data.get("type") == "mention" and status else None
-    return FeedItem(cursor_id=str(data["id"]), post=post)
+    if data.get("type") != "mention" or status is None:
+        return FeedItem(cursor_id=cursor_id, post=None)
+    return _read(cursor_id, status, raw=data)
 
 
-def status_item(data: Mapping[str, Any]) -> FeedItem:
-    return FeedItem(cursor_id=str(data["id"]), post=post_from_json(data))
+def status_item(data: Any) -> FeedItem:
+    """A hashtag timeline's post; never raises, whatever data holds."""
+    cursor_id = feed_id(data.get("id"), limit=_CURSOR_MAX) if isinstance(data, Mapping) else None
+    if cursor_id is None:
+        return FeedItem(cursor_id=None, post=None, unreadable="the status has no usable id", raw=data)
+    return _read(cursor_id, data, raw=data)
+
+
+def _read(cursor_id: str, status: Any, *, raw: Any) -> FeedItem:
+    try:
+        return FeedItem(cursor_id=cursor_id, post=post_from_json(status), raw=raw)
+    except UnreadablePost as exc:
+        return FeedItem(cursor_id=cursor_id, post=None, unreadable=str(exc), raw=raw)
 
 
 # Mastodon names the edit event "status.update"; mastodon-mock 0.6 sends it as "status_update".
@@ -114,8 +196,9 @@ def post_change_from_stream(name: str, data: str) -> PostChange | None:
 
 
 def _by_id(item: FeedItem) -> int:
-    # Mastodon ids are numeric strings (snowflakes); compare them as numbers, not text.
-    return int(item.cursor_id)
+    # Mastodon ids are numeric strings (snowflakes); compare them as numbers, not text. Entries without one
+    # cannot be placed: they go first, so the page's last entry still carries its cursor.
+    return int(item.cursor_id) if item.cursor_id is not None else -1
 
 
 class MastodonClient:

@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from mentiondesk.bot.config import MastodonSettings
 from mentiondesk.bot.events import PostDeleted, PostEdited
 from mentiondesk.bot.mastodon.client import MastodonClient
+from mentiondesk.bot.mastodon.fields import UnreadablePost
 from mentiondesk.bot.mastodon.watcher import OnChange
 from mentiondesk.bot.retry import backoff_delay, rate_limit_pause_s
 from mentiondesk.storage.models import Mention
@@ -82,7 +83,12 @@ class PostSweeper:
         return rate_limit_pause_s(self._client, cap_s=self._settings.max_backoff_s, what="post refreshes")
 
     async def _check(self, mention: Mention) -> None:
-        current = await self._client.status(mention.status_id)
+        try:
+            current = await self._client.status(mention.status_id)
+        except UnreadablePost as exc:
+            # Nothing to compare it with; stopping here would leave every later post unchecked for good.
+            logger.warning("cannot check post %s for edits and deletes: %s", mention.status_id, exc)
+            return
         if current is None:
             await self._on_change(PostDeleted(status_id=mention.status_id))
         elif current.edited_at is not None and current.edited_at != mention.edited_at:

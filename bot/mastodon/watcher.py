@@ -37,6 +37,7 @@ from mentiondesk.bot.mastodon.client import (
     status_item,
 )
 from mentiondesk.bot.mastodon.pacing import POLL_SHARE, STREAM_SHARE, min_interval_s, next_attempt
+from mentiondesk.bot.mastodon.set_aside import MAX_TRIES, SetAside
 from mentiondesk.bot.mastodon.stream_hold import StreamEvent, StreamHold
 from mentiondesk.bot.mastodon.streaming import read_events
 from mentiondesk.bot.retry import Verdict, backoff_delay, parse_retry_after, rate_limit_pause_s, sort_mastodon_error
@@ -55,7 +56,11 @@ Fetch = Callable[[str | None, int], Awaitable[list[FeedItem]]]
 
 
 class IngestError(Exception):
-    """A post could not be stored for a reason that may pass (database away): retry, don't skip."""
+    """A post could not be stored: retried while the cause may pass (database away), else set aside after a few."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ class FeedWatcher:
         self.polls_completed = 0
         self.stream_items_read = 0
         self._hold = StreamHold(self._apply, name=feed.cursor_name)
+        self.set_aside = SetAside(sessions, feed=feed.cursor_name)
         self._poll_spacing_s = min_interval_s(settings, POLL_SHARE)
         self._stream_spacing_s = min_interval_s(settings, STREAM_SHARE)
 
@@ -192,26 +198,50 @@ class FeedWatcher:
         read = 0
         while True:
             items = await self.feed.fetch(cursor, PAGE_LIMIT)
-            if not items:
-                return read
             await self._ingest_items(items)
-            cursor = items[-1].cursor_id
             read += len(items)
+            # An empty page, or one whose entries all came without an id (set aside), leaves nothing to page from.
+            cursor = _last_cursor(items)
+            if cursor is None:
+                return read
 
     async def _first_start(self) -> int:
         # No cursor yet: take the latest `backfill` items rather than the account's whole history.
         backfill = self._settings.backfill
         items = await self.feed.fetch(None, max(1, backfill))
         await self._ingest_items(items if backfill else [])
-        await self._save_cursor(items[-1].cursor_id if items else "0")
+        await self._save_cursor(_last_cursor(items) or "0")
         return len(items) if backfill else 0
 
     async def _ingest_items(self, items: list[FeedItem]) -> None:
         for item in items:
-            if item.post is not None:
-                await self._ingest(item.post, self.feed.source)
-        if items:
-            await self._save_cursor(items[-1].cursor_id)
+            await self._ingest_item(item)
+        last = _last_cursor(items)
+        if last is not None:
+            await self._save_cursor(last)
+
+    async def _ingest_item(self, item: FeedItem) -> None:
+        """Store one entry; one that cannot be read, or stored after a few tries, is set aside instead."""
+        if item.unreadable is not None:
+            await self._set_aside(item, f"unreadable: {item.unreadable}")
+            return
+        if item.post is None:
+            return
+        try:
+            await self._ingest(item.post, self.feed.source)
+        except IngestError as exc:
+            tries = self.set_aside.failed(item) if not exc.transient else 0
+            if tries < MAX_TRIES:
+                raise  # the poll backs off and reads the page again
+            await self._set_aside(item, str(exc), attempts=tries)
+        else:
+            self.set_aside.stored(item)
+
+    async def _set_aside(self, item: FeedItem, reason: str, *, attempts: int = 1) -> None:
+        try:
+            await self.set_aside.put(item, reason, attempts=attempts)
+        except Exception as exc:
+            raise IngestError(f"cannot set aside {item.key}: {exc}") from exc
 
     async def _save_cursor(self, value: str) -> None:
         try:
@@ -292,7 +322,12 @@ class FeedWatcher:
             )
             return
         self.stream_items_read += 1
-        if item.post is not None:
+        if item.unreadable is not None:
+            try:
+                await self._set_aside(item, f"unreadable: {item.unreadable}")
+            except IngestError as exc:
+                logger.warning("%s: %s; the next poll sets it aside", self.feed.cursor_name, exc)
+        elif item.post is not None:
             await self._hold.deliver(item.post)
 
     async def _on_change_event(self, name: str, data: str) -> None:
@@ -306,6 +341,11 @@ class FeedWatcher:
             return
         if change is not None:
             await self._hold.deliver(change)
+
+
+def _last_cursor(items: list[FeedItem]) -> str | None:
+    """The cursor after a page (sorted oldest first): its last entry that has an id."""
+    return next((item.cursor_id for item in reversed(items) if item.cursor_id is not None), None)
 
 
 def _reset_in_s(reset: str) -> float:

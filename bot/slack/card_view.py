@@ -84,6 +84,7 @@ async def render_card(session: AsyncSession, ticket: Ticket) -> tuple[str, list[
         text=root.text,
         post_url=root.status_url,
         posted_at=ticket.posted_at,
+        posted_at_known=root.posted_at_known,
         sla_due_at=ticket.first_response_due_at,
         language=root.language,
         visibility=root.visibility,

@@ -102,6 +102,11 @@ def _slack_date(when: datetime) -> str:
     return f"<!date^{int(when.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
+def _posted(at: datetime, *, known: bool) -> str:
+    # A server that sent no readable time: say so, rather than pass the time we read the post off as its own.
+    return f"Posted {_slack_date(at)}" if known else f"Posted: unknown (received {_slack_date(at)})"
+
+
 def _acct(acct: str) -> str:
     return _clamp(_one_line(acct).lstrip("@"), _ACCT_MAX)
 
@@ -159,7 +164,7 @@ class TicketCard:
     author_url: str
     text: str
     post_url: str
-    posted_at: datetime
+    posted_at: datetime  # when the post was received, when its own time is not known
     sla_due_at: datetime | None
     language: str | None
     visibility: str
@@ -171,6 +176,7 @@ class TicketCard:
     deleted: bool = False
     closed_reason: str | None = None
     previous_ticket: int | None = None
+    posted_at_known: bool = True
 
 
 _SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,30}$")
@@ -220,7 +226,7 @@ def ticket_card(
         link_if_safe(card.post_url, "View post"),
         f"score {card.score:.2f}",
         f"Label: {escape_mrkdwn(_clamp(_one_line(card.label), _META_MAX))}" if card.label.strip() else "",
-        f"Posted {_slack_date(card.posted_at)}",
+        _posted(card.posted_at, known=card.posted_at_known),
         f"Visibility: {escape_mrkdwn(_clamp(_one_line(card.visibility), _META_MAX))}",
         f"Language: {escape_mrkdwn(_clamp(_one_line(card.language), _META_MAX))}" if card.language else "",
     ]
@@ -247,7 +253,14 @@ def ticket_card(
 
 
 def followup_message(
-    *, number: int, author_acct: str, author_url: str, text: str, post_url: str, posted_at: datetime
+    *,
+    number: int,
+    author_acct: str,
+    author_url: str,
+    text: str,
+    post_url: str,
+    posted_at: datetime,
+    posted_at_known: bool = True,
 ) -> tuple[str, list[dict]]:
     """Build ``(fallback_text, blocks)`` for a customer follow-up posted in the ticket thread."""
     prefix = f"ticket-{number}-followup"
@@ -256,7 +269,7 @@ def followup_message(
     body = intro + "\n" + _quote(text, SECTION_MAX - len(intro) - 1)
     meta = [
         link_if_safe(post_url, "View post"),
-        f"Posted {_slack_date(posted_at)}",
+        _posted(posted_at, known=posted_at_known),
     ]
     blocks: list[dict] = [
         {"type": "section", "block_id": f"{prefix}-text", "text": _mrkdwn(body, SECTION_MAX)},
