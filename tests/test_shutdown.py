@@ -7,13 +7,17 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 from mastodon_mock.testing.server import MockServer
 
+from mentiondesk.bot.config import Config
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
+from tests.test_e2e import COMPLAINT_2, Start, post
+from tests.test_slack_reply import AGENT, AGENTS, click_reply, new_ticket
 from tests.test_slack_setup import tokens, write_config
 
 SHUTDOWN_TIMEOUT_S = 2.0
@@ -74,3 +78,22 @@ async def test_sigterm_during_a_hung_poll_exits_within_the_shutdown_timeout(
     assert "Traceback" not in err and "Unclosed" not in err
     # The operator learns which call was left behind.
     assert any("abandoned" in line and "notifications" in line for line in err.splitlines()), err
+
+
+async def test_stop_waits_at_most_the_shutdown_timeout_in_all_for_slack_calls_that_hang(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
+    # An agent's action and a card on its way both wait on Slack calls that will not answer within the shutdown
+    # timeout (slack.request_timeout_s is 30 s): each gets what is left of it, not a timeout of its own.
+    config = make_config(slack=AGENTS, daemon={"shutdown_timeout_s": SHUTDOWN_TIMEOUT_S})
+    daemon = await start_daemon(config)
+    card, ticket = await new_ticket(daemon, mastodon, slack)
+    slack.slow_next("views.open", delay_s=60)
+    slack.slow_next("chat.postMessage", delay_s=60)
+    await click_reply(slack, card, AGENT, ticket)
+    await post(mastodon, "carol", COMPLAINT_2)
+    await slack.wait_for(lambda: slack.call_count("views.open") == 1 and slack.call_count("chat.postMessage") == 2)
+
+    started = time.monotonic()
+    await daemon.stop()
+    assert time.monotonic() - started < SHUTDOWN_TIMEOUT_S + 1.5
