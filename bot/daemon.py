@@ -202,7 +202,11 @@ class Daemon:
             return SlackHttpServer(app, slack, signing_secret=secrets.slack_signing_secret, rules=slack_payload_rules())
         assert secrets.slack_app_token is not None and app.client is not None
         return SocketModeConnection(
-            app, app_token=secrets.slack_app_token, web_client=app.client, rules=slack_payload_rules()
+            app,
+            app_token=secrets.slack_app_token,
+            web_client=app.client,
+            rules=slack_payload_rules(),
+            request_timeout_s=slack.request_timeout_s,
         )
 
     async def _connect_slack(self) -> None:
