@@ -24,9 +24,9 @@ from tests.fakeslack import FakeSlack
 from tests.test_slack_sender import Sessions, get, new_ticket
 
 CHANNEL = "C0SUPPORT"
-# Slow enough to matter, quick enough for a test; each slow answer comes this much inside the timeout.
-REQUEST_TIMEOUT_S = 2.0
-JUST_IN_TIME_S = 1.7
+# Slow enough to matter, quick enough for a test; each slow answer comes half a second inside the timeout.
+REQUEST_TIMEOUT_S = 2.5
+JUST_IN_TIME_S = 2.0
 # What a sender's own clock may add to a call it gives up on (the loop, the database write after it).
 GIVE_UP_MARGIN_S = 1.5
 
@@ -131,6 +131,6 @@ async def test_the_longest_send_a_sender_can_make_ends_inside_its_lease(
         await second.send_due()  # must find the row leased for as long as the first sender can be at it
         await asyncio.sleep(0.1)
     await attempt
-    assert slack.call_count("conversations.history") == LOOKUP_MAX_PAGES  # the first sender's pages only
-    assert len(cards_for(slack, row_id)) == 1
+    assert len(cards_for(slack, row_id)) == 1, "the second sender posted the card the first was still sending"
+    assert slack.call_count("conversations.history") <= LOOKUP_MAX_PAGES  # the first sender's pages only
     assert (await get(sessions, SlackOutbox, row_id)).state == OutboxState.SENT
