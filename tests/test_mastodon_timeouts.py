@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from mastodon_mock.testing.server import MockServer
 
 from mentiondesk.bot.cli import main
 from mentiondesk.bot.config import Config
+from mentiondesk.bot.mastodon.calls import BlockingCalls
 from mentiondesk.bot.mastodon.client import MastodonClient
 from tests.conftest import BRAND_TOKEN, eventually
 from tests.test_e2e import Start
@@ -88,6 +90,34 @@ async def test_check_says_a_dripping_server_did_not_answer_in_time(
         f"FAIL mastodon: Mastodon at mastodon.base_url = {dripping} did not answer within "
         f"mastodon.request_timeout_s = {TIMEOUT_S:g} s: check the address, or raise the timeout for a slow server"
     )
+
+
+async def test_calls_stuck_in_every_thread_make_the_next_fail_at_once_and_are_named_at_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = BlockingCalls(timeout_s=0.2, max_threads=2)
+    unblock = threading.Event()
+    try:
+        for _ in range(2):
+            with pytest.raises(MastodonNetworkError, match=r"timed out after 0\.2s"):
+                await calls.run("status_context", unblock.wait)
+        started = time.monotonic()
+        with pytest.raises(MastodonNetworkError, match=r"2 calls still wait \(status_context\); notifications is not"):
+            await calls.run("notifications", unblock.wait)
+        assert time.monotonic() - started < 0.2  # refused at once, not after a timeout of its own
+        assert calls.abandon() == ["status_context", "status_context"]
+        assert "stopping without waiting for Mastodon call status_context" in caplog.text
+    finally:
+        unblock.set()
+
+    async def goes_through() -> bool:
+        try:
+            return await calls.run("notifications", lambda: "page") == "page"
+        except MastodonNetworkError:
+            return False
+
+    # Once the server lets go, the stuck threads end and calls go through again.
+    await eventually(goes_through, what="a call accepted after the stuck ones ended")
 
 
 class SilentStreamProxy(StreamCuttingProxy):

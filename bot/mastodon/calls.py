@@ -89,8 +89,8 @@ class BlockingCalls:
             if len(self._running) >= self._max_threads:
                 stuck = ", ".join(sorted({c.what for c in self._running.values()}))
                 raise MastodonNetworkError(
-                    f"{len(self._running)} Mastodon calls are still waiting for an answer ({stuck}); "
-                    f"not starting {what} until one ends"
+                    f"Mastodon is not answering: {len(self._running)} calls still wait ({stuck}); "
+                    f"{what} is not started until one ends"
                 )
             call_id = next(self._ids)
             self._running[call_id] = _Running(what, time.monotonic())
