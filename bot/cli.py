@@ -9,9 +9,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from mentiondesk.bot.config import Config, ConfigError, find_config, load_config
 
@@ -137,19 +138,34 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run work until it ends (True) or a signal comes first (False: work is cancelled, and has ended)."""
+    task = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+        return False
+    task.result()
+    return True
+
+
 async def _run_daemon(config: Config) -> None:
     from mentiondesk.bot.daemon import Daemon
 
     stop = _stop_on_signals()
-    async with Daemon(config) as daemon:
-        waiter = asyncio.create_task(daemon.wait())
-        stopper = asyncio.create_task(stop.wait())
-        done, pending = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        if waiter in done:
-            waiter.result()
+    daemon = Daemon(config)
+    # A signal during the start ends it too: a start stuck on a call must not outlast the shutdown timeout.
+    if not await _until_stopped(daemon.start(), stop):
+        logger.info("stopped while starting")
+        return
+    try:
+        await _until_stopped(daemon.wait(), stop)
+    finally:
         logger.info("stopping")
+        await daemon.stop()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -55,6 +55,7 @@ class Daemon:
         self._engine: AsyncEngine | None = None
         self._http: aiohttp.ClientSession | None = None
         self._slack_http: aiohttp.ClientSession | None = None
+        self._mastodon: MastodonClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sender_task: asyncio.Task[None] | None = None
         self._slack_intake: SlackIntake | None = None
@@ -96,7 +97,7 @@ class Daemon:
         threshold = settings.classifier.threshold if settings.classifier.threshold is not None else classifier.threshold
 
         assert secrets.mastodon_token is not None
-        mastodon = MastodonClient(
+        mastodon = self._mastodon = MastodonClient(
             settings.mastodon.base_url, secrets.mastodon_token, timeout_s=settings.mastodon.request_timeout_s
         )
         brand = await mastodon.verify_credentials()
@@ -202,7 +203,11 @@ class Daemon:
             return SlackHttpServer(app, slack, signing_secret=secrets.slack_signing_secret, rules=slack_payload_rules())
         assert secrets.slack_app_token is not None and app.client is not None
         return SocketModeConnection(
-            app, app_token=secrets.slack_app_token, web_client=app.client, rules=slack_payload_rules()
+            app,
+            app_token=secrets.slack_app_token,
+            web_client=app.client,
+            rules=slack_payload_rules(),
+            request_timeout_s=slack.request_timeout_s,
         )
 
     async def _connect_slack(self) -> None:
@@ -271,26 +276,35 @@ class Daemon:
 
     async def stop(self) -> None:
         # Reverse order of start: stop intake, let the sender finish its message in flight, then close
-        # clients, then the database.
-        timeout_s = self.config.settings.daemon.shutdown_timeout_s
+        # clients, then the database. One deadline covers every wait, so the whole stop takes at most
+        # shutdown_timeout_s (plus closing connections), whatever is hung.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.settings.daemon.shutdown_timeout_s
+
+        def left_s() -> float:
+            return max(0.0, deadline - loop.time())
+
         if self._slack_intake is not None:
-            await self._slack_intake.stop()
+            await self._stop_intake(self._slack_intake, deadline)
             self._slack_intake = None
-            await finish_listeners(timeout_s)
+            await finish_listeners(left_s())
         watchers = [t for t in self._tasks if t is not self._sender_task]
         for task in watchers:
             task.cancel()
         if watchers:
-            # A task stuck in a worker thread (a hung Mastodon call) must not hold the shutdown forever.
-            await asyncio.wait(watchers, timeout=timeout_s)
+            await asyncio.wait(watchers, timeout=left_s())
         if self.sender is not None and self._sender_task is not None:
             self.sender.stop()
-            _, pending = await asyncio.wait([self._sender_task], timeout=timeout_s)
+            _, pending = await asyncio.wait([self._sender_task], timeout=left_s())
             for task in pending:
                 task.cancel()  # the claimed row stays in doubt; the next sender checks Slack before reposting
             await asyncio.wait([self._sender_task])
         self._tasks.clear()
         self._sender_task = None
+        if self._mastodon is not None:
+            # A call stuck in a worker thread is not waited for: its thread is abandoned (and logged).
+            self._mastodon.close()
+            self._mastodon = None
         for session in (self._http, self._slack_http):
             if session is not None:
                 await session.close()
@@ -298,6 +312,14 @@ class Daemon:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+
+    @staticmethod
+    async def _stop_intake(intake: SlackIntake, deadline: float) -> None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await intake.stop()
+        except TimeoutError:
+            logger.warning("the Slack connection did not close within daemon.shutdown_timeout_s; leaving it")
 
 
 __all__ = ["ConfigError", "Daemon"]

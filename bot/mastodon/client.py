@@ -1,20 +1,20 @@
-"""The brand account on Mastodon: Mastodon.py behind asyncio.to_thread, payloads normalised to Posts."""
+"""The brand account on Mastodon: Mastodon.py in bounded threads (calls.py), payloads normalised to Posts."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from mastodon import Mastodon
 from mastodon.errors import MastodonAPIError, MastodonError, MastodonNotFoundError
 
 from mentiondesk.bot.events import AccountRef, Post, PostChange, PostDeleted, PostEdited
+from mentiondesk.bot.mastodon.calls import BlockingCalls
 from mentiondesk.bot.mastodon.explain import MastodonSetupError, explain
 from mentiondesk.bot.mastodon.fields import (
     MAX_CLOCK_SKEW,
@@ -29,6 +29,8 @@ from mentiondesk.bot.mastodon.fields import (
 )
 from mentiondesk.bot.mastodon.text import MentionRef, clean_fields, status_to_text
 from mentiondesk.storage.models import Cursor, Mention, Ticket, max_length
+
+T = TypeVar("T")
 
 USER_AGENT = "mentiondesk/0.1 (+https://github.com/mentiondesk/mentiondesk)"
 
@@ -218,6 +220,16 @@ class MastodonClient:
             user_agent=USER_AGENT,
             version_check_mode="none",
         )
+        # Not asyncio.to_thread: a call stuck past its timeout must not hold the daemon's exit (see calls.py).
+        self._calls = BlockingCalls(timeout_s=timeout_s)
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One Mastodon.py call, given up after mastodon.request_timeout_s as a whole."""
+        return await self._calls.run(fn.__name__, fn, *args, **kwargs)
+
+    def close(self) -> None:
+        """Walk away from calls still running (each is logged): their threads are not waited for."""
+        self._calls.abandon()
 
     @property
     def auth_header(self) -> dict[str, str]:
@@ -247,7 +259,7 @@ class MastodonClient:
     async def verify_credentials(self) -> AccountRef:
         """The brand account; raises MastodonSetupError."""
         with self._setup_call():
-            data = await asyncio.to_thread(self._api.account_verify_credentials)
+            data = await self._call(self._api.account_verify_credentials)
         return account_from_json(data)
 
     async def streaming_base_url(self) -> str:
@@ -255,10 +267,10 @@ class MastodonClient:
         url: object = None
         with self._setup_call():
             try:
-                data = await asyncio.to_thread(self._api.instance_v2)
+                data = await self._call(self._api.instance_v2)
                 url = ((data.get("configuration") or {}).get("urls") or {}).get("streaming")
             except MastodonAPIError:
-                data = await asyncio.to_thread(self._api.instance_v1)
+                data = await self._call(self._api.instance_v1)
                 url = (data.get("urls") or {}).get("streaming_api")
         if url:
             return str(url).replace("wss://", "https://", 1).replace("ws://", "http://", 1).rstrip("/")
@@ -269,7 +281,7 @@ class MastodonClient:
         kwargs: dict[str, Any] = {"types": ["mention"], "limit": limit}
         if cursor is not None:
             kwargs["min_id"] = cursor
-        page = await asyncio.to_thread(self._api.notifications, **kwargs)
+        page = await self._call(self._api.notifications, **kwargs)
         return sorted((notification_item(n) for n in page), key=_by_id)
 
     async def hashtag_after(self, tag: str, cursor: str | None, *, limit: int = 40) -> list[FeedItem]:
@@ -277,14 +289,14 @@ class MastodonClient:
         kwargs: dict[str, Any] = {"limit": limit}
         if cursor is not None:
             kwargs["min_id"] = cursor
-        page = await asyncio.to_thread(self._api.timeline_hashtag, tag, **kwargs)
+        page = await self._call(self._api.timeline_hashtag, tag, **kwargs)
         return sorted((status_item(s) for s in page), key=_by_id)
 
     async def status_limits(self) -> StatusLimits:
         """The instance's post length limit and how many characters a link counts as."""
         with self._setup_call():
             try:
-                data = await asyncio.to_thread(self._api.instance_v2)
+                data = await self._call(self._api.instance_v2)
                 statuses = (data.get("configuration") or {}).get("statuses") or {}
             except MastodonAPIError:
                 statuses = {}
@@ -298,7 +310,7 @@ class MastodonClient:
 
         The idempotency key makes a retried call (after a timeout) return the first post instead of a second one.
         """
-        data = await asyncio.to_thread(
+        data = await self._call(
             self._api.status_post,
             text,
             in_reply_to_id=in_reply_to_id,
@@ -310,12 +322,12 @@ class MastodonClient:
     async def status(self, status_id: str) -> Post | None:
         """The status as it is now, or None when it was deleted."""
         try:
-            data = await asyncio.to_thread(self._api.status, status_id)
+            data = await self._call(self._api.status, status_id)
         except MastodonNotFoundError:
             return None
         return post_from_json(data)
 
     async def ancestors(self, status_id: str) -> list[str]:
         """Ids of the posts above status_id in its reply chain, nearest last."""
-        context = await asyncio.to_thread(self._api.status_context, status_id)
+        context = await self._call(self._api.status_context, status_id)
         return [str(s["id"]) for s in context.get("ancestors") or []]

@@ -47,7 +47,7 @@ from mentiondesk.storage.db import transaction
 logger = logging.getLogger(__name__)
 
 PAGE_LIMIT = 40
-# Mastodon sends a heartbeat comment every few seconds; this much silence means a dead connection.
+# Mastodon sends a heartbeat comment every 15 s; this much silence (six missed) means a dead connection.
 STREAM_READ_TIMEOUT_S = 90.0
 
 Ingest = Callable[[Post, str], Awaitable[None]]
@@ -284,8 +284,13 @@ class FeedWatcher:
 
     async def _stream_once(self) -> float | None:
         """One streaming connection; returns a server-requested wait when it refused us."""
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=STREAM_READ_TIMEOUT_S)
-        async with self._http.get(self._stream_url, headers=self._client.auth_header, timeout=timeout) as resp:
+        request_timeout_s = self._settings.request_timeout_s
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=request_timeout_s, sock_read=STREAM_READ_TIMEOUT_S)
+        # Opening the stream is a request like any other, answered within request_timeout_s; only after that
+        # does the long silence allowance apply.
+        async with asyncio.timeout(request_timeout_s):
+            opened = await self._http.get(self._stream_url, headers=self._client.auth_header, timeout=timeout)
+        async with opened as resp:
             if resp.status == 429:
                 reset = resp.headers.get("X-RateLimit-Reset")
                 wait_s = parse_retry_after(resp.headers.get("Retry-After"), default_s=60.0)

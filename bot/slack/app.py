@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+import aiohttp
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
@@ -83,9 +84,19 @@ _CONNECTION_FRAMES = frozenset({"hello", "disconnect"})
 class SocketModeConnection:
     """Socket Mode: mentiondesk dials out to Slack, so it needs no public URL. slack-sdk reconnects on its own."""
 
-    def __init__(self, app: AsyncApp, *, app_token: str, web_client: AsyncWebClient, rules: PayloadRules) -> None:
+    def __init__(
+        self,
+        app: AsyncApp,
+        *,
+        app_token: str,
+        web_client: AsyncWebClient,
+        rules: PayloadRules,
+        request_timeout_s: float,
+    ) -> None:
         self._handler = AsyncSocketModeHandler(app, app_token=app_token, web_client=web_client)
         self._rules = rules
+        self._request_timeout_s = request_timeout_s
+        self._upgrade_session: aiohttp.ClientSession | None = None
         client = self._handler.client
         # Every envelope is checked before bolt sees it, so bolt's handler is not registered for them directly:
         # slack-sdk would hand it only payloads it could parse, and nobody would ack the rest.
@@ -110,8 +121,24 @@ class SocketModeConnection:
         await self._handler.handle(client, request)
 
     async def start(self) -> None:
+        await self._bound_upgrades()
         await self._handler.connect_async()
         logger.info("Slack Socket Mode connected")
+
+    async def _bound_upgrades(self) -> None:
+        """Give slack-sdk's websocket handshakes request_timeout_s instead of aiohttp's 300 s default.
+
+        slack-sdk opens the websocket through a session of its own; the one put in its place here is closed
+        with the client. Per read, not in total: once upgraded, the connection's reads are the websocket's.
+        """
+        if self._upgrade_session is not None:
+            return
+        client = self._handler.client
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._request_timeout_s, sock_read=self._request_timeout_s
+        )
+        await client.aiohttp_client_session.close()
+        self._upgrade_session = client.aiohttp_client_session = aiohttp.ClientSession(timeout=timeout)
 
     async def stop(self) -> None:
         await self._handler.close_async()

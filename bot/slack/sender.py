@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -45,6 +45,8 @@ from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 IDLE_POLL_S = 30.0  # also picks up rows written by another daemon sharing the database
 EVENT_TYPE = "mentiondesk_message"  # metadata event_type on every message we post
 # Channel, private-group and DM IDs; anything else (e.g. "#support") is a name.
@@ -55,6 +57,26 @@ LOOKUP_PAGE_SIZE = 200
 LOOKUP_MAX_PAGES = 10
 # How far before the row's creation to search: covers clock skew between this host and Slack.
 LOOKUP_SKEW = timedelta(minutes=1)
+# The most Slack calls one send attempt makes: the look-before-repost pages, then the post.
+CALLS_PER_SEND = LOOKUP_MAX_PAGES + 1
+# What a lease adds to the longest attempt: clock skew between daemons sharing the database, and Slack acting
+# on a request a moment after the sender stopped waiting for its answer.
+LEASE_MARGIN_S = 10.0
+
+
+def send_budget_s(settings: SlackSettings) -> float:
+    """The longest one send attempt may take: each call gives up at request_timeout_s, the attempt at this."""
+    return CALLS_PER_SEND * settings.request_timeout_s
+
+
+def lease_s(settings: SlackSettings) -> float:
+    """How long a claimed row stays out of every sender's queue: send_budget_s + LEASE_MARGIN_S.
+
+    So no other sender can take a row while the attempt that claimed it may still post it. The attempt's
+    deadline is fixed before the lease is written (see SlackSender._claim), so the lease ends at least
+    LEASE_MARGIN_S after the attempt, however long the claim takes.
+    """
+    return send_budget_s(settings) + LEASE_MARGIN_S
 
 
 def is_ambiguous(exc: BaseException) -> bool:
@@ -101,6 +123,8 @@ class SlackSender:
         self._channel_free_at: dict[str, float] = {}
         self._parking = Parking(sessions, settings, channel_keys=channel_keys, bot_name=bot_name)
         self._stopping = False
+        # The inequality the outbox's exactly-once rests on: a lease outlasts the longest attempt.
+        assert lease_s(settings) > send_budget_s(settings) >= CALLS_PER_SEND * settings.request_timeout_s
 
     def wake(self) -> None:
         self._wake.set()
@@ -139,7 +163,7 @@ class SlackSender:
                 return everything.until - time.monotonic()
             target = self._target(row, ticket)
             if target is not None and (hold := self._parking.hold_on(target[0])) is not None:
-                if await self._claim(row):
+                if await self._claim(row) is not None:
                     await self._parking.park_behind(row, hold)
                 continue
             wait_s = self._wait_before(row, ticket)
@@ -182,19 +206,21 @@ class SlackSender:
         except (SQLAlchemyError, OSError):
             raise  # the database is away: run() waits for it
         except Exception as exc:  # this row alone cannot be shown: it waits, the rows behind it do not
-            if await self._claim(row):
+            if await self._claim(row) is not None:
                 await self._retry_later(row, channel, exc, ambiguous=False)
             return
-        if not await self._claim(row):
+        deadline = await self._claim(row)
+        if deadline is None:
             return  # another daemon sharing the database is sending it
         if row.kind == OutboxKind.UPDATE:
-            await self._refresh_card(row, channel, thread_ts, text, blocks)
+            await self._refresh_card(row, channel, thread_ts, text, blocks, deadline)
             return
         self._channel_free_at[channel] = time.monotonic() + self._settings.post_interval_s
         doubt = in_doubt(row)
         try:
             if doubt:
-                found = await self._look_for_earlier_post(row, channel, thread_ts)
+                async with asyncio.timeout_at(deadline):
+                    found = await self._look_for_earlier_post(row, channel, thread_ts)
                 if found.ts is not None:
                     logger.info(
                         "Slack message for ticket #%d (%s) was already posted (ts=%s); not posting again",
@@ -205,7 +231,8 @@ class SlackSender:
                     await self._record_sent(row, channel, channel, found.ts)
                     return
                 doubt = not found.checked
-            posted_channel, ts = await self._post(row, channel, thread_ts, text, blocks)
+            async with asyncio.timeout_at(deadline):
+                posted_channel, ts = await self._post(row, channel, thread_ts, text, blocks)
         except Exception as exc:
             # Still in doubt unless Slack was searched and had no such message.
             await self._retry_later(row, channel, exc, ambiguous=doubt or is_ambiguous(exc))
@@ -213,12 +240,19 @@ class SlackSender:
         await self._record_sent(row, channel, posted_channel, ts)
 
     async def _refresh_card(
-        self, row: SlackOutbox, channel: str, ts: str | None, text: str, blocks: list[dict[str, Any]]
+        self,
+        row: SlackOutbox,
+        channel: str,
+        ts: str | None,
+        text: str,
+        blocks: list[dict[str, Any]],
+        deadline: float,
     ) -> None:
         # chat.update is idempotent, so an update whose answer was lost is simply sent again: no lookup.
         assert row.id is not None and ts is not None
         try:
-            await self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+            async with asyncio.timeout_at(deadline):
+                await self._bounded(self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks))
         except Exception as exc:
             await self._retry_later(row, channel, exc, ambiguous=False)
             return
@@ -235,11 +269,18 @@ class SlackSender:
             assert ticket is not None
             return await render_card(session, ticket)
 
-    async def _claim(self, row: SlackOutbox) -> bool:
-        # Long enough for the lookup and the post to finish or time out, so no other sender starts meanwhile.
-        lease = timedelta(seconds=3 * self._settings.request_timeout_s + 10)
+    async def _claim(self, row: SlackOutbox) -> float | None:
+        """Take the row for one attempt: the loop time the attempt must end by, or None when another sender has it."""
+        # The deadline is fixed before the lease is written: the lease then ends LEASE_MARGIN_S or more after it.
+        deadline = asyncio.get_running_loop().time() + send_budget_s(self._settings)
+        lease_until = utcnow() + timedelta(seconds=lease_s(self._settings))
         async with transaction(self._sessions) as session:
-            return await claim(session, row=row, lease_until=utcnow() + lease)
+            return deadline if await claim(session, row=row, lease_until=lease_until) else None
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """One Slack call, given up after request_timeout_s whatever timeout the client was built with."""
+        async with asyncio.timeout(self._settings.request_timeout_s):
+            return await call
 
     async def _record_sent(self, row: SlackOutbox, channel: str, posted_channel: str, ts: str) -> None:
         assert row.id is not None
@@ -296,9 +337,9 @@ class SlackSender:
                 channel=channel, include_all_metadata=True, limit=LOOKUP_PAGE_SIZE, cursor=cursor
             )
             if thread_ts is None:
-                page = await self._client.conversations_history(oldest=oldest, **common)
+                page = await self._bounded(self._client.conversations_history(oldest=oldest, **common))
             else:
-                page = await self._client.conversations_replies(ts=thread_ts, **common)
+                page = await self._bounded(self._client.conversations_replies(ts=thread_ts, **common))
             for message in page.get("messages") or []:
                 if _names_outbox_row(message, row):
                     return str(message["ts"])
@@ -310,15 +351,17 @@ class SlackSender:
     async def _post(
         self, row: SlackOutbox, channel: str, thread_ts: str | None, text: str, blocks: list[dict[str, Any]]
     ) -> tuple[str, str]:
-        response = await self._client.chat_postMessage(
-            channel=channel,
-            text=text,
-            blocks=blocks,
-            thread_ts=thread_ts,
-            unfurl_links=False,
-            unfurl_media=False,
-            # The outbox_id lets a retry find this message if the answer to this call is lost.
-            metadata={"event_type": EVENT_TYPE, "event_payload": {"outbox_id": row.id, "ticket": row.ticket_id}},
+        response = await self._bounded(
+            self._client.chat_postMessage(
+                channel=channel,
+                text=text,
+                blocks=blocks,
+                thread_ts=thread_ts,
+                unfurl_links=False,
+                unfurl_media=False,
+                # The outbox_id lets a retry find this message if the answer to this call is lost.
+                metadata={"event_type": EVENT_TYPE, "event_payload": {"outbox_id": row.id, "ticket": row.ticket_id}},
+            )
         )
         return str(response["channel"]), str(response["ts"])
 

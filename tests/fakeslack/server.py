@@ -9,7 +9,7 @@ enforces it and answers with Slack's error code and HTTP status, so the product
 is written against Slack's behaviour rather than against a forgiving fake.
 
 This module is ``FakeSlack``'s core: its state, lifecycle, the fault controls
-tests program (fail_next, rate_limit_next, slow_next, drop_next, set_down), the
+tests program (fail_next, rate_limit_next, slow_next, drop_next, set_down; slow_socket_upgrade), the
 workspace controls (add_channel, remove_bot, invite_bot, archive, revoke_token,
 ``scopes``), inspection helpers, and the ``/api/{method}`` dispatch (auth, faults, errors).
 Each Slack surface is a mixin in a module of its own that contributes its
@@ -123,6 +123,7 @@ class FakeSlack(WebApiMixin, SocketModeMixin, PayloadsMixin):
         self._tickets = set()
         self._sockets = []
         self._pending_acks = {}
+        self._slow_upgrades = deque()
 
         self._runner: web.AppRunner | None = None
         self._port = None

@@ -9,8 +9,10 @@ connections (an announced disconnect, an abrupt drop, shutdown).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -35,6 +37,13 @@ class SocketModeMixin(FakeSlackState):
     _tickets: set[str]
     _sockets: list[_Socket]
     _pending_acks: dict[str, asyncio.Future[JSONDict]]
+    # Delays (s) for the next websocket upgrades (slow_socket_upgrade), and the event that ends them at stop.
+    _slow_upgrades: deque[float]
+    _stopping: asyncio.Event
+
+    def slow_socket_upgrade(self, *, delay_s: float, count: int = 1) -> None:
+        """Hold the next ``count`` websocket upgrades ``delay_s`` before answering, as a stalled Slack edge would."""
+        self._slow_upgrades.extend([delay_s] * count)
 
     def _socket_mode_methods(self) -> dict[str, Handler]:
         return {"apps.connections.open": self._apps_connections_open}
@@ -56,6 +65,11 @@ class SocketModeMixin(FakeSlackState):
     async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
         if self._down:
             return _Fault(503).response()
+        if self._slow_upgrades:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._slow_upgrades.popleft())
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=408)  # the client gave up waiting; nobody reads this
         ticket = request.query.get("ticket", "")
         if ticket not in self._tickets:
             return web.Response(status=401, text="invalid or used ticket")
