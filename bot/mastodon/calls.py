@@ -73,10 +73,13 @@ class BlockingCalls:
         except BaseException:
             self._leave(call_id)
             raise
+        bound = asyncio.timeout(self._timeout_s)
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with bound:
                 return await future
         except TimeoutError as exc:
+            if not bound.expired():
+                raise  # fn's own error, not the bound
             logger.warning(
                 "Mastodon call %s gave no answer within mastodon.request_timeout_s = %gs; its thread is abandoned",
                 what,
