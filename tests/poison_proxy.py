@@ -19,6 +19,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.loopback import serving
+
 # A poison gets the feed entry (a notification, or a status on a hashtag timeline) and returns what to send.
 Poison = Callable[[Any], Any]
 
@@ -91,19 +93,12 @@ class PoisoningProxy:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[PoisoningProxy]:
-        app = web.Application()
-        app.router.add_route("*", "/{path:.*}", self._forward)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30)
-        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as self._session:
-            try:
-                yield self
-            finally:
-                await runner.cleanup()
+        async with (
+            aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as self._session,
+            serving(self._forward) as self.base_url,
+        ):
+            yield self
 
     def polls(self, path: str = "/api/v1/notifications", *, since: float = 0.0) -> int:
         return sum(1 for at, seen in self.requests if seen == path and at >= since)

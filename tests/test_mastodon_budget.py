@@ -20,6 +20,7 @@ from mentiondesk.bot.mastodon.pacing import POLL_SHARE, STREAM_SHARE, STREAM_STA
 from mentiondesk.storage.models import Ticket
 from tests.conftest import BRAND_TOKEN, eventually, settings_dict
 from tests.fakeslack import FakeSlack
+from tests.loopback import serving
 from tests.test_e2e import COMPLAINT, post, rows
 
 Start = Callable[[Config], Awaitable[Daemon]]
@@ -43,20 +44,12 @@ class StreamCuttingProxy:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[StreamCuttingProxy]:
-        app = web.Application()
-        app.router.add_route("*", "/{path:.*}", self._forward)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{port}"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30)
-        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as self._session:
-            try:
-                yield self
-            finally:
-                await runner.cleanup()
+        async with (
+            aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as self._session,
+            serving(self._forward) as self.base_url,
+        ):
+            yield self
 
     def stream_connects(self) -> list[float]:
         return [at for at, path in self.requests if path.startswith(STREAMING)]

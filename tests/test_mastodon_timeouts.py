@@ -19,6 +19,7 @@ from mentiondesk.bot.config import Config
 from mentiondesk.bot.mastodon.calls import BlockingCalls
 from mentiondesk.bot.mastodon.client import MastodonClient
 from tests.conftest import BRAND_TOKEN, eventually
+from tests.loopback import serving
 from tests.test_e2e import Start
 from tests.test_mastodon_budget import STREAMING, StreamCuttingProxy
 from tests.test_mastodon_errors import write_config
@@ -31,20 +32,6 @@ DRIP_EVERY_S = 0.2
 MARGIN_S = 2.0
 # Longer than any test: streams through HoldingProxy end when the daemon leaves, not before.
 STREAM_UNCUT_S = 3600.0
-
-
-@contextlib.asynccontextmanager
-async def serving(handler: Callable[[web.Request], object]) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_route("*", "/{path:.*}", handler)  # type: ignore[arg-type]
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
