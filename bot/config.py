@@ -160,6 +160,14 @@ class SlaSettings(_Section):
     high_priority_first_response_minutes: int = Field(default=30, gt=0)
 
 
+class IngestSettings(_Section):
+    # Posts stored together in one transaction, at most; a batch is whatever has queued up to this.
+    batch_size: int = Field(default=500, ge=1, le=5000)
+    # Posts read but not yet stored, at most: past this the feeds wait (a stream is read more slowly, a poll
+    # pauses), so a burst costs memory only up to here and nothing is dropped.
+    queue_size: int = Field(default=2000, ge=1, le=100_000)
+
+
 class DatabaseSettings(_Section):
     # validate_default: the default's relative path is resolved like any other.
     url: str = Field(default=DEFAULT_DATABASE_URL, validate_default=True)
@@ -200,6 +208,7 @@ class Settings(_Section):
     classifier: ClassifierSettings = ClassifierSettings()
     tickets: TicketSettings = TicketSettings()
     sla: SlaSettings = SlaSettings()
+    ingest: IngestSettings = IngestSettings()
     # Built per load, not once at import: its SQLite path is resolved against the working directory then.
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     daemon: DaemonSettings = DaemonSettings()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 import aiohttp
@@ -19,7 +20,8 @@ from mentiondesk.bot.classify.model import ComplaintClassifier
 from mentiondesk.bot.config import Config, ConfigError
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.dispatch import Dispatcher
-from mentiondesk.bot.events import MentionReceived, Post, PostChange, PostEdited
+from mentiondesk.bot.events import MentionReceived, MentionsReceived, Post, PostChange, PostEdited
+from mentiondesk.bot.ingest import IngestPipeline
 from mentiondesk.bot.mastodon.client import MastodonClient
 from mentiondesk.bot.mastodon.post_sweeper import PostSweeper
 from mentiondesk.bot.mastodon.set_aside import failure_reason, is_transient
@@ -59,7 +61,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._sender_task: asyncio.Task[None] | None = None
         self._slack_intake: SlackIntake | None = None
-        self._ingest_lock = asyncio.Lock()
+        self.pipeline: IngestPipeline | None = None
         self.context: AppContext | None = None
         self.watchers: list[FeedWatcher] = []
         self.sweeper: PostSweeper | None = None
@@ -134,6 +136,12 @@ class Daemon:
             slack=slack,
         )
         self._dispatcher = Dispatcher(build_router(), self.context)
+        self.pipeline = IngestPipeline(
+            on_posts=self._store_posts,
+            on_change=self._apply_change,
+            batch_size=settings.ingest.batch_size,
+            capacity=settings.ingest.queue_size,
+        )
         if slack is not None:
             app = build_app(self.context, Permissions(settings.slack, slack), slack, slack_listeners())
             self._slack_intake = self._slack_connection(app)
@@ -146,11 +154,10 @@ class Daemon:
                 feed,
                 client=mastodon,
                 sessions=sessions,
-                ingest=self.ingest,
+                ingest=self.pipeline.submit,
                 settings=settings.mastodon,
                 http=self._http,
                 stream_base_url=stream_base,
-                on_change=self.post_changed,
             )
             for feed in feeds
         ]
@@ -159,6 +166,7 @@ class Daemon:
         )
         self._sender_task = asyncio.create_task(self.sender.run(), name="slack sender")
         self._tasks.append(self._sender_task)
+        self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
         self._tasks.extend(asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers)
         self._tasks.append(asyncio.create_task(self.sweeper.run(), name="refresh posts"))
 
@@ -235,32 +243,45 @@ class Daemon:
             )
 
     async def ingest(self, post: Post, source: str) -> None:
-        """The unit of work for one post: a failure raises IngestError, saying whether another try can help."""
-        assert self._dispatcher is not None
-        # One post at a time: a reply must see the ticket its parent just opened.
-        async with self._ingest_lock:
-            try:
-                await self._dispatcher.dispatch(MentionReceived(post=post, source=source))
-            except (SQLAlchemyError, OSError, MastodonError) as exc:
-                raise IngestError(
-                    f"post {post.id} not stored: {failure_reason(exc)}", transient=is_transient(exc)
-                ) from exc
-            except Exception as exc:
-                logger.exception("post %s could not be processed", post.url)
-                raise IngestError(f"post {post.id} not processed: {failure_reason(exc)}", transient=False) from exc
+        """Store one post through the pipeline; a failure raises IngestError, saying whether another try can help."""
+        assert self.pipeline is not None
+        await self.pipeline.process(MentionReceived(post=post, source=source))
 
     async def post_changed(self, change: PostChange) -> None:
-        """The unit of work for one edit or delete, with the same error boundary as ingest."""
+        """Apply one edit or delete through the pipeline, after any post queued before it."""
+        assert self.pipeline is not None
+        await self.pipeline.process(change)
+
+    async def _store_posts(self, mentions: Sequence[MentionReceived]) -> list[BaseException | None]:
+        """The unit of work for a batch of posts: one IngestError per post that was not stored."""
+        assert self._dispatcher is not None
+        batch = MentionsReceived(mentions=tuple(mentions))
+        try:
+            await self._dispatcher.dispatch(batch)
+        except Exception as exc:
+            return [self._ingest_error(m.post, exc) for m in mentions]
+        return [
+            None if error is None else self._ingest_error(m.post, error)
+            for m, error in zip(mentions, batch.outcomes, strict=True)
+        ]
+
+    @staticmethod
+    def _ingest_error(post: Post, exc: BaseException) -> IngestError:
+        if isinstance(exc, SQLAlchemyError | OSError | MastodonError):
+            return IngestError(f"post {post.id} not stored: {failure_reason(exc)}", transient=is_transient(exc))
+        logger.error("post %s could not be processed", post.url, exc_info=exc)
+        return IngestError(f"post {post.id} not processed: {failure_reason(exc)}", transient=False)
+
+    async def _apply_change(self, change: PostChange) -> None:
+        """The unit of work for one edit or delete, with the same error boundary as posts."""
         assert self._dispatcher is not None
         what = f"edit of {change.post.url}" if isinstance(change, PostEdited) else f"delete of {change.status_id}"
-        # Under the ingest lock: an edit must not race the post's own ingest.
-        async with self._ingest_lock:
-            try:
-                await self._dispatcher.dispatch(change)
-            except (SQLAlchemyError, OSError, MastodonError) as exc:
-                raise IngestError(f"{what} not applied yet: {exc}") from exc
-            except Exception:
-                logger.exception("%s could not be processed and was skipped", what)
+        try:
+            await self._dispatcher.dispatch(change)
+        except (SQLAlchemyError, OSError, MastodonError) as exc:
+            raise IngestError(f"{what} not applied yet: {exc}") from exc
+        except Exception:
+            logger.exception("%s could not be processed and was skipped", what)
 
     async def wait(self) -> None:
         """Run until a background task fails (which is a bug) or the daemon is stopped."""

@@ -5,7 +5,7 @@ The names tell the story: MentionReceived -> (classified) -> TicketOpened -> Car
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -45,6 +45,18 @@ class Post:
 class MentionReceived:
     post: Post
     source: str  # "notification" or "hashtag:<tag>"
+
+
+@dataclass(frozen=True)
+class MentionsReceived:
+    """Posts read together, in the order read: stored as one batch.
+
+    The handler sets one outcome per post in `outcomes`: None when it was stored (or is none of the desk's
+    business), else the error that kept it out, so that one bad post does not fail the others.
+    """
+
+    mentions: tuple[MentionReceived, ...]
+    outcomes: list[BaseException | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -1,37 +1,36 @@
-"""A mention arrived: classify it, store it, and open a ticket or add it to the customer's open one."""
+"""Mentions arrived: classify them, store them, and open tickets or add them to their customers' open ones.
+
+Posts come in batches (bot/ingest.py) and are placed one after another in the order read, exactly as if each
+were handled alone: a follow-up in the same batch as the post that opened its ticket joins that ticket. What the
+batch needs from the database is read with one query per question, the placing happens in memory, and the whole
+batch is written in one transaction with one statement per table.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from mastodon.errors import MastodonError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.classify.model import Classification
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.dispatch import Router
-from mentiondesk.bot.events import MentionReceived, Post
+from mentiondesk.bot.events import MentionReceived, MentionsReceived, Post
 from mentiondesk.bot.mastodon.fields import UnreadablePost
+from mentiondesk.bot.mastodon.set_aside import is_transient
 from mentiondesk.bot.retry import Verdict, sort_mastodon_error
 from mentiondesk.bot.routing import route
 from mentiondesk.bot.slack.cards import followup_message
+from mentiondesk.storage import batches
 from mentiondesk.storage.db import transaction
-from mentiondesk.storage.models import Mention, OutboxKind, Ticket
-from mentiondesk.storage.outbox import enqueue
-from mentiondesk.storage.ticket_actions import record_customer_activity, reopen
-from mentiondesk.storage.tickets import (
-    latest_open_ticket,
-    latest_resolved_ticket,
-    latest_ticket,
-    mention_exists,
-    open_ticket_for_thread,
-    status_stored,
-    ticket_for_thread,
-)
+from mentiondesk.storage.models import OutboxKind, TicketState
+from mentiondesk.storage.ticket_actions import reopen
 from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
@@ -53,62 +52,185 @@ def ignore_reason(post: Post, *, brand_id: str, accept_bots: bool) -> str | None
     return None
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Where a post goes: into an existing ticket (reopened first if asked), or a new ticket linked to an old one."""
+@router.on(MentionsReceived)
+async def record_mentions(event: MentionsReceived, ctx: AppContext) -> None:
+    """Store a batch of mentions; sets one outcome per post (None: stored or ignored).
 
-    join: int | None = None
-    reopen: bool = False
-    previous: int | None = None
-
-
-async def _place(post: Post, *, complaint: bool, ctx: AppContext) -> Placement:
-    """Decide which ticket a customer's post belongs to, from their tickets and its reply chain."""
-    account_id = post.account.id
-    async with ctx.sessions() as session:
-        parent = [post.in_reply_to_id] if post.in_reply_to_id else []
-        # A reply into one of their open tickets goes there; any other post joins their latest open ticket.
-        joined = await open_ticket_for_thread(
-            session, account_id=account_id, status_ids=parent
-        ) or await latest_open_ticket(session, account_id=account_id)
-        if joined is not None:
-            return Placement(join=joined.id)
-        resolved = await latest_resolved_ticket(session, account_id=account_id)
-        if resolved is not None and _within_reopen_window(resolved, post, ctx):
-            return Placement(join=resolved.id, reopen=True)
-        latest = await latest_ticket(session, account_id=account_id)
-    if latest is None:
-        return Placement()  # a first-time customer: no request spent on the thread
-    old = await _thread_ticket(post, ctx)
-    if old is not None:
-        return Placement(previous=old)
-    return Placement(previous=latest.id if complaint else None)
-
-
-async def _file_unread_parent(post: Post, ctx: AppContext, *, parents_left: int) -> None:
-    """A reply read before the customer's own post it answers (another feed or route was faster): file that first.
-
-    So the ticket comes out as if the posts were read in the order written: rooted at the customer's
-    earliest post, with the reply in its thread. The parent is filed only if a feed brings it to the desk
-    anyway; a deleted one, another account's, or one the desk was never sent is left out, as in order.
+    Raises only when the whole batch failed for a cause that may pass (the database went away): every post is
+    then read again. A failure that is some post's own is narrowed down to that post by storing them one by one.
     """
-    parent_id = post.in_reply_to_id
-    if parent_id is None or post.in_reply_to_account_id != post.account.id:
-        return
-    async with ctx.sessions() as session:
-        if await status_stored(session, status_id=parent_id):
-            return
+    mentions = list(event.mentions)
     try:
-        parent = await ctx.mastodon.status(parent_id)
-    except (MastodonError, UnreadablePost) as exc:
-        if isinstance(exc, MastodonError) and sort_mastodon_error(exc).verdict is not Verdict.FATAL:
-            raise  # worth another try: the reply is read again and the parent fetched then
-        logger.warning("cannot read %s, the post %s replies to (%s); placing the reply alone", parent_id, post.id, exc)
+        outcomes = await _attempt(mentions, ctx)
+    except Exception as exc:
+        if _batch_wide(exc):
+            raise
+        outcomes = await _one_by_one(mentions, exc, ctx)
+    event.outcomes[:] = outcomes
+
+
+async def _attempt(mentions: list[MentionReceived], ctx: AppContext) -> list[BaseException | None]:
+    for attempt in (1, 2):
+        outcomes: list[BaseException | None] = [None] * len(mentions)
+        try:
+            await _record_batch(mentions, outcomes, ctx)
+            return outcomes
+        except IntegrityError:
+            # Another daemon (on Postgres) stored one of these posts between our look and our insert: the second
+            # look leaves it out. Refused again, it is some post's own fault.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _one_by_one(mentions: list[MentionReceived], exc: Exception, ctx: AppContext) -> list[BaseException | None]:
+    if len(mentions) == 1:
+        return [exc]
+    logger.info("a batch of %d posts was refused (%s); storing them one by one", len(mentions), exc)
+    outcomes: list[BaseException | None] = []
+    for mention in mentions:
+        try:
+            outcomes.extend(await _attempt([mention], ctx))
+        except Exception as error:
+            if _batch_wide(error):
+                raise
+            outcomes.append(error)
+    return outcomes
+
+
+def _batch_wide(exc: BaseException) -> bool:
+    """A failure that is not any one post's fault: the database is away, and every post waits for it."""
+    return isinstance(exc, SQLAlchemyError | OSError | TimeoutError) and is_transient(exc)
+
+
+# --- the batch -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    """One post to store: where it came from in the batch (None for a parent fetched on its behalf)."""
+
+    mention: MentionReceived
+    index: int | None
+    result: Classification | None = None
+    ancestors: list[str] = field(default_factory=list)
+
+    @property
+    def post(self) -> Post:
+        return self.mention.post
+
+
+async def _record_batch(mentions: list[MentionReceived], outcomes: list[BaseException | None], ctx: AppContext) -> None:
+    """Place and store mentions; a post whose Mastodon lookups failed gets its outcome set and is left out."""
+    entries = [_Entry(m, i) for i, m in enumerate(mentions) if _for_the_desk(m.post, ctx)]
+    async with ctx.sessions() as session:
+        entries = await _with_unread_parents(session, entries, outcomes, ctx)
+        entries = await _not_stored(session, entries)
+    if not entries:
         return
-    source = _feed_source(parent, ctx) if parent is not None else None
-    if parent is not None and source is not None:
+    results = await asyncio.to_thread(ctx.classifier.classify_many, [e.post.text for e in entries], ctx.threshold)
+    for entry, result in zip(entries, results, strict=True):
+        entry.result = result
+    async with ctx.sessions() as session:
+        book = await _CustomerBook.load(session, entries, ctx)
+    entries = await _with_ancestors(entries, book, outcomes, ctx)
+    async with ctx.sessions() as session:
+        await book.learn_threads(session, [s for e in entries for s in e.ancestors])
+    now = utcnow()
+    async with transaction(ctx.sessions) as session:
+        filed = await _file_all(session, entries, book, ctx, now=now)
+    if filed.tickets_touched:
+        ctx.wake_outbox()
+    for entry, ticket_id in filed.placed:
+        assert entry.result is not None
+        logger.info(
+            "mention %s from @%s: %s %.2f%s",
+            entry.post.id,
+            entry.post.account.acct,
+            entry.result.label,
+            entry.result.score,
+            f" -> ticket #{ticket_id}" if ticket_id is not None else "",
+        )
+
+
+def _for_the_desk(post: Post, ctx: AppContext) -> bool:
+    reason = ignore_reason(post, brand_id=ctx.brand.id, accept_bots=ctx.settings.mastodon.accept_bots)
+    if reason is not None:
+        logger.debug("ignoring %s: %s", post.url, reason)
+    return reason is None
+
+
+async def _not_stored(session: AsyncSession, entries: list[_Entry]) -> list[_Entry]:
+    """The entries not stored yet, each status once (the stream and a poll may both have brought it)."""
+    stored = await batches.stored_uris(session, {e.post.uri for e in entries})
+    kept: list[_Entry] = []
+    for entry in entries:
+        if entry.post.uri in stored:
+            continue  # seen already, through the stream or an earlier poll
+        stored.add(entry.post.uri)
+        kept.append(entry)
+    return kept
+
+
+async def _with_unread_parents(
+    session: AsyncSession, entries: list[_Entry], outcomes: list[BaseException | None], ctx: AppContext
+) -> list[_Entry]:
+    """Replies read before the customer's own posts they answer (another feed or route was faster): those first.
+
+    So the ticket comes out as if the posts were read in the order written: rooted at the customer's earliest
+    post, with the reply in its thread. A parent is filed only if a feed brings it to the desk anyway; a deleted
+    one, another account's, or one the desk was never sent is left out, as in order.
+    """
+    in_batch = {e.post.id for e in entries}
+    wanted = {e.post.in_reply_to_id for e in entries if _own_reply(e.post) and e.post.in_reply_to_id not in in_batch}
+    wanted.discard(None)
+    if not wanted:
+        return entries
+    known = in_batch | await batches.stored_status_ids(session, {w for w in wanted if w is not None})
+    result: list[_Entry] = []
+    for entry in entries:
+        try:
+            parents = await _unread_parents(entry.post, known, ctx)
+        except (MastodonError, UnreadablePost) as exc:
+            assert entry.index is not None
+            outcomes[entry.index] = exc  # worth another try: the reply is read again and the parent fetched then
+            continue
+        for parent in parents:
+            known.add(parent.post.id)
+        result.extend(parents)
+        result.append(entry)
+    return result
+
+
+def _own_reply(post: Post) -> bool:
+    return post.in_reply_to_id is not None and post.in_reply_to_account_id == post.account.id
+
+
+async def _unread_parents(post: Post, known: set[str], ctx: AppContext) -> list[_Entry]:
+    """The chain of unread parents above post that a feed would bring, oldest first."""
+    chain: list[_Entry] = []
+    current = post
+    while len(chain) < UNREAD_PARENTS_MAX and _own_reply(current) and current.in_reply_to_id not in known:
+        parent_id = current.in_reply_to_id
+        assert parent_id is not None
+        try:
+            parent = await ctx.mastodon.status(parent_id)
+        except (MastodonError, UnreadablePost) as exc:
+            if isinstance(exc, MastodonError) and sort_mastodon_error(exc).verdict is not Verdict.FATAL:
+                raise
+            logger.warning(
+                "cannot read %s, the post %s replies to (%s); placing the reply alone", parent_id, post.id, exc
+            )
+            break
+        source = _feed_source(parent, ctx) if parent is not None else None
+        if parent is None or source is None:
+            break
+        if ignore_reason(parent, brand_id=ctx.brand.id, accept_bots=ctx.settings.mastodon.accept_bots) is not None:
+            break
         logger.info("post %s was read before %s, the post it replies to: filing that one first", post.id, parent_id)
-        await _record(MentionReceived(post=parent, source=source), ctx, parents_left=parents_left)
+        chain.insert(0, _Entry(MentionReceived(post=parent, source=source), None))
+        current = parent
+    return chain
 
 
 def _feed_source(post: Post, ctx: AppContext) -> str | None:
@@ -120,26 +242,262 @@ def _feed_source(post: Post, ctx: AppContext) -> str | None:
     return f"hashtag:{watched[0]}" if watched and post.visibility == "public" else None
 
 
-def _within_reopen_window(ticket: Ticket, post: Post, ctx: AppContext) -> bool:
-    # Measured from the post's own time, so a post read late (after an outage) is judged as when it was written.
-    window = timedelta(days=ctx.settings.tickets.reopen_window_days)
-    return ticket.resolved_at is not None and post.created_at - ticket.resolved_at <= window
+# --- placing ---------------------------------------------------------------------------------------------------
 
 
-async def _thread_ticket(post: Post, ctx: AppContext) -> int | None:
-    """The customer's earlier ticket (in any state) that this post replies under, if any."""
-    if post.in_reply_to_id is None:
-        return None
-    async with ctx.sessions() as session:
-        found = await ticket_for_thread(session, account_id=post.account.id, status_ids=[post.in_reply_to_id])
-    if found is not None:
-        return found.id
-    # The direct parent is not one we stored (say, the customer replied to their own earlier reply
-    # that did not mention the brand); the wider chain may still lead to the ticket.
-    ancestors = await ctx.mastodon.ancestors(post.id)
-    async with ctx.sessions() as session:
-        found = await ticket_for_thread(session, account_id=post.account.id, status_ids=ancestors)
-    return found.id if found is not None else None
+@dataclass
+class _Ticket:
+    """A ticket as the batch sees it; `key` orders tickets by age, new ones of this batch after all stored ones."""
+
+    key: int
+    account_id: str
+    state: str
+    resolved_at: datetime | None
+    channel: str = ""
+    stored_id: int | None = None  # None until a ticket opened by this batch is inserted
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a post goes: into a ticket (reopened first if asked), or a new ticket, maybe linked to an old one."""
+
+    join: _Ticket | None = None
+    reopen: bool = False
+    previous: _Ticket | None = None
+    new: bool = False
+
+
+class _CustomerBook:
+    """The batch's customers' tickets and which ticket holds which status, kept current as posts are placed."""
+
+    def __init__(self, tickets: list[_Ticket], threads: dict[str, list[_Ticket]], ctx: AppContext) -> None:
+        self._by_account: dict[str, list[_Ticket]] = {}
+        for ticket in tickets:
+            self._by_account.setdefault(ticket.account_id, []).append(ticket)
+        self._by_stored_id = {t.key: t for t in tickets}
+        self._threads = threads
+        self._ctx = ctx
+        # Tickets this batch opens come after every stored one of the same customer.
+        self._next_key = max((t.key for t in tickets), default=0) + 1
+
+    @classmethod
+    async def load(cls, session: AsyncSession, entries: list[_Entry], ctx: AppContext) -> _CustomerBook:
+        summaries = await batches.customer_tickets(session, {e.post.account.id for e in entries})
+        tickets = [_Ticket(s.id, s.account_id, s.state, s.resolved_at, stored_id=s.id) for s in summaries]
+        book = cls(tickets, {}, ctx)
+        await book.learn_threads(session, [p for e in entries if (p := e.post.in_reply_to_id) is not None])
+        return book
+
+    async def learn_threads(self, session: AsyncSession, status_ids: Sequence[str]) -> None:
+        wanted = {s for s in status_ids if s not in self._threads}
+        if not wanted:
+            return
+        for status_id, holders in (await batches.tickets_holding(session, wanted)).items():
+            known = [self._by_stored_id.get(ticket_id) for ticket_id, _ in holders]
+            self._threads.setdefault(status_id, []).extend(t for t in known if t is not None)
+
+    def tickets_of(self, account_id: str) -> list[_Ticket]:
+        return self._by_account.get(account_id, [])
+
+    def needs_ancestors(self, post: Post) -> bool:
+        """Whether placing post may need its wider reply chain: it replies under a post no ticket of theirs holds,
+        and they have tickets but none that it would join anyway."""
+        if post.in_reply_to_id is None:
+            return False
+        tickets = self.tickets_of(post.account.id)
+        if not tickets or any(t.state == TicketState.OPEN for t in tickets):
+            return False
+        if self._reopenable(post) is not None:
+            return False
+        return self._holder(post.account.id, [post.in_reply_to_id], open_only=False) is None
+
+    def place(self, post: Post, *, complaint: bool, ancestors: Sequence[str]) -> Placement:
+        """Which ticket the post belongs to, from the customer's tickets and its reply chain (as handled alone)."""
+        account_id = post.account.id
+        parent = [post.in_reply_to_id] if post.in_reply_to_id else []
+        # A reply into one of their open tickets goes there; any other post joins their latest open ticket.
+        joined = self._holder(account_id, parent, open_only=True) or self._latest(account_id, TicketState.OPEN)
+        if joined is not None:
+            return Placement(join=joined)
+        resolved = self._reopenable(post)
+        if resolved is not None:
+            return Placement(join=resolved, reopen=True)
+        latest = self._latest(account_id, None)
+        if latest is None:
+            return Placement(new=complaint)  # a first-time customer: no request spent on the thread
+        old = self._holder(account_id, parent, open_only=False) or self._holder(account_id, ancestors, open_only=False)
+        if old is not None:
+            return Placement(previous=old, new=True)
+        return Placement(previous=latest if complaint else None, new=complaint)
+
+    def _holder(self, account_id: str, status_ids: Sequence[str], *, open_only: bool) -> _Ticket | None:
+        holders = [
+            t
+            for s in status_ids
+            for t in self._threads.get(s, [])
+            if t.account_id == account_id and (t.state == TicketState.OPEN or not open_only)
+        ]
+        return max(holders, key=lambda t: t.key, default=None)
+
+    def _latest(self, account_id: str, state: str | None) -> _Ticket | None:
+        tickets = [t for t in self.tickets_of(account_id) if state is None or t.state == state]
+        return max(tickets, key=lambda t: t.key, default=None)
+
+    def _reopenable(self, post: Post) -> _Ticket | None:
+        """Their most recently resolved ticket (closed ones are never reopened automatically), if still in reach.
+
+        Measured from the post's own time, so a post read late (after an outage) is judged as when it was written.
+        """
+        resolved = [t for t in self.tickets_of(post.account.id) if t.state == TicketState.RESOLVED]
+        latest = max(resolved, key=lambda t: (t.resolved_at is not None, t.resolved_at, t.key), default=None)
+        window = timedelta(days=self._ctx.settings.tickets.reopen_window_days)
+        if latest is None or latest.resolved_at is None or post.created_at - latest.resolved_at > window:
+            return None
+        return latest
+
+    def opened(self, post: Post, channel: str) -> _Ticket:
+        ticket = _Ticket(self._next_key, post.account.id, TicketState.OPEN, None, channel=channel)
+        self._next_key += 1
+        self._by_account.setdefault(post.account.id, []).append(ticket)
+        return ticket
+
+    def reopened(self, ticket: _Ticket) -> None:
+        ticket.state = TicketState.OPEN
+        ticket.resolved_at = None
+
+    def holds(self, ticket: _Ticket, status_id: str) -> None:
+        self._threads.setdefault(status_id, []).append(ticket)
+
+
+async def _with_ancestors(
+    entries: list[_Entry], book: _CustomerBook, outcomes: list[BaseException | None], ctx: AppContext
+) -> list[_Entry]:
+    """Fetch the reply chain of the posts whose placing may need it (customers back after a while, rare)."""
+    kept: list[_Entry] = []
+    for entry in entries:
+        if book.needs_ancestors(entry.post):
+            try:
+                entry.ancestors = await ctx.mastodon.ancestors(entry.post.id)
+            except MastodonError as exc:
+                if entry.index is None:
+                    raise  # a parent fetched for a reply: the reply is read again
+                outcomes[entry.index] = exc
+                continue
+        kept.append(entry)
+    return kept
+
+
+# --- writing ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Filed:
+    placed: list[tuple[_Entry, int | None]] = field(default_factory=list)
+    tickets_touched: bool = False
+
+
+async def _file_all(
+    session: AsyncSession, entries: list[_Entry], book: _CustomerBook, ctx: AppContext, *, now: datetime
+) -> _Filed:
+    """Place every entry in order and write the batch: tickets, then mentions, then what follows from them."""
+    new_tickets: list[tuple[_Ticket, dict[str, object]]] = []
+    mentions: list[tuple[_Entry, _Ticket | None, dict[str, object]]] = []
+    followups: list[int] = []  # positions in mentions
+    reopened: list[tuple[_Ticket, Post]] = []
+    for entry in entries:
+        post, result = entry.post, entry.result
+        assert result is not None
+        placement = book.place(post, complaint=result.label == COMPLAINT, ancestors=entry.ancestors)
+        ticket = placement.join
+        if ticket is not None:
+            if placement.reopen:
+                book.reopened(ticket)
+                reopened.append((ticket, post))
+            followups.append(len(mentions))
+        elif placement.new:
+            channel = route(post, ctx.settings.routing.rules, ctx.settings.slack.default_channel)
+            ticket = book.opened(post, channel)
+            new_tickets.append((ticket, _ticket_row(post, result, ctx, placement.previous, channel=channel, now=now)))
+        if ticket is not None:
+            book.holds(ticket, post.id)
+        mentions.append((entry, ticket, _mention_row(post, entry.mention.source, result, now=now)))
+
+    # Reopens first: a customer post joining a resolved ticket is only a follow-up once it is open again.
+    for ticket, post in reopened:
+        assert ticket.stored_id is not None
+        if await reopen(
+            session, ticket_id=ticket.stored_id, actor="customer", detail=f"customer posted again: {post.url}"
+        ):
+            logger.info("TicketReopened #%d by a new post from @%s", ticket.stored_id, post.account.acct)
+
+    ids = await batches.insert_tickets(session, [row for _, row in new_tickets])
+    for (ticket, _), ticket_id in zip(new_tickets, ids, strict=True):
+        ticket.stored_id = ticket_id
+    for _, ticket, row in mentions:
+        row["ticket_id"] = ticket.stored_id if ticket is not None else None
+    mention_ids = await batches.insert_mentions(session, [row for _, _, row in mentions])
+
+    new_ids = {t.stored_id for t, _ in new_tickets}
+    outbox: list[dict[str, object]] = []
+    first_post: dict[int, int] = {}  # ticket id -> position of the post that opened it
+    for position, (_, ticket, _) in enumerate(mentions):
+        if ticket is not None and ticket.stored_id is not None and ticket.stored_id in new_ids:
+            first_post.setdefault(ticket.stored_id, position)
+    for (ticket, _), ticket_id in zip(new_tickets, ids, strict=True):
+        first = first_post[ticket_id]
+        # The card itself is rendered when it is sent, so one posted after an outage shows the ticket as it is then.
+        outbox.append(
+            batches.outbox_row(
+                kind=OutboxKind.CARD,
+                ticket_id=ticket_id,
+                channel=ticket.channel,
+                now=now,
+                mention_id=mention_ids[first],
+            )
+        )
+        logger.info("TicketOpened #%d for @%s in %s", ticket_id, mentions[first][0].post.account.acct, ticket.channel)
+    activity: dict[int, datetime] = {}
+    events: list[dict[str, object]] = []
+    for position in followups:
+        entry, ticket, _ = mentions[position]
+        assert ticket is not None and ticket.stored_id is not None
+        post = entry.post
+        activity[ticket.stored_id] = post.created_at
+        events.append(
+            batches.event_row(ticket_id=ticket.stored_id, actor="customer", action="customer_post", detail="", now=now)
+        )
+        text, blocks = followup_message(
+            number=ticket.stored_id,
+            author_acct=post.account.acct,
+            author_url=post.account.url,
+            text=post.text,
+            post_url=post.url,
+            posted_at=post.created_at,
+            posted_at_known=post.created_at_known,
+        )
+        outbox.append(
+            batches.outbox_row(
+                kind=OutboxKind.FOLLOWUP,
+                ticket_id=ticket.stored_id,
+                channel=ticket.channel,
+                now=now,
+                mention_id=mention_ids[position],
+                text=text,
+                blocks=blocks,
+            )
+        )
+    await batches.record_customer_posts(session, activity, now=now)
+    await batches.insert_rows(session, batches.EVENTS, events)
+    # One card refresh covers any number of changes; a ticket opened in this batch has its card still to send.
+    stale = (
+        set(activity) - new_ids - await batches.tickets_with_refresh_waiting(session, set(activity) - new_ids, now=now)
+    )
+    outbox.extend(batches.outbox_row(kind=OutboxKind.UPDATE, ticket_id=t, channel="", now=now) for t in sorted(stale))
+    await batches.insert_rows(session, batches.OUTBOX, outbox)
+    return _Filed(
+        placed=[(entry, ticket.stored_id if ticket is not None else None) for (entry, ticket, _) in mentions],
+        tickets_touched=bool(new_tickets or followups),
+    )
 
 
 def _priority(score: float, ctx: AppContext) -> str:
@@ -152,167 +510,60 @@ def _first_response_window(priority: str, ctx: AppContext) -> timedelta:
     return timedelta(minutes=minutes)
 
 
-def _new_ticket(post: Post, result: Classification, ctx: AppContext, previous: int | None) -> Ticket:
+def _ticket_row(
+    post: Post, result: Classification, ctx: AppContext, previous: _Ticket | None, *, channel: str, now: datetime
+) -> dict[str, object]:
     priority = _priority(result.score, ctx)
-    return Ticket(
-        priority=priority,
-        customer_account_id=post.account.id,
-        customer_acct=post.account.acct,
-        customer_display_name=post.account.display_name,
-        customer_url=post.account.url,
-        root_status_id=post.id,
-        posted_at=post.created_at,
-        received_at=utcnow(),
-        score=result.score,
-        channel=route(post, ctx.settings.routing.rules, ctx.settings.slack.default_channel),
-        first_response_due_at=post.created_at + _first_response_window(priority, ctx),
-        last_customer_activity_at=post.created_at,
-        previous_ticket_id=previous,
-    )
+    return {
+        "state": TicketState.OPEN,
+        "priority": priority,
+        "customer_account_id": post.account.id,
+        "customer_acct": post.account.acct,
+        "customer_display_name": post.account.display_name,
+        "customer_url": post.account.url,
+        "root_status_id": post.id,
+        "posted_at": post.created_at,
+        "received_at": now,
+        "score": result.score,
+        "channel": channel,
+        "slack_ts": None,
+        # From the post's own time: a post read late (after downtime) counts against us as it does for the customer.
+        "first_response_due_at": post.created_at + _first_response_window(priority, ctx),
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+        "label": COMPLAINT,
+        "assignee_slack_id": None,
+        "first_response_at": None,
+        "resolved_at": None,
+        "closed_reason": None,
+        "last_customer_activity_at": post.created_at,
+        "previous_ticket_id": previous.stored_id if previous is not None else None,
+    }
 
 
-def _mention_row(post: Post, source: str, result: Classification) -> Mention:
-    return Mention(
-        status_uri=post.uri,
-        status_id=post.id,
-        status_url=post.url,
-        in_reply_to_id=post.in_reply_to_id,
-        account_id=post.account.id,
-        account_acct=post.account.acct,
-        account_display_name=post.account.display_name,
-        account_url=post.account.url,
-        text=post.text,
-        language=post.language,
-        visibility=post.visibility,
-        tags=list(post.tags),
-        source=source,
-        posted_at=post.created_at,
-        posted_at_known=post.created_at_known,
-        label=result.label,
-        score=result.score,
+def _mention_row(post: Post, source: str, result: Classification, *, now: datetime) -> dict[str, object]:
+    return {
+        "status_uri": post.uri,
+        "status_id": post.id,
+        "status_url": post.url,
+        "in_reply_to_id": post.in_reply_to_id,
+        "account_id": post.account.id,
+        "account_acct": post.account.acct,
+        "account_display_name": post.account.display_name,
+        "account_url": post.account.url,
+        "text": post.text,
+        "language": post.language,
+        "visibility": post.visibility,
+        "tags": list(post.tags),
+        "source": source,
+        "posted_at": post.created_at,
+        "received_at": now,
+        "label": result.label,
+        "score": result.score,
+        "ticket_id": None,
         # Read after an edit (a late poll), the post is stored as edited, so the refresh sweep sees nothing new.
-        edited_at=post.edited_at,
-    )
-
-
-@router.on(MentionReceived)
-async def record_mention(event: MentionReceived, ctx: AppContext) -> None:
-    """Store the mention with its classification; add it to the customer's ticket, reopen one, or open one."""
-    await _record(event, ctx, parents_left=UNREAD_PARENTS_MAX)
-
-
-async def _record(event: MentionReceived, ctx: AppContext, *, parents_left: int) -> None:
-    post = event.post
-    reason = ignore_reason(post, brand_id=ctx.brand.id, accept_bots=ctx.settings.mastodon.accept_bots)
-    if reason is not None:
-        logger.debug("ignoring %s: %s", post.url, reason)
-        return
-    async with ctx.sessions() as session:
-        if await mention_exists(session, status_uri=post.uri):
-            return  # seen already, through the stream or an earlier poll
-    if parents_left > 0:
-        await _file_unread_parent(post, ctx, parents_left=parents_left - 1)
-    result = await asyncio.to_thread(ctx.classifier.classify, post.text, ctx.threshold)
-    placement = await _place(post, complaint=result.label == COMPLAINT, ctx=ctx)
-    try:
-        async with transaction(ctx.sessions) as session:
-            ticket = await _file(session, _mention_row(post, event.source, result), post, result, placement, ctx)
-    except IntegrityError:
-        # Another worker (or daemon, on Postgres) stored the same status between our check and insert. Any other
-        # refusal is the post's own, and the feed sets it aside after a few tries.
-        async with ctx.sessions() as session:
-            if not await mention_exists(session, status_uri=post.uri):
-                raise
-        logger.debug("duplicate %s ignored", post.uri)
-        return
-    if ticket is not None:
-        ctx.wake_outbox()
-    logger.info(
-        "mention %s from @%s: %s %.2f%s",
-        post.id,
-        post.account.acct,
-        result.label,
-        result.score,
-        f" -> ticket #{ticket.id}" if ticket is not None else "",
-    )
-
-
-async def _file(
-    session: AsyncSession, mention: Mention, post: Post, result: Classification, placement: Placement, ctx: AppContext
-) -> Ticket | None:
-    """Store the mention where placement says; returns its ticket, if it has one."""
-    if placement.join is not None:
-        ticket = await session.get(Ticket, placement.join)
-        assert ticket is not None and ticket.id is not None
-        if placement.reopen and await reopen(
-            session, ticket_id=ticket.id, actor="customer", detail=f"customer posted again: {post.url}"
-        ):
-            logger.info("TicketReopened #%d by a new post from @%s", ticket.id, post.account.acct)
-        await _add_followup(session, ticket, mention, post)
-        return ticket
-    if result.label == COMPLAINT or placement.previous is not None:
-        return await _open_ticket(session, mention, post, result, ctx, previous=placement.previous)
-    session.add(mention)
-    return None
-
-
-async def _open_ticket(
-    session: AsyncSession,
-    mention: Mention,
-    post: Post,
-    result: Classification,
-    ctx: AppContext,
-    *,
-    previous: int | None,
-) -> Ticket:
-    ticket = _new_ticket(post, result, ctx, previous)
-    session.add(ticket)
-    await session.flush()  # assigns the ticket number the card shows
-    assert ticket.id is not None
-    mention.ticket_id = ticket.id
-    session.add(mention)
-    await session.flush()
-    # The card itself is rendered when it is sent, so one posted after an outage shows the ticket as it is then.
-    enqueue(
-        session,
-        kind=OutboxKind.CARD,
-        ticket_id=ticket.id,
-        channel=ticket.channel,
-        text="",
-        blocks=[],
-        mention_id=mention.id,
-    )
-    logger.info(
-        "TicketOpened #%d for @%s in %s%s",
-        ticket.id,
-        post.account.acct,
-        ticket.channel,
-        f" (follows #{previous})" if previous is not None else "",
-    )
-    return ticket
-
-
-async def _add_followup(session: AsyncSession, ticket: Ticket, mention: Mention, post: Post) -> None:
-    assert ticket.id is not None
-    mention.ticket_id = ticket.id
-    session.add(mention)
-    await session.flush()
-    await record_customer_activity(session, ticket_id=ticket.id, at=post.created_at)
-    text, blocks = followup_message(
-        number=ticket.id,
-        author_acct=post.account.acct,
-        author_url=post.account.url,
-        text=post.text,
-        post_url=post.url,
-        posted_at=post.created_at,
-        posted_at_known=post.created_at_known,
-    )
-    enqueue(
-        session,
-        kind=OutboxKind.FOLLOWUP,
-        ticket_id=ticket.id,
-        channel=ticket.channel,
-        text=text,
-        blocks=blocks,
-        mention_id=mention.id,
-    )
+        "edited_at": post.edited_at,
+        "deleted_at": None,
+        "posted_at_known": post.created_at_known,
+    }

@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "mentiondesk.bot.retry",
             "mentiondesk.bot.dispatch",
             "mentiondesk.bot.routing",
+            "mentiondesk.bot.ingest",
         ),
     ),
     ("mastodon side", ("mentiondesk.bot.mastodon",)),

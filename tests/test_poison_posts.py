@@ -249,7 +249,9 @@ async def test_post_the_database_refuses_is_set_aside_after_a_few_tries(
     await post(mastodon, "alice", f"{COMPLAINT} refuse me")
     await post(mastodon, "bob", COMPLAINT_2)
 
+    # The post after the refused one is not held up by it: stored while the refused one is still being retried.
     await eventually(lambda: _stored(daemon, 1), timeout_s=20, what="the post after the refused one")
+    await eventually(lambda: _stored(daemon, 1, DeadLetter), timeout_s=20, what="the refused post set aside")
     [dead] = await rows(daemon, DeadLetter)
     assert dead.attempts == MAX_TRIES and "refused by the test trigger" in dead.reason
     assert "refuse me" in dead.payload

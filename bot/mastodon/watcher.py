@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.config import MastodonSettings
-from mentiondesk.bot.events import Post, PostChange
+from mentiondesk.bot.events import MentionReceived, Post, PostChange
+from mentiondesk.bot.ingest import IngestEvent, log_failure
 from mentiondesk.bot.mastodon.client import (
     CHANGE_EVENTS,
     FeedItem,
@@ -50,7 +51,8 @@ PAGE_LIMIT = 40
 # Mastodon sends a heartbeat comment every 15 s; this much silence (six missed) means a dead connection.
 STREAM_READ_TIMEOUT_S = 90.0
 
-Ingest = Callable[[Post, str], Awaitable[None]]
+# Queues an event for the ingest pipeline (waiting while it is full); the future says when it is stored.
+Ingest = Callable[[IngestEvent], Awaitable[asyncio.Future[None]]]
 OnChange = Callable[[PostChange], Awaitable[None]]
 Fetch = Callable[[str | None, int], Awaitable[list[FeedItem]]]
 
@@ -109,13 +111,11 @@ class FeedWatcher:
         settings: MastodonSettings,
         http: aiohttp.ClientSession,
         stream_base_url: str,
-        on_change: OnChange | None = None,
     ) -> None:
         self.feed = feed
         self._client = client
         self._sessions = sessions
         self._ingest = ingest
-        self._on_change = on_change
         self._settings = settings
         self._http = http
         self._stream_url = stream_base_url.rstrip("/") + feed.stream_path
@@ -190,45 +190,78 @@ class FeedWatcher:
         return wait_s
 
     async def catch_up(self) -> int:
-        """Ingest everything after the stored cursor, oldest first; returns how many items were read."""
+        """Ingest everything after the stored cursor, oldest first; returns how many items were read.
+
+        The next page is fetched while the one before it is being stored; the cursor moves past a page only
+        once every post on it is stored (or set aside).
+        """
         async with self._sessions() as session:
             cursor = await get_cursor(session, name=self.feed.cursor_name)
         if cursor is None:
             return await self._first_start()
         read = 0
+        page = await self.feed.fetch(cursor, PAGE_LIMIT)
         while True:
-            items = await self.feed.fetch(cursor, PAGE_LIMIT)
-            await self._ingest_items(items)
-            read += len(items)
+            queued = await self._submit_page(page)
+            read += len(page)
             # An empty page, or one whose entries all came without an id (set aside), leaves nothing to page from.
-            cursor = _last_cursor(items)
-            if cursor is None:
+            cursor = _last_cursor(page)
+            fetching = asyncio.ensure_future(self.feed.fetch(cursor, PAGE_LIMIT)) if cursor is not None else None
+            try:
+                await self._finish_page(page, queued)
+            except BaseException:
+                if fetching is not None:
+                    fetching.cancel()
+                    await asyncio.wait([fetching])
+                    if not fetching.cancelled():
+                        fetching.exception()  # retrieved: the failure being raised is the one that counts
+                raise
+            if fetching is None:
                 return read
+            page = await fetching
 
     async def _first_start(self) -> int:
         # No cursor yet: take the latest `backfill` items rather than the account's whole history.
         backfill = self._settings.backfill
         items = await self.feed.fetch(None, max(1, backfill))
-        await self._ingest_items(items if backfill else [])
+        if backfill:
+            await self._finish_page(items, await self._submit_page(items))
         await self._save_cursor(_last_cursor(items) or "0")
         return len(items) if backfill else 0
 
-    async def _ingest_items(self, items: list[FeedItem]) -> None:
+    async def _submit_page(self, items: list[FeedItem]) -> list[asyncio.Future[None] | None]:
+        """Queue a page's posts for storing (waiting while the queue is full); one future per item, None for no post."""
+        queued: list[asyncio.Future[None] | None] = []
         for item in items:
-            await self._ingest_item(item)
+            if item.post is None or item.unreadable is not None:
+                queued.append(None)
+            else:
+                queued.append(await self._ingest(MentionReceived(post=item.post, source=self.feed.source)))
+        return queued
+
+    async def _finish_page(self, items: list[FeedItem], queued: list[asyncio.Future[None] | None]) -> None:
+        """Wait until the page is stored, in order; then move the cursor past it."""
+        try:
+            for item, done in zip(items, queued, strict=True):
+                await self._finish_item(item, done)
+        finally:
+            # The posts after a failure are still being stored; their outcome no longer matters to this poll.
+            for done in queued:
+                if done is not None:
+                    done.add_done_callback(_retrieve)
         last = _last_cursor(items)
         if last is not None:
             await self._save_cursor(last)
 
-    async def _ingest_item(self, item: FeedItem) -> None:
-        """Store one entry; one that cannot be read, or stored after a few tries, is set aside instead."""
+    async def _finish_item(self, item: FeedItem, done: asyncio.Future[None] | None) -> None:
+        """One entry's outcome; one that cannot be read, or stored after a few tries, is set aside instead."""
         if item.unreadable is not None:
             await self._set_aside(item, f"unreadable: {item.unreadable}")
             return
-        if item.post is None:
+        if done is None:
             return
         try:
-            await self._ingest(item.post, self.feed.source)
+            await done
         except IngestError as exc:
             tries = self.set_aside.failed(item) if not exc.transient else 0
             if tries < MAX_TRIES:
@@ -251,14 +284,12 @@ class FeedWatcher:
             raise IngestError(f"cannot store cursor: {exc}") from exc
 
     async def _apply(self, event: StreamEvent) -> None:
-        try:
-            if isinstance(event, Post):
-                await self._ingest(event, self.feed.source)
-            elif self._on_change is not None:
-                await self._on_change(event)
-        except IngestError as exc:
-            # The poll brings a post back once storage is healthy again, the refresh sweep an edit or delete.
-            logger.warning("%s: %s", self.feed.cursor_name, exc)
+        # Not waited for: the stream reads on while the post is stored. A post that fails is brought back by the
+        # poll once storage is healthy again, an edit or delete by the refresh sweep.
+        queued = await self._ingest(
+            MentionReceived(post=event, source=self.feed.source) if isinstance(event, Post) else event
+        )
+        queued.add_done_callback(log_failure(self.feed.cursor_name))
 
     # --- streaming -------------------------------------------------------------------------------
 
@@ -314,7 +345,7 @@ class FeedWatcher:
                     continue
                 if event.name == self.feed.stream_event:
                     await self._on_stream_event(event.data)
-                elif event.name in CHANGE_EVENTS and self._on_change is not None:
+                elif event.name in CHANGE_EVENTS:
                     await self._on_change_event(event.name, event.data)
         return None
 
@@ -336,7 +367,6 @@ class FeedWatcher:
             await self._hold.deliver(item.post)
 
     async def _on_change_event(self, name: str, data: str) -> None:
-        assert self._on_change is not None
         try:
             change = post_change_from_stream(name, data)
         except (ValueError, KeyError, TypeError) as exc:
@@ -346,6 +376,11 @@ class FeedWatcher:
             return
         if change is not None:
             await self._hold.deliver(change)
+
+
+def _retrieve(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 def _last_cursor(items: list[FeedItem]) -> str | None:
