@@ -267,6 +267,8 @@ class Daemon:
 
     @staticmethod
     def _ingest_error(post: Post, exc: BaseException) -> IngestError:
+        if isinstance(exc, IngestError):
+            return exc
         if isinstance(exc, SQLAlchemyError | OSError | MastodonError):
             return IngestError(f"post {post.id} not stored: {failure_reason(exc)}", transient=is_transient(exc))
         logger.error("post %s could not be processed", post.url, exc_info=exc)

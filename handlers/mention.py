@@ -24,6 +24,7 @@ from mentiondesk.bot.dispatch import Router
 from mentiondesk.bot.events import MentionReceived, MentionsReceived, Post
 from mentiondesk.bot.mastodon.fields import UnreadablePost
 from mentiondesk.bot.mastodon.set_aside import is_transient
+from mentiondesk.bot.mastodon.watcher import IngestError
 from mentiondesk.bot.retry import Verdict, sort_mastodon_error
 from mentiondesk.bot.routing import route
 from mentiondesk.bot.slack.cards import followup_message
@@ -88,14 +89,27 @@ async def _one_by_one(mentions: list[MentionReceived], exc: Exception, ctx: AppC
         return [exc]
     logger.info("a batch of %d posts was refused (%s); storing them one by one", len(mentions), exc)
     outcomes: list[BaseException | None] = []
+    failed: dict[str, str] = {}  # customer -> their post that failed
     for mention in mentions:
+        post = mention.post
+        if post.account.id in failed:
+            outcomes.append(_held_back(post, failed[post.account.id]))
+            continue
         try:
-            outcomes.extend(await _attempt([mention], ctx))
+            [outcome] = await _attempt([mention], ctx)
         except Exception as error:
             if _batch_wide(error):
                 raise
-            outcomes.append(error)
+            outcome = error
+        if outcome is not None:
+            failed[post.account.id] = post.id
+        outcomes.append(outcome)
     return outcomes
+
+
+def _held_back(post: Post, earlier: str) -> IngestError:
+    # A customer's posts are filed in the order written: this one waits until the earlier one is stored or set aside.
+    return IngestError(f"post {post.id} waits for {earlier}, an earlier post of the same customer", transient=True)
 
 
 def _batch_wide(exc: BaseException) -> bool:
@@ -133,9 +147,12 @@ async def _record_batch(mentions: list[MentionReceived], outcomes: list[BaseExce
         entry.result = result
     async with ctx.sessions() as session:
         book = await _CustomerBook.load(session, entries, ctx)
-    entries = await _with_ancestors(entries, book, outcomes, ctx)
-    async with ctx.sessions() as session:
-        await book.learn_threads(session, [s for e in entries for s in e.ancestors])
+    entries = _in_order(await _with_ancestors(entries, book, outcomes, ctx), mentions, outcomes)
+    if not entries:
+        return
+    if any(e.ancestors for e in entries):
+        async with ctx.sessions() as session:
+            await book.learn_threads(session, [s for e in entries for s in e.ancestors])
     now = utcnow()
     async with transaction(ctx.sessions) as session:
         filed = await _file_all(session, entries, book, ctx, now=now)
@@ -151,6 +168,24 @@ async def _record_batch(mentions: list[MentionReceived], outcomes: list[BaseExce
             entry.result.score,
             f" -> ticket #{ticket_id}" if ticket_id is not None else "",
         )
+
+
+def _in_order(
+    entries: list[_Entry], mentions: list[MentionReceived], outcomes: list[BaseException | None]
+) -> list[_Entry]:
+    """Leave out the posts of a customer whose earlier post in this batch could not be placed: they wait for it."""
+    failed: dict[str, tuple[int, str]] = {}  # customer -> (position, id) of their first post that failed
+    for position, outcome in enumerate(outcomes):
+        if outcome is not None:
+            failed.setdefault(mentions[position].post.account.id, (position, mentions[position].post.id))
+    kept: list[_Entry] = []
+    for entry in entries:
+        earlier = failed.get(entry.post.account.id)
+        if entry.index is not None and earlier is not None and earlier[0] < entry.index:
+            outcomes[entry.index] = _held_back(entry.post, earlier[1])
+            continue
+        kept.append(entry)
+    return kept
 
 
 def _for_the_desk(post: Post, ctx: AppContext) -> bool:

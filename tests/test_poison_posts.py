@@ -196,8 +196,10 @@ async def test_every_unreadable_poison_is_set_aside_with_its_reason(
     await post(mastodon, "bob", COMPLAINT_2)
 
     await eventually(lambda: _stored(daemon, 1), timeout_s=20, what="the good post after them")
+    unreadable = len(UNREADABLE) + len(ID_LESS)
+    await eventually(lambda: _stored(daemon, unreadable, DeadLetter), timeout_s=20, what="each one set aside")
     dead = await rows(daemon, DeadLetter)
-    assert len(dead) == len(UNREADABLE) + len(ID_LESS), [(d.item_key, d.reason) for d in dead]
+    assert len(dead) == unreadable, [(d.item_key, d.reason) for d in dead]
     by_poison = {_poison_in(d.payload): d for d in dead}
     for name, (_, reason) in UNREADABLE.items():
         assert reason in by_poison[name].reason, (name, by_poison[name].reason)
