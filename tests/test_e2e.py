@@ -15,7 +15,7 @@ from sqlmodel import col, select
 from mentiondesk.bot.config import Config
 from mentiondesk.bot.daemon import Daemon
 from mentiondesk.storage.models import Mention, SlackOutbox, Ticket
-from tests.conftest import eventually, post_as, postgres_only
+from tests.conftest import eventually, post_as, postgres_only, settled
 from tests.fakeslack import FakeSlack
 
 COMPLAINT = "@brand my order never arrived and your support keeps ignoring me. This is awful, I want a refund"
@@ -102,7 +102,7 @@ async def test_restart_mid_stream_processes_every_post_once(
     await eventually(lambda: _count(daemon, Mention, 7), what="all seven mentions")
     # A customer's later posts join their open ticket: one card each, the rest in the card's thread.
     await slack.wait_for(lambda: len(_with_threads(slack, "C0SUPPORT")) == 7, timeout_s=20)
-    await asyncio.sleep(1.5)  # room for any duplicate to show up
+    await settled(daemon)
     mentions = await rows(daemon, Mention)
     assert len(mentions) == 7 and len({m.status_uri for m in mentions}) == 7
     assert len(await rows(daemon, Ticket)) == 2 and len(slack.messages("C0SUPPORT")) == 2
@@ -124,7 +124,7 @@ async def test_slack_outage_delays_cards_but_loses_none(
 
     slack.set_down(False)
     await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 2, timeout_s=10)
-    await asyncio.sleep(1.5)
+    await settled(daemon)
     assert len(slack.messages("C0SUPPORT")) == 2
     assert all(r.state == "sent" for r in await rows(daemon, SlackOutbox))
 
@@ -195,9 +195,9 @@ async def test_post_in_mention_and_hashtag_feeds_is_stored_once(
     await eventually(lambda: _connected(daemon), what="both streams connected")
     await post(mastodon, "alice", f"{COMPLAINT} #acmehelp")
     await eventually(lambda: _count(daemon, Ticket, 1), what="ticket")
-    await asyncio.sleep(1.5)  # both feeds polled again by now
+    await settled(daemon)  # both feeds polled again, the card sent
     assert len(await rows(daemon, Mention)) == 1
-    await slack.wait_for(lambda: len(slack.messages()) == 1, timeout_s=5)
+    assert len(slack.messages()) == 1
 
 
 # Postgres only: a SQLite file cannot refuse connections.
@@ -254,7 +254,7 @@ async def test_two_daemons_sharing_a_database_post_each_card_once(
     await post(mastodon, "alice", "@brand any news on this?")
     # Four customers, four cards; alice's second post joins her ticket, in its card's thread.
     await slack.wait_for(lambda: len(_with_threads(slack, "C0SUPPORT")) == 5, timeout_s=15)
-    await asyncio.sleep(2.0)  # room for a duplicate from the other daemon
+    await settled(first, second)  # a duplicate from the other daemon would be in Slack by now
     assert len(slack.messages("C0SUPPORT")) == 4 and len(_with_threads(slack, "C0SUPPORT")) == 5
     assert len(await rows(first, Ticket)) == 4 and len(await rows(second, Mention)) == 5
 
