@@ -21,7 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from mentiondesk.bot.config import Config, Secrets, parse_settings
 from mentiondesk.bot.daemon import Daemon
+from mentiondesk.bot.slack.app import listeners_in_progress
+from mentiondesk.bot.slack.sender import SlackSender
 from mentiondesk.storage.db import create_engine, session_factory, upgrade
+from mentiondesk.storage.outbox import pending_count
 from mentiondesk.storage.urls import safe_url
 from tests.fakeslack import FakeSlack
 
@@ -263,3 +266,57 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, timeout_s: float =
 def post_as(server: MockServer, username: str, text: str, **kwargs: Any) -> dict[str, Any]:
     """Post a status as a seeded user (blocking; call through asyncio.to_thread inside tests)."""
     return dict(server.client(username).status_post(text, **kwargs))
+
+
+# Polls each watcher completes in settled(): the first may have begun before the call, so this makes two that began
+# after it.
+SETTLE_POLLS = 3
+# Refresh sweeps completed in settled(), with sweeps=True: the first may have begun before the call.
+SETTLE_SWEEPS = 2
+
+
+async def settled(*daemons: Daemon, sweeps: bool = False, timeout_s: float = 20.0) -> None:
+    """Wait for positive signs that nothing the daemons were doing can still change what a test sees.
+
+    A "nothing more happened" check after a fixed sleep passes whenever the duplicate is later than the sleep. This
+    waits instead until every feed watcher has completed two polls begun after the call (each one kicked, so that
+    takes about a second), with ``sweeps`` until the refresh sweeper has completed a sweep begun after it (it cannot
+    be kicked: give the test a short mastodon.refresh_interval_s), and then until no Slack action is running, the
+    outbox holds no pending message and every sender is between passes. Whatever those found is in Slack by then.
+    """
+    watchers = [w for daemon in daemons for w in daemon.watchers]
+    polls_before = [w.polls_completed for w in watchers]
+    for more in range(1, SETTLE_POLLS + 1):
+        for watcher in watchers:
+            watcher.kick()
+
+        async def polled(more: int = more) -> bool:
+            return all(w.polls_completed >= before + more for w, before in zip(watchers, polls_before, strict=True))
+
+        await eventually(polled, timeout_s=timeout_s, what=f"every feed polled {more} more time(s)")
+    if sweeps:
+        sweepers = [d.sweeper for d in daemons if d.sweeper is not None]
+        sweeps_before = [s.sweeps_completed for s in sweepers]
+
+        async def swept() -> bool:
+            return all(
+                s.sweeps_completed >= before + SETTLE_SWEEPS for s, before in zip(sweepers, sweeps_before, strict=True)
+            )
+
+        await eventually(swept, timeout_s=timeout_s, what="a refresh sweep begun after the call")
+
+    senders: list[SlackSender] = []
+    for daemon in daemons:
+        assert isinstance(daemon.sender, SlackSender), "a dry run never empties the outbox: nothing to settle"
+        senders.append(daemon.sender)
+
+    async def quiet() -> bool:
+        for daemon in daemons:
+            assert daemon.context is not None
+            async with daemon.context.sessions() as session:
+                if await pending_count(session):
+                    return False
+        # Read after the outbox: a send that began while it was read shows here.
+        return all(s.idle for s in senders) and not listeners_in_progress()
+
+    await eventually(quiet, timeout_s=timeout_s, what="an empty outbox, idle senders and no Slack action running")

@@ -20,7 +20,7 @@ from mentiondesk.storage.db import transaction
 from mentiondesk.storage.models import Mention, Ticket, TicketEvent
 from mentiondesk.storage.ticket_actions import close, resolve
 from mentiondesk.storage.types import utcnow
-from tests.conftest import eventually
+from tests.conftest import eventually, settled
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, PRAISE, post, rows
 
@@ -154,7 +154,7 @@ async def test_edit_updates_the_ticket_and_card_once(
     assert "day 12" in _last_card(slack, ticket)
     await slack.wait_for(lambda: "edited their post" in _thread_text(slack, ticket), timeout_s=5)
     assert "day 12" in _thread_text(slack, ticket)
-    await asyncio.sleep(1.2)  # more sweeps see the same edit and change nothing
+    await settled(daemon, sweeps=True)  # another sweep sees the same edit and changes nothing
     assert len([m for m in _thread(slack, ticket) if "edited their post" in m["text"]]) == 1
 
 
@@ -213,7 +213,7 @@ async def test_stream_brings_edits_and_deletes_when_the_server_pushes_them(
     assert current is not None
     await daemon.post_changed(PostEdited(post=current))
     await daemon.post_changed(PostDeleted(status_id=str(second["id"])))
-    await asyncio.sleep(1.2)
+    await settled(daemon)
     assert len([m for m in _thread(slack, ticket) if "edited their post" in m["text"]]) == 1
     assert len([m for m in _thread(slack, ticket) if "deleted a post" in m["text"]]) == 1
 

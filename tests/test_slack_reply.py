@@ -15,7 +15,7 @@ from mentiondesk.bot.config import Config
 from mentiondesk.bot.daemon import Daemon
 from mentiondesk.bot.slack.reply_modal import TEXT_ACTION, TEXT_BLOCK, VISIBILITY_ACTION, VISIBILITY_BLOCK
 from mentiondesk.storage.models import Mention, Reply, Ticket, TicketEvent
-from tests.conftest import eventually
+from tests.conftest import eventually, settled
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, post, rows
 
@@ -25,10 +25,8 @@ APPROVAL = {
     "repliers": [AGENT, NEWBIE, BOSS, BOSS2],
     "needs_approval": [NEWBIE],
     "approval_channel": "C0APPROVE",
-    "post_interval_s": 0.1,
 }
-# Slack's per-channel pacing is not what these tests are about; a shorter interval keeps them quick.
-AGENTS = {"repliers": [AGENT], "post_interval_s": 0.1}
+AGENTS = {"repliers": [AGENT]}
 
 
 async def new_ticket(
@@ -169,7 +167,7 @@ async def test_too_long_or_empty_reply_stays_in_the_modal(
     assert "1 characters too long" in ack["payload"]["errors"][TEXT_BLOCK]
     ack = await submit(slack, AGENT, view, "  @alice  ")
     assert ack["payload"]["errors"][TEXT_BLOCK] == "Write the reply first."
-    await asyncio.sleep(0.3)
+    await settled(daemon)
     assert await brand_posts(mastodon) == [] and await rows(daemon, Reply) == []
 
 
@@ -217,7 +215,7 @@ async def test_repliers_can_be_user_groups(
 ) -> None:
     slack.usergroups = {"S0AGENTS": [AGENT]}
     # S0GONE does not exist (no_such_subteam): it grants nobody anything.
-    daemon = await start_daemon(make_config(slack={"repliers": ["S0GONE", "S0AGENTS"], "post_interval_s": 0.1}))
+    daemon = await start_daemon(make_config(slack={"repliers": ["S0GONE", "S0AGENTS"]}))
     card, ticket = await new_ticket(daemon, mastodon, slack)
     view = await open_modal(slack, card, AGENT, ticket)
     await click_reply(slack, card, OUTSIDER, ticket)
@@ -255,7 +253,7 @@ async def test_reply_needing_approval_is_posted_on_approve(
     daemon = await start_daemon(make_config(slack=APPROVAL))
     message, reply = await approval_request(daemon, mastodon, slack)
     assert "a refund is on its way" in str(message["blocks"]) and reply.state == "pending_approval"
-    await asyncio.sleep(0.2)
+    await settled(daemon)
     assert await brand_posts(mastodon) == []
 
     # Someone who needs approval themselves cannot approve.
@@ -307,7 +305,7 @@ async def test_two_approvers_at_once_publish_once(
     )
     card = slack.messages("C0SUPPORT")[0]
     await slack.wait_for(lambda: _thread_says(slack, card, "Replied publicly"), timeout_s=5)
-    await asyncio.sleep(0.5)  # time for a second publish to show, if there were one
+    await settled(daemon)  # a second publish would show by now
     assert sum("Replied publicly" in m["text"] for m in slack.thread("C0SUPPORT", card["ts"])) == 1
     assert [e.action for e in await rows(daemon, TicketEvent)].count("replied") == 1
     assert len(await brand_posts(mastodon)) == 1

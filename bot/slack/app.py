@@ -53,17 +53,25 @@ def build_app(
     return app
 
 
-async def finish_listeners(timeout_s: float) -> None:
-    """Let listeners that already acked finish (a reply on its way to Mastodon) before resources close.
+def listeners_in_progress() -> list[asyncio.Task[Any]]:
+    """Listeners that already acked and are still running (a reply on its way to Mastodon).
 
     bolt runs each listener after ack() in a task it does not keep; its coroutine's name is the only
-    handle on it. Anything still running after timeout_s is left to be cancelled with the loop.
+    handle on it.
     """
-    running = [
+    return [
         t
         for t in asyncio.all_tasks()
         if getattr(t.get_coro(), "__qualname__", "").endswith("run_ack_function_asynchronously")
     ]
+
+
+async def finish_listeners(timeout_s: float) -> None:
+    """Let listeners that already acked finish before resources close.
+
+    Anything still running after timeout_s is left to be cancelled with the loop.
+    """
+    running = listeners_in_progress()
     if running:
         logger.info("waiting for %d Slack action(s) in progress", len(running))
         await asyncio.wait(running, timeout=timeout_s)

@@ -123,8 +123,18 @@ class SlackSender:
         self._channel_free_at: dict[str, float] = {}
         self._parking = Parking(sessions, settings, channel_keys=channel_keys, bot_name=bot_name)
         self._stopping = False
+        self._idle = False
         # The inequality the outbox's exactly-once rests on: a lease outlasts the longest attempt.
         assert lease_s(settings) > send_budget_s(settings) >= CALLS_PER_SEND * settings.request_timeout_s
+
+    @property
+    def idle(self) -> bool:
+        """True while run() waits between passes over the outbox, so no message is on its way to Slack.
+
+        What lets a test tell "nothing more will be sent" from "nothing sent yet": an empty outbox alone does not
+        say that no send is in flight.
+        """
+        return self._idle
 
     def wake(self) -> None:
         self._wake.set()
@@ -139,6 +149,7 @@ class SlackSender:
         failures = 0
         while not self._stopping:
             self._wake.clear()
+            self._idle = False
             try:
                 wait_s = await self.send_due()
                 failures = 0
@@ -146,6 +157,7 @@ class SlackSender:
                 failures += 1
                 wait_s = backoff_delay(failures, base_s=0.5, cap_s=self._settings.max_retry_delay_s)
                 logger.warning("Slack outbox: cannot read the queue: %s; trying again in %.1fs", exc, wait_s)
+            self._idle = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
 
