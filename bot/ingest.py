@@ -73,9 +73,10 @@ class IngestPipeline:
         """Queue event and wait until it is stored; raises what storing it raised."""
         await (await self.submit(event))
 
-    async def idle(self) -> None:
-        """Wait until nothing is queued or being stored."""
-        await self._idle.wait()
+    @property
+    def is_idle(self) -> bool:
+        """Nothing queued and nothing being stored."""
+        return self._idle.is_set()
 
     async def run(self) -> None:
         """Take and handle batches until cancelled; items still queued then are cancelled (their feeds re-read them)."""

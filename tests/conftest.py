@@ -282,7 +282,8 @@ async def settled(*daemons: Daemon, sweeps: bool = False, timeout_s: float = 20.
     waits instead until every feed watcher has completed two polls begun after the call (each one kicked, so that
     takes about a second), with ``sweeps`` until the refresh sweeper has completed a sweep begun after it (it cannot
     be kicked: give the test a short mastodon.refresh_interval_s), and then until no Slack action is running, the
-    outbox holds no pending message and every sender is between passes. Whatever those found is in Slack by then.
+    ingest pipeline is idle, the outbox holds no pending message and every sender is between passes. Whatever those
+    found is in Slack by then.
     """
     watchers = [w for daemon in daemons for w in daemon.watchers]
     polls_before = [w.polls_completed for w in watchers]
@@ -311,6 +312,9 @@ async def settled(*daemons: Daemon, sweeps: bool = False, timeout_s: float = 20.
         senders.append(daemon.sender)
 
     async def quiet() -> bool:
+        # Posts a stream brought may still be on their way to the database (and the outbox).
+        if not all(d.pipeline is not None and d.pipeline.is_idle for d in daemons):
+            return False
         for daemon in daemons:
             assert daemon.context is not None
             async with daemon.context.sessions() as session:
