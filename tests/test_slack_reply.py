@@ -25,10 +25,8 @@ APPROVAL = {
     "repliers": [AGENT, NEWBIE, BOSS, BOSS2],
     "needs_approval": [NEWBIE],
     "approval_channel": "C0APPROVE",
-    "post_interval_s": 0.1,
 }
-# Slack's per-channel pacing is not what these tests are about; a shorter interval keeps them quick.
-AGENTS = {"repliers": [AGENT], "post_interval_s": 0.1}
+AGENTS = {"repliers": [AGENT]}
 
 
 async def new_ticket(
@@ -217,7 +215,7 @@ async def test_repliers_can_be_user_groups(
 ) -> None:
     slack.usergroups = {"S0AGENTS": [AGENT]}
     # S0GONE does not exist (no_such_subteam): it grants nobody anything.
-    daemon = await start_daemon(make_config(slack={"repliers": ["S0GONE", "S0AGENTS"], "post_interval_s": 0.1}))
+    daemon = await start_daemon(make_config(slack={"repliers": ["S0GONE", "S0AGENTS"]}))
     card, ticket = await new_ticket(daemon, mastodon, slack)
     view = await open_modal(slack, card, AGENT, ticket)
     await click_reply(slack, card, OUTSIDER, ticket)
