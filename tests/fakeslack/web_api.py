@@ -2,8 +2,10 @@
 
 auth.test, chat.*, conversations.*, views.* and usergroups.*, with the checks
 Slack applies to each (scopes, channels and the bot's membership, Block Kit
-limits, per-channel post rate, trigger_id expiry, view hashes) and their
-helpers: message validation, paging and cursors, ts handling. ``_web_api_methods`` is this module's part of the
+limits, per-channel post rate, chat.update's Tier 3 rate, trigger_id expiry, view
+hashes) and their helpers: message validation, paging and cursors, ts handling.
+What a method shows people is also checked for markup the product did not add on
+purpose (markup.py). ``_web_api_methods`` is this module's part of the
 method table; a new family of methods adds its handlers there (or, once this
 module grows large, in a mixin of its own that contributes a table the same way).
 apps.connections.open belongs to Socket Mode and lives in socket_mode.py.
