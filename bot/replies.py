@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.mastodon.compose import allowed_visibilities, mastodon_length, with_mention
+from mentiondesk.bot.retry import wait_out_slack_rate_limit
 from mentiondesk.bot.slack.cards import escape_mrkdwn
 from mentiondesk.bot.slack.permissions import Permissions
 from mentiondesk.storage.db import execute, transaction
@@ -302,9 +303,12 @@ async def request_approval(ctx: AppContext, reply: Reply) -> None:
     channel = ctx.settings.slack.approval_channel
     text, blocks = approval_request(reply)
     try:
-        if ctx.slack is None or channel is None:
+        slack = ctx.slack
+        if slack is None or channel is None:
             raise ReplyError("replies need approval but no approval channel is configured")
-        response = await ctx.slack.chat_postMessage(channel=channel, text=text, blocks=blocks)
+        response = await wait_out_slack_rate_limit(
+            lambda: slack.chat_postMessage(channel=channel, text=text, blocks=blocks), what="an approval request"
+        )
     except SlackApiError as exc:
         error = f"could not ask for approval in <#{channel}>: {exc.response.get('error')}"
         await _record_failure(ctx, reply, error)

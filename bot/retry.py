@@ -6,10 +6,11 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import aiohttp
 from mastodon.errors import (
@@ -21,6 +22,8 @@ from mastodon.errors import (
 from slack_sdk.errors import SlackApiError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class RateLimited(Protocol):
@@ -95,6 +98,38 @@ def sort_slack_error(exc: BaseException) -> Sorted:
     if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | OSError):
         return Sorted(Verdict.TRANSIENT, f"{type(exc).__name__}: {exc}")
     return Sorted(Verdict.FATAL, f"{type(exc).__name__}: {exc}")
+
+
+# Slack's rate limits are counted per minute: no 429 asks for a longer wait than that.
+SLACK_LIMIT_WINDOW_S = 60.0
+SLACK_CALL_ATTEMPTS = 3
+
+
+async def wait_out_slack_rate_limit(
+    call: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    max_wait_s: float = SLACK_LIMIT_WINDOW_S,
+    attempts: int = SLACK_CALL_ATTEMPTS,
+) -> T:
+    """Make a Slack call; when Slack answers 429, wait as long as its Retry-After says and make it again.
+
+    For the calls listeners make while someone waits on them (the outbox's sender retries on its own): a
+    rate limit is Slack asking for patience, not refusing. Past ``attempts`` calls, or when the wait would be
+    longer than ``max_wait_s`` (a modal's trigger_id expires three seconds after the click), the 429 is raised.
+    """
+    attempt = 1
+    while True:
+        try:
+            return await call()
+        except SlackApiError as exc:
+            verdict = sort_slack_error(exc)
+            wait_s = verdict.wait_s if verdict.verdict is Verdict.RATE_LIMITED else None
+            if wait_s is None or wait_s > max_wait_s or attempt >= attempts:
+                raise
+        logger.info("Slack rate limit on %s: trying again in %.1fs", what, wait_s)
+        await asyncio.sleep(wait_s)
+        attempt += 1
 
 
 # Requests kept in reserve per rate-limit window (Mastodon: 300 per 5 minutes) for replies and lookups.

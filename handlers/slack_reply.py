@@ -27,6 +27,7 @@ from mentiondesk.bot.replies import (
     reject,
     submit,
 )
+from mentiondesk.bot.retry import wait_out_slack_rate_limit
 from mentiondesk.bot.slack.card_view import REPLY
 from mentiondesk.bot.slack.cards import escape_mrkdwn
 from mentiondesk.bot.slack.ephemeral import tell
@@ -59,6 +60,8 @@ NOT_A_REPLIER = (
 NOT_AN_APPROVER = (
     "Only approvers can approve, edit or reject replies: people in `slack.repliers` whose own replies need no approval."
 )
+# A modal opens only within three seconds of the click (then its trigger_id expires): a longer 429 is not waited out.
+MODAL_WAIT_MAX_S = 2.0
 
 
 def _slack(ctx: AppContext) -> AsyncWebClient:
@@ -107,7 +110,14 @@ async def on_reply(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> N
         await tell(ctx, body, f"Cannot reply on ticket #{ticket_id}: {exc}.")
         return
     # The trigger_id lives three seconds: nothing slow may come between the click and this call.
-    await _slack(ctx).views_open(trigger_id=body["trigger_id"], view=view)
+    await _open_modal(ctx, body["trigger_id"], view)
+
+
+async def _open_modal(ctx: AppContext, trigger_id: str, view: dict[str, Any]) -> None:
+    """views.open, waiting out a rate limit only as long as the trigger_id lives."""
+    await wait_out_slack_rate_limit(
+        lambda: _slack(ctx).views_open(trigger_id=trigger_id, view=view), what="a modal", max_wait_s=MODAL_WAIT_MAX_S
+    )
 
 
 async def _reply_view(ctx: AppContext, body: dict[str, Any], ticket_id: int) -> dict[str, Any]:
@@ -246,7 +256,7 @@ async def on_edit(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> No
     view = edit_view(
         target, author=reply.author_slack_id, text=reply.text, visibility=reply.visibility, limits=ctx.limits
     )
-    await _slack(ctx).views_open(trigger_id=body["trigger_id"], view=view)
+    await _open_modal(ctx, body["trigger_id"], view)
 
 
 async def on_edit_submitted(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> None:
@@ -315,8 +325,12 @@ async def _show_decision(ctx: AppContext, reply: Reply, outcome: str) -> None:
     if reply.approval_channel is None or reply.approval_ts is None:
         return
     text, blocks = approval_decided(reply, outcome)
+    channel, ts = reply.approval_channel, reply.approval_ts
     try:
-        await _slack(ctx).chat_update(channel=reply.approval_channel, ts=reply.approval_ts, text=text, blocks=blocks)
+        await wait_out_slack_rate_limit(
+            lambda: _slack(ctx).chat_update(channel=channel, ts=ts, text=text, blocks=blocks),
+            what=f"the decision on reply {reply.id}",
+        )
     except SlackApiError as exc:
         # The decision stands regardless; a stale button only earns "already handled".
         logger.warning("approval message for reply %s not updated: %s", reply.id, exc.response.get("error"))

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.mastodon.compose import allowed_visibilities
 from mentiondesk.bot.replies import ReplyError, latest_customer_post, submit
+from mentiondesk.bot.retry import wait_out_slack_rate_limit
 from mentiondesk.bot.slack.cards import escape_mrkdwn
 from mentiondesk.bot.slack.ephemeral import tell
 from mentiondesk.bot.slack.inbound import PayloadRules, action_number
@@ -131,11 +132,15 @@ async def _tell(
     The place comes from the note rather than the click: a click on an ephemeral message does not
     reliably say which thread the message was in.
     """
-    if ctx.slack is None:
+    slack = ctx.slack
+    if slack is None:
         return
     try:
-        await ctx.slack.chat_postEphemeral(
-            channel=note.slack_channel, user=user, text=text, blocks=blocks, thread_ts=ticket.slack_ts
+        await wait_out_slack_rate_limit(
+            lambda: slack.chat_postEphemeral(
+                channel=note.slack_channel, user=user, text=text, blocks=blocks, thread_ts=ticket.slack_ts
+            ),
+            what=f"a message to {user} about note {note.id}",
         )
     except SlackApiError as exc:
         logger.warning("could not tell %s about note %s: %s", user, note.id, exc.response.get("error"))

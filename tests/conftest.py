@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from mastodon_mock.config import DatabaseConfig, MastodonMockConfig, SeedAccount, SeedConfig, StreamingConfig
@@ -60,6 +61,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgres: runs against the Postgres named by " + PG_ENV)
+    config.addinivalue_line(
+        "markers", "slack_fast(reason): the fake Slack enforces no rate limit in this test; the reason says why"
+    )
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -194,10 +198,30 @@ def mastodon(mastodon_mock_server: MockServer) -> MockServer:
     return mastodon_mock_server
 
 
+def _slack_rate_limited(request: pytest.FixtureRequest) -> bool:
+    """Slack's rate limits hold unless the test is marked slack_fast, with its reason."""
+    marker = request.node.get_closest_marker("slack_fast")
+    if marker is None:
+        return True
+    if not (marker.args and isinstance(marker.args[0], str) and marker.args[0].strip()):
+        pytest.fail("@pytest.mark.slack_fast needs a reason: why this test must post faster than Slack allows")
+    return False
+
+
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
+async def slack(request: pytest.FixtureRequest, mastodon_mock_config: MastodonMockConfig) -> AsyncIterator[FakeSlack]:
+    """The fake Slack, with Slack's rate limits; the test fails if a customer's mention or link reached Slack live.
+
+    The product links only to the Mastodon server, so that is the one host a link may go to.
+    """
+    mastodon_host = urlsplit(mastodon_mock_config.base_url).hostname or ""
+    async with FakeSlack(
+        enforce_rate_limit=_slack_rate_limited(request), link_hosts=frozenset({mastodon_host})
+    ) as fake:
         yield fake
+        if fake.markup_violations:
+            found = "\n".join(f"  {v}" for v in fake.markup_violations)
+            pytest.fail(f"Slack was sent markup the product did not add on purpose:\n{found}", pytrace=False)
 
 
 def settings_dict(*, mastodon_url: str, slack_url: str, db_url: str, **sections: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from mentiondesk.bot.slack.cards import TicketCard, ticket_card
 from tests.fakeslack import FakeSlack
 from tests.fakeslack.server import DEFAULT_SCOPES
 
@@ -59,7 +62,9 @@ async def api_error(call: Awaitable[object]) -> SlackApiError:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as server:
+    # These tests post several messages to a channel at once to test something else; the rate limits have
+    # tests of their own, on a FakeSlack with its defaults.
+    async with FakeSlack(enforce_rate_limit=False) as server:
         yield server
 
 
@@ -428,7 +433,7 @@ async def test_set_down_fails_every_call_until_up(fake: FakeSlack, web: AsyncWeb
 
 
 async def test_enforced_rate_limit_is_per_channel_and_recovers() -> None:
-    async with FakeSlack(enforce_rate_limit=True) as fake:
+    async with FakeSlack() as fake:  # Slack's limits are on by default
         web = AsyncWebClient(token=fake.bot_token, base_url=fake.base_url)
         await web.chat_postMessage(channel="C0SUPPORT", text="1")
         err = await api_error(web.chat_postMessage(channel="C0SUPPORT", text="2"))
@@ -440,6 +445,61 @@ async def test_enforced_rate_limit_is_per_channel_and_recovers() -> None:
         await asyncio.sleep(1.1)
         await web.chat_postMessage(channel="C0SUPPORT", text="3")
         assert [m["text"] for m in fake.messages("C0SUPPORT")] == ["1", "3"]
+
+
+async def update_until_accepted(web: AsyncWebClient, channel: str, ts: str, timeout_s: float) -> None:
+    """Send the same chat.update until Slack takes it (a client honouring the limit would wait instead)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await web.chat_update(channel=channel, ts=ts, text="edit")
+            return
+        except SlackApiError as err:
+            if err.response.status_code != 429 or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
+async def test_chat_update_is_limited_to_fifty_a_minute_for_the_workspace() -> None:
+    async with FakeSlack() as fake:
+        web = AsyncWebClient(token=fake.bot_token, base_url=fake.base_url)
+        support = (await web.chat_postMessage(channel="C0SUPPORT", text="card"))["ts"]
+        billing = (await web.chat_postMessage(channel="C0BILLING", text="card"))["ts"]
+        # Tier 3 counts every channel together: 25 edits in each use up the minute.
+        for i in range(25):
+            await web.chat_update(channel="C0SUPPORT", ts=support, text=f"edit {i}")
+            await web.chat_update(channel="C0BILLING", ts=billing, text=f"edit {i}")
+        err = await api_error(web.chat_update(channel="C0APPROVE", ts=support, text="one too many"))
+        assert (err.response.status_code, err.response["error"]) == (429, "ratelimited")
+        assert 59 <= int(err.response.headers["Retry-After"]) <= 60  # until the first edit leaves the minute
+        assert len(fake.updates) == 50 and fake.rate_limited_count == 1
+        # Posting is limited apart from editing.
+        await web.chat_postMessage(channel="C0APPROVE", text="still postable")
+
+
+async def test_chat_update_limit_is_a_sliding_window() -> None:
+    async with FakeSlack() as fake:
+        fake.update_limit, fake.update_window_s = 2, 0.5  # Slack's minute, shortened so the test can wait it out
+        web = AsyncWebClient(token=fake.bot_token, base_url=fake.base_url)
+        ts = (await web.chat_postMessage(channel="C0SUPPORT", text="card"))["ts"]
+        first = time.monotonic()
+        await web.chat_update(channel="C0SUPPORT", ts=ts, text="edit 1")
+        await web.chat_update(channel="C0SUPPORT", ts=ts, text="edit 2")
+        err = await api_error(web.chat_update(channel="C0SUPPORT", ts=ts, text="edit 3"))
+        assert err.response.headers["Retry-After"] == "1"
+        # Refused calls do not hold the window open: the third goes through once the first edit is out of it.
+        await update_until_accepted(web, "C0SUPPORT", ts, timeout_s=3)
+        assert time.monotonic() - first >= 0.5
+        assert len(fake.updates) == 3
+
+
+async def test_rate_limits_can_be_turned_off_for_a_test_that_must_go_faster(fake: FakeSlack) -> None:
+    web = AsyncWebClient(token=fake.bot_token, base_url=fake.base_url)
+    ts = (await web.chat_postMessage(channel="C0SUPPORT", text="1"))["ts"]
+    await web.chat_postMessage(channel="C0SUPPORT", text="2")
+    for i in range(51):
+        await web.chat_update(channel="C0SUPPORT", ts=ts, text=f"edit {i}")
+    assert fake.rate_limited_count == 0 and len(fake.updates) == 51
 
 
 async def test_wait_for_reports_what_it_waited_for(fake: FakeSlack, web: AsyncWebClient) -> None:
@@ -476,14 +536,19 @@ async def test_invalid_modal_is_invalid_arguments(fake: FakeSlack, web: AsyncWeb
     assert err.response["error"] == "invalid_trigger_id"
 
 
-async def test_payload_builders_reflect_posted_messages(fake: FakeSlack, web: AsyncWebClient) -> None:
+def claim_blocks() -> list[dict[str, Any]]:
+    """A message with a Claim button (action_id "claim")."""
     button = {
         "type": "button",
         "action_id": "claim",
         "value": "t1",
         "text": {"type": "plain_text", "text": "Claim"},
     }
-    blocks = [section("ticket"), {"type": "actions", "block_id": "ticket_actions", "elements": [button]}]
+    return [section("ticket"), {"type": "actions", "block_id": "ticket_actions", "elements": [button]}]
+
+
+async def test_payload_builders_reflect_posted_messages(fake: FakeSlack, web: AsyncWebClient) -> None:
+    blocks = claim_blocks()
     posted = await web.chat_postMessage(channel="C0SUPPORT", text="ticket", blocks=blocks)
 
     click = fake.block_actions_payload("U0AGENT", "claim", "t1", "C0SUPPORT", posted["ts"])
@@ -499,6 +564,30 @@ async def test_payload_builders_reflect_posted_messages(fake: FakeSlack, web: As
     assert all(isinstance(v, str) for v in slash.values())
 
 
+async def test_block_actions_only_for_an_element_on_the_message(fake: FakeSlack, web: AsyncWebClient) -> None:
+    posted = await web.chat_postMessage(channel="C0SUPPORT", text="ticket", blocks=claim_blocks())
+    with pytest.raises(ValueError, match=r"no element with action_id 'resolve' \(it has \['claim'\]\)"):
+        fake.block_actions_payload("U0AGENT", "resolve", "t1", "C0SUPPORT", posted["ts"])
+    with pytest.raises(ValueError, match=r"no message 1700000000\.000100 in C0SUPPORT"):
+        fake.block_actions_payload("U0AGENT", "claim", "t1", "C0SUPPORT", "1700000000.000100")
+    # A test of what the product does with a click only a forger sends says so.
+    forged = fake.block_actions_payload("U0AGENT", "resolve", "t1", "C0SUPPORT", posted["ts"], forged=True)
+    assert forged["actions"][0]["action_id"] == "resolve"
+
+    # Until an edit reaches everyone's client, the buttons it took away can still be clicked.
+    await web.chat_update(channel="C0SUPPORT", ts=posted["ts"], text="claimed", blocks=[section("claimed")])
+    late = fake.block_actions_payload("U0AGENT", "claim", "t1", "C0SUPPORT", posted["ts"])
+    assert late["actions"][0]["block_id"] == "ticket_actions" and late["message"]["blocks"] == [section("claimed")]
+
+    # A button on an ephemeral message is clicked where it was shown.
+    await web.chat_postEphemeral(channel="C0SUPPORT", user="U0AGENT", text="claim it?", blocks=claim_blocks())
+    shown = fake.ephemerals[-1]
+    click = fake.block_actions_payload("U0AGENT", "claim", "t1", "C0SUPPORT", shown["ts"])
+    assert click["container"]["is_ephemeral"] is True and click["actions"][0]["block_id"] == "ticket_actions"
+    with pytest.raises(ValueError, match="no element with action_id 'resolve'"):
+        fake.block_actions_payload("U0AGENT", "resolve", "t1", "C0SUPPORT", shown["ts"])
+
+
 # ---------------------------------------------------------------- Socket Mode
 
 
@@ -507,10 +596,11 @@ class Listener:
 
     def __init__(self) -> None:
         self.requests: list[SocketModeRequest] = []
+        self.command_answer: dict[str, Any] = {"text": "ticket created"}
 
     async def __call__(self, client: AsyncBaseSocketModeClient, req: SocketModeRequest) -> None:
         self.requests.append(req)
-        payload = {"text": "ticket created"} if req.type == "slash_commands" else None
+        payload = self.command_answer if req.type == "slash_commands" else None
         await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id, payload=payload))
 
 
@@ -540,12 +630,15 @@ async def test_socket_mode_delivers_and_gets_acks(fake: FakeSlack, listener: Lis
     assert ack["payload"] == {"text": "ticket created"}
 
 
-async def test_socket_mode_client_reconnects_after_disconnect(fake: FakeSlack, listener: Listener) -> None:
+async def test_socket_mode_client_reconnects_after_disconnect(
+    fake: FakeSlack, web: AsyncWebClient, listener: Listener
+) -> None:
     await fake.wait_connected(timeout_s=2)
     await fake.disconnect_clients()
     await fake.wait_for(lambda: fake.connections_total == 2 and fake.connected_count == 1, timeout_s=3)
     assert fake.call_count("apps.connections.open") == 2
-    click = fake.block_actions_payload("U0AGENT", "claim", "t1", "C0SUPPORT", "1700000000.000100")
+    posted = await web.chat_postMessage(channel="C0SUPPORT", text="ticket", blocks=claim_blocks())
+    click = fake.block_actions_payload("U0AGENT", "claim", "t1", "C0SUPPORT", posted["ts"])
     await fake.send_envelope("interactive", click, timeout_s=2)
     assert listener.requests[-1].payload["type"] == "block_actions"
 
@@ -577,3 +670,155 @@ async def test_send_envelope_times_out_without_ack_and_tickets_are_single_use(
                 await fake.send_envelope("events_api", {"type": "event_callback"}, timeout_s=0.1)
         with pytest.raises(aiohttp.WSServerHandshakeError):
             await session.ws_connect(url)
+
+
+# ---------------------------------------------------------------- markup the product did not add on purpose
+
+MASTODON_HOST = "mastodon.example"
+
+
+@pytest.mark.parametrize(
+    ("fragment", "reason"),
+    [
+        pytest.param("<!channel>", "special mention", id="channel"),
+        pytest.param("<!here>", "special mention", id="here"),
+        pytest.param("<!everyone>", "special mention", id="everyone"),
+        pytest.param("<!here|here>", "special mention", id="here-labelled"),
+        pytest.param("<@U0NOBODY>", "'U0NOBODY', not a user of the workspace", id="user"),
+        pytest.param("<@W0NOBODY|the boss>", "'W0NOBODY', not a user of the workspace", id="user-labelled"),
+        pytest.param("<#C0NOWHERE>", "'C0NOWHERE', not a channel of the workspace", id="channel-link"),
+        pytest.param("<!subteam^S0NOPE>", "user group 'S0NOPE'", id="usergroup"),
+        pytest.param("<https://evil.example|click>", "'evil.example', not a host the test declared", id="link"),
+        pytest.param("<http://evil.example/x>", "'evil.example', not a host", id="bare-link"),
+        pytest.param("<mailto:ceo@evil.example|mail us>", "'mailto:ceo@evil.example'", id="mailto"),
+        pytest.param("<!date^1700000000^{date}^https://evil.example|today>", "'evil.example'", id="date-link"),
+    ],
+)
+async def test_fake_flags_each_kind_of_markup(fake: FakeSlack, web: AsyncWebClient, fragment: str, reason: str) -> None:
+    fake.link_hosts.add(MASTODON_HOST)
+    await web.chat_postMessage(channel="C0SUPPORT", text=f"Look {fragment} here")
+    assert [(v.method, v.where, v.pointer, v.fragment) for v in fake.markup_violations] == [
+        ("chat.postMessage", "C0SUPPORT", "", fragment)
+    ]
+    assert reason in fake.markup_violations[0].reason
+    assert fragment in str(fake.markup_violations[0])  # what the slack fixture's failure shows
+
+
+async def test_fake_flags_markup_wherever_slack_shows_it(fake: FakeSlack, web: AsyncWebClient) -> None:
+    bad = "<!channel>"
+    button = {
+        "type": "button",
+        "action_id": "go",
+        "text": {"type": "plain_text", "text": "Go"},
+        "confirm": {
+            "title": {"type": "plain_text", "text": "Sure?"},
+            "text": {"type": "mrkdwn", "text": f"really {bad}"},
+            "confirm": {"type": "plain_text", "text": "Yes"},
+            "deny": {"type": "plain_text", "text": "No"},
+        },
+    }
+    rich = {
+        "type": "rich_text",
+        "elements": [
+            {
+                "type": "rich_text_section",
+                "elements": [
+                    {"type": "text", "text": "hello "},
+                    {"type": "broadcast", "range": "here"},
+                    {"type": "link", "url": "https://evil.example/", "text": "docs"},
+                ],
+            }
+        ],
+    }
+    blocks = [
+        section(f"text {bad}", fields=[{"type": "plain_text", "text": "ok"}, {"type": "mrkdwn", "text": bad}]),
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": bad}]},
+        {"type": "actions", "elements": [button]},
+        rich,
+    ]
+    posted = await web.chat_postMessage(
+        channel="C0SUPPORT", text=bad, blocks=blocks, attachments=[{"text": bad, "fallback": "x"}]
+    )
+    await web.chat_update(channel="C0SUPPORT", ts=posted["ts"], text="edited", blocks=[section(bad)])
+    await web.chat_postEphemeral(channel="C0SUPPORT", user="U0AGENT", text=bad)
+    trigger = fake.slash_command_payload("U0AGENT", "/ticket", "x", "C0SUPPORT")["trigger_id"]
+    view = {**modal(), "blocks": [section(bad)]}
+    opened = await web.views_open(trigger_id=trigger, view=view)
+    await web.views_update(view_id=opened["view"]["id"], view=view)
+    response_url = fake.slash_command_payload("U0AGENT", "/ticket", "x", "C0SUPPORT")["response_url"]
+    async with aiohttp.ClientSession() as session, session.post(response_url, json={"text": bad}) as answer:
+        assert answer.status == 200
+
+    assert [(v.method, v.pointer) for v in fake.markup_violations] == [
+        ("chat.postMessage", ""),
+        ("chat.postMessage", "/blocks/0/text/text"),
+        ("chat.postMessage", "/blocks/0/fields/1/text"),
+        ("chat.postMessage", "/blocks/1/elements/0/text"),
+        ("chat.postMessage", "/blocks/2/elements/0/confirm/text/text"),
+        ("chat.postMessage", "/blocks/3/elements/0/elements/1"),
+        ("chat.postMessage", "/blocks/3/elements/0/elements/2/url"),
+        ("chat.postMessage", "/attachments/0/text"),
+        ("chat.update", "/blocks/0/text/text"),
+        ("chat.postEphemeral", ""),
+        ("views.open", "/blocks/0/text/text"),
+        ("views.update", "/blocks/0/text/text"),
+        ("response_url", ""),
+    ]
+
+
+async def test_fake_flags_markup_in_an_ack(fake: FakeSlack, listener: Listener) -> None:
+    await fake.wait_connected(timeout_s=2)
+    listener.command_answer = {"text": "done", "blocks": [section("ping <!here>")]}
+    await fake.send_envelope("slash_commands", fake.slash_command_payload("U0AGENT", "/ticket", "x", "C0SUPPORT"))
+    assert [(v.method, v.pointer, v.fragment) for v in fake.markup_violations] == [
+        ("ack", "/blocks/0/text/text", "<!here>")
+    ]
+
+
+async def test_bare_special_mentions_count_only_with_link_names(fake: FakeSlack, web: AsyncWebClient) -> None:
+    await web.chat_postMessage(channel="C0SUPPORT", text="hello @channel")
+    assert fake.markup_violations == []
+    await web.chat_postMessage(channel="C0BILLING", text="hello @channel and @\u2060here", link_names=True)
+    assert [v.fragment for v in fake.markup_violations] == ["@channel"]
+
+
+async def test_fake_accepts_the_products_own_markup(fake: FakeSlack, web: AsyncWebClient) -> None:
+    fake.link_hosts.add(MASTODON_HOST)
+    fake.usergroups["S0AGENTS"] = ["U0MEMBER"]
+    # A user is the workspace's once they have done something in a test (here: a click) or are in a group.
+    await web.chat_postMessage(channel="C0SUPPORT", text="for <@U0AGENT>")
+    assert [v.fragment for v in fake.markup_violations] == ["<@U0AGENT>"]
+    fake.markup_violations.clear()
+    fake.slash_command_payload("U0AGENT", "/ticket", "x", "C0SUPPORT")
+
+    ours = (
+        "Assigned to <@U0AGENT> by <@U0BOT>, seen by <@U0MEMBER> of <!subteam^S0AGENTS> in <#C0SUPPORT>: "
+        f"<https://{MASTODON_HOST}/@bob/1|View post> <https://{MASTODON_HOST}/@bob> "
+        "<!date^1700000000^{date_short_pretty} {time}|2023-11-14 22:13 UTC> "
+        "and what a customer typed, escaped: &lt;!channel&gt; &lt;https://evil.example|click&gt; &amp;lt;"
+    )
+    header = {"type": "header", "text": {"type": "plain_text", "text": "shown as typed: <!channel>"}}
+    await web.chat_postMessage(channel="C0SUPPORT", text=ours, blocks=[header, section(ours)])
+
+    # A real card, built from a hostile display name and post.
+    hostile = "<!channel> <!here> <@U0AGENT> <#C0SUPPORT> <https://evil.example|click> &lt;"
+    card = TicketCard(
+        number=7,
+        state="open",
+        priority="high",
+        score=0.9,
+        label="complaint",
+        author_acct="bob",
+        author_display_name=f"Bob {hostile}",
+        author_url=f"https://{MASTODON_HOST}/@bob",
+        text=hostile,
+        post_url=f"https://{MASTODON_HOST}/@bob/1",
+        posted_at=datetime.now(UTC),
+        sla_due_at=None,
+        language="en",
+        visibility="public",
+        assignee_slack_id="U0AGENT",
+    )
+    text, blocks = ticket_card(card)
+    await web.chat_postMessage(channel="C0BILLING", text=text, blocks=blocks)
+    assert fake.markup_violations == []

@@ -23,6 +23,9 @@ from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 from tests.test_slack_sender import Sessions, get, new_ticket
 
+# fill_channel posts 2000 messages at once, and the senders pace nothing (post_interval_s=0).
+pytestmark = pytest.mark.slack_fast("thousands of messages at once; pacing against Slack's limit is test_e2e's")
+
 CHANNEL = "C0SUPPORT"
 # Slow enough to matter, quick enough for a test; each slow answer comes half a second inside the timeout.
 REQUEST_TIMEOUT_S = 2.5
@@ -39,6 +42,8 @@ async def plain_session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def sender(slack: FakeSlack, sessions: Sessions, http: aiohttp.ClientSession) -> SlackSender:
+    # The cards link to the posts new_ticket makes up on social.example, as if it were the Mastodon server.
+    slack.link_hosts.add("social.example")
     # Built as the issue found the daemon's: its own session, so slack-sdk's `timeout` is ignored.
     client = AsyncWebClient(
         token=slack.bot_token,

@@ -136,7 +136,9 @@ async def test_card_actions_on_a_ticket_that_does_not_exist_tell_the_agent(
     assert real is not None
     missing = str(real + 4242)
     for action_id in [*CARD_ACTIONS, "ticket_reply"]:
-        await click(slack, card, ALICE, action_id, missing)
+        # Unclaim and Reopen are not on an open ticket's card: those clicks are forged.
+        payload = slack.block_actions_payload(ALICE, action_id, missing, "C0SUPPORT", card["ts"], forged=True)
+        await slack.send_envelope("interactive", payload)
     priority = slack.block_actions_payload(ALICE, "ticket_priority", "", "C0SUPPORT", card["ts"])
     priority["actions"][0]["selected_option"] = {"value": f"{missing}:high"}
     await slack.send_envelope("interactive", priority)

@@ -359,13 +359,15 @@ def malformed_requests(slack: FakeSlack) -> dict[str, tuple[tuple[str, bytes, st
     """Signed requests our listeners could not act on: (path, body, content type) and what the log must say."""
 
     def click(value: str, **changes: Any) -> dict[str, Any]:
-        payload = slack.block_actions_payload(ALICE, "ticket_claim", value, "C0SUPPORT", "1700000000.000100")
+        payload = slack.block_actions_payload(
+            ALICE, "ticket_claim", value, "C0SUPPORT", "1700000000.000100", forged=True
+        )
         payload.update(changes)
         return payload
 
     no_user = click("1")
     del no_user["user"]
-    priority = slack.block_actions_payload(ALICE, "ticket_priority", "", "C0SUPPORT", "1700000000.000100")
+    priority = slack.block_actions_payload(ALICE, "ticket_priority", "", "C0SUPPORT", "1700000000.000100", forged=True)
     priority["actions"][0]["selected_option"] = {"value": "1:urgent"}
 
     def submission(metadata: str) -> dict[str, Any]:

@@ -20,6 +20,9 @@ from mentiondesk.storage.outbox import AMBIGUOUS, enqueue
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 
+# The sender here paces nothing (post_interval_s=0): these tests are about retries and lookups, and count calls.
+pytestmark = pytest.mark.slack_fast("post_interval_s=0; pacing against Slack's limit is test_e2e's")
+
 CLIENT_TIMEOUT_S = 1
 SLOWER_THAN_CLIENT_S = 1.5
 NOW = datetime.now(UTC)
@@ -35,6 +38,8 @@ def sender_for(
     channel_keys: dict[str, str] | None = None,
     **settings: Any,
 ) -> SlackSender:
+    # The cards link to the posts new_ticket makes up on social.example, as if it were the Mastodon server.
+    slack.link_hosts.add("social.example")
     client = AsyncWebClient(
         token=token or slack.bot_token, base_url=slack.base_url, timeout=CLIENT_TIMEOUT_S, retry_handlers=[]
     )

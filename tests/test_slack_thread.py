@@ -170,7 +170,8 @@ async def test_send_or_keep_on_a_note_that_does_not_exist_tells_the_agent(
     daemon = await start_daemon(make_config(slack=CONFIRM))
     _, card = await new_ticket(daemon, mastodon, slack)
     for action_id in ("note_send", "note_keep"):
-        payload = slack.block_actions_payload(ALICE, action_id, "4242", "C0SUPPORT", card["ts"])
+        # The card has no Send or Keep: a forged click (a real one comes from the prompt of a note since gone).
+        payload = slack.block_actions_payload(ALICE, action_id, "4242", "C0SUPPORT", card["ts"], forged=True)
         await slack.send_envelope("interactive", payload)
     await slack.wait_for(lambda: len(slack.ephemerals) == 2)
     assert all(e["user"] == ALICE and "Note 4242 does not exist" in e["text"] for e in slack.ephemerals)

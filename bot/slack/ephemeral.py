@@ -8,6 +8,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.retry import wait_out_slack_rate_limit
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +31,17 @@ async def tell(
     blocks: list[dict[str, Any]] | None = None,
 ) -> None:
     """An ephemeral message to the user behind body; falls back to a DM when there is no channel."""
-    if ctx.slack is None:
+    slack = ctx.slack
+    if slack is None:
         return
     user = str((body.get("user") or {}).get("id") or body.get("user_id") or "")
     where, thread_ts = _where(body)
     try:
-        await ctx.slack.chat_postEphemeral(
-            channel=channel or where or user, user=user, text=text, blocks=blocks, thread_ts=thread_ts
+        await wait_out_slack_rate_limit(
+            lambda: slack.chat_postEphemeral(
+                channel=channel or where or user, user=user, text=text, blocks=blocks, thread_ts=thread_ts
+            ),
+            what=f"a message to {user}",
         )
     except SlackApiError as exc:
         logger.warning("could not tell %s %r: %s", user, text, exc.response.get("error"))

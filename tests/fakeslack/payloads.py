@@ -4,6 +4,12 @@ Builders of the payloads Slack would deliver for a user's action (button
 clicks, modal input and submits, messages, slash commands), ready to pass to
 ``send_envelope``; the trigger_ids and response_urls those payloads carry; and
 ``inject_message`` for a message a human posted.
+
+A builder refuses (ValueError) what Slack would never send, such as a click on a
+button the message does not have; ``forged=True`` builds it anyway, for tests of
+what the product does with a payload only a forger sends. Every user a payload
+comes from becomes a user of the workspace (``known_users``), whom the product
+may mention.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class PayloadsMixin(FakeSlackState):
     async def _handle_response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.response_url_posts.append({"id": request.match_info["id"], "body": body})
+        if isinstance(body, dict):
+            self._check_markup("response_url", request.match_info["id"], body)
         return web.json_response({"ok": True})
 
     # ------------------------------------------------------------------ messages from people
@@ -54,6 +62,7 @@ class PayloadsMixin(FakeSlackState):
     ) -> JSONDict:
         """Record a message as if a human had posted it (visible to history/replies)."""
         channel_id = self._channel_id(channel, allow_name=True)
+        self.known_users.add(user_id)
         if ts is not None and (channel_id, ts) in self._by_key:
             return self._by_key[(channel_id, ts)]
         parent = self._by_key.get((channel_id, thread_ts or ""))
@@ -77,6 +86,7 @@ class PayloadsMixin(FakeSlackState):
         show it in history and accept replies in its thread.
         """
         channel_id = self._channel_id(channel, allow_name=True)
+        self.known_users.add(user_id)
         ts = ts or self._next_ts()
         if record:
             self.inject_message(channel_id, user_id, text, ts=ts, thread_ts=thread_ts)
@@ -120,6 +130,7 @@ class PayloadsMixin(FakeSlackState):
     # ------------------------------------------------------------------ interactions, slash commands
 
     def _user(self, user_id: str) -> JSONDict:
+        self.known_users.add(user_id)
         name = f"user-{user_id.lower()}"
         return {"id": user_id, "username": name, "name": name, "team_id": self.team_id}
 
@@ -135,6 +146,39 @@ class PayloadsMixin(FakeSlackState):
                     return block.get("block_id"), element
         return None, {}
 
+    def _shown_versions(self, channel_id: str, message_ts: str) -> list[JSONDict]:
+        """The message clicked on as people may still see it: now, then as it was before each edit, newest first.
+
+        A client shows an edited message's old buttons until the edit reaches it, so a click on one of them is
+        a race Slack delivers. An ephemeral message is found among the ephemerals shown in the channel.
+        """
+        record = self._by_key.get((channel_id, message_ts))
+        if record is None:
+            shown = [e for e in self.ephemerals if e["channel"] == channel_id and e["ts"] == message_ts]
+            return shown[-1:]
+        earlier = [u["previous"] for u in self.updates if u["channel"] == channel_id and u["ts"] == message_ts]
+        return [record, *reversed(earlier)]
+
+    def _refuse_click(self, channel_id: str, message_ts: str, action_id: str, versions: list[JSONDict]) -> None:
+        if not versions:
+            raise ValueError(
+                f"no message {message_ts} in {channel_id}: Slack sends block_actions only from a message "
+                "someone sees (forged=True builds one anyway)"
+            )
+        offered = sorted(
+            {
+                str(element.get("action_id"))
+                for version in versions
+                for block in version.get("blocks") or []
+                for element in [*block.get("elements", []), block.get("accessory") or {}]
+                if isinstance(element, dict) and element.get("action_id")
+            }
+        )
+        raise ValueError(
+            f"message {message_ts} in {channel_id} has no element with action_id {action_id!r} (it has {offered}): "
+            "Slack sends block_actions only for an element on the message (forged=True builds one anyway)"
+        )
+
     def block_actions_payload(
         self,
         user_id: str,
@@ -143,18 +187,32 @@ class PayloadsMixin(FakeSlackState):
         channel: str,
         message_ts: str,
         trigger_id: str | None = None,
+        *,
+        forged: bool = False,
     ) -> JSONDict:
-        """An ``interactive`` block_actions payload for a button click on a posted message."""
+        """An ``interactive`` block_actions payload for a click on an element of a posted (or ephemeral) message.
+
+        Refused (ValueError) when the message has, and had before an edit, no element with that action_id,
+        unless ``forged``.
+        """
         channel_id = self._channel_id(channel, allow_name=True)
+        versions = self._shown_versions(channel_id, message_ts)
+        block_id: str | None = None
+        element: JSONDict = {}
+        for version in versions:
+            block_id, element = self._find_element(version, action_id)
+            if element:
+                break
+        if not element and not forged:
+            self._refuse_click(channel_id, message_ts, action_id, versions)
         trigger_id = self._register_trigger(trigger_id)
         record = self._by_key.get((channel_id, message_ts))
         message = self._render(record, with_metadata=True) if record else {"type": "message", "ts": message_ts}
-        block_id, element = self._find_element(record, action_id)
         container: JSONDict = {
             "type": "message",
             "message_ts": message_ts,
             "channel_id": channel_id,
-            "is_ephemeral": False,
+            "is_ephemeral": record is None and bool(versions),
         }
         if record is not None and record["thread_ts"] is not None:
             container["thread_ts"] = record["thread_ts"]
@@ -286,6 +344,7 @@ class PayloadsMixin(FakeSlackState):
     ) -> JSONDict:
         """A ``slash_commands`` payload; like Slack's form post, every value is a string."""
         resolved = self._channel_id(channel_id, allow_name=True)
+        self.known_users.add(user_id)
         return {
             "token": "fake-verification-token",
             "team_id": self.team_id,

@@ -11,14 +11,16 @@ is written against Slack's behaviour rather than against a forgiving fake.
 This module is ``FakeSlack``'s core: its state, lifecycle, the fault controls
 tests program (fail_next, rate_limit_next, slow_next, drop_next, set_down; slow_socket_upgrade), the
 workspace controls (add_channel, remove_bot, invite_bot, archive, revoke_token,
-``scopes``), inspection helpers, and the ``/api/{method}`` dispatch (auth, faults, errors).
+``scopes``, ``known_users``, ``link_hosts``), inspection helpers, and the ``/api/{method}`` dispatch (auth,
+faults, errors).
 Each Slack surface is a mixin in a module of its own that contributes its
 handlers to the method table or its routes to ``start``:
 
 - web_api.py: auth.test, chat.*, conversations.*, views.*, usergroups.*
 - socket_mode.py: apps.connections.open, the ``/socket`` websocket, envelopes
 - payloads.py: the interaction/event/slash-command payloads tests send
-- state.py: state the surfaces share (message store, ids, timestamps)
+- markup.py: which mentions and links in what the product sends it did not add on purpose
+- state.py: state the surfaces share (message store, ids, timestamps, markup checks)
 - protocol.py: ApiError, faults, request parsing
 """
 
@@ -40,7 +42,7 @@ from .payloads import PayloadsMixin
 from .protocol import ApiError, Handler, JSONDict, _Fault, _read_request, _request_token
 from .socket_mode import SocketModeMixin
 from .state import FakeChannel
-from .web_api import WebApiMixin
+from .web_api import UPDATE_LIMIT, UPDATE_WINDOW_S, WebApiMixin
 
 _T = TypeVar("_T")
 
@@ -72,9 +74,14 @@ class FakeSlack(WebApiMixin, SocketModeMixin, PayloadsMixin):
         channels: dict[str, str] | None = None,
         team_id: str = "T0TEST",
         bot_user_id: str = "U0BOT",
-        enforce_rate_limit: bool = False,
+        enforce_rate_limit: bool = True,
         scopes: frozenset[str] = DEFAULT_SCOPES,
+        link_hosts: frozenset[str] = frozenset(),
     ) -> None:
+        """``enforce_rate_limit``: answer 429 past Slack's documented rates (chat.postMessage about one message a
+        second per channel, chat.update Tier 3), as Slack does; a test that must go faster turns it off and says
+        why. ``link_hosts``: the hosts the product links to on purpose (the Mastodon server's); a ``<url|label>``
+        to any other is recorded in ``markup_violations``."""
         # Each attribute's type is declared where it is used: in state.FakeSlackState when several
         # surfaces share it, else in the surface's mixin (web_api, socket_mode, payloads).
         self.bot_token = bot_token
@@ -82,7 +89,12 @@ class FakeSlack(WebApiMixin, SocketModeMixin, PayloadsMixin):
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.enforce_rate_limit = enforce_rate_limit
+        self.update_limit = UPDATE_LIMIT
+        self.update_window_s = UPDATE_WINDOW_S
         self.scopes = set(scopes)
+        self.link_hosts = set(link_hosts)
+        self.known_users = set()
+        self.markup_violations = []
         # ``channels`` (ID -> name) are public channels the bot is in; add_channel makes any other kind.
         self._channels = {
             channel_id: FakeChannel(channel_id, name)
@@ -112,6 +124,7 @@ class FakeSlack(WebApiMixin, SocketModeMixin, PayloadsMixin):
         self._last_ts_us = 0
         self._ids = itertools.count(1)
         self._last_post_at = {}
+        self._update_times = deque()
         self._triggers = {}
         self._used_triggers = set()
 
@@ -299,7 +312,7 @@ class FakeSlack(WebApiMixin, SocketModeMixin, PayloadsMixin):
                 raise ApiError(incoming.parse_error)
             result = handler(incoming.params)
         except ApiError as err:
-            if err.status == 429:  # only the enforced per-channel limit; programmed 429s are faults
+            if err.status == 429:  # only the enforced limits; programmed 429s are faults
                 self.rate_limited_count += 1
             response = err.response()
         else:

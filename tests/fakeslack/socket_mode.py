@@ -112,6 +112,9 @@ class SocketModeMixin(FakeSlackState):
             self.socket_frames.append({"unparsed": data})
             return
         self.socket_frames.append(frame)
+        # An ack's payload is shown as it is: a slash command's answer, or the view a submission turns into.
+        if isinstance(frame.get("payload"), dict):
+            self._check_markup("ack", f"envelope {frame.get('envelope_id')}", frame["payload"])
         pending = self._pending_acks.get(str(frame.get("envelope_id")))
         if pending is not None and not pending.done():
             pending.set_result(frame)

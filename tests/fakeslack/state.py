@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
+from .markup import Known, MarkupViolation, scan_content
 from .protocol import APP_ID, BOT_ID, ApiError, JSONDict
 
 
@@ -63,12 +64,24 @@ class FakeSlackState:
     _channels: dict[str, FakeChannel]
     # The bot token's OAuth scopes; a method needing one the token lacks answers missing_scope.
     scopes: set[str]
+    # User group ID (S...) -> member user IDs, answered by usergroups.users.list; tests set it.
+    usergroups: dict[str, list[str]]
+    # Users the product may mention on purpose besides the bot and user groups' members: everyone a test has
+    # acted as (payload builders add them) and whoever a test adds. Hosts the product may link to.
+    known_users: set[str]
+    link_hosts: set[str]
+    # Markup in what the product sent that it did not add on purpose (see markup.py); the slack fixture fails on it.
+    markup_violations: list[MarkupViolation]
 
     # Message store: top-level posts in order, every message by (channel, ts),
     # and thread replies by (channel, parent ts).
     _top: list[JSONDict]
     _by_key: dict[tuple[str, str], JSONDict]
     _replies: defaultdict[tuple[str, str], list[JSONDict]]
+    # Ephemeral messages posted (chat.postEphemeral), and chat.update's edits with what each replaced, in order;
+    # a click refers back to what a message shows, or showed before an edit.
+    ephemerals: list[JSONDict]
+    updates: list[JSONDict]
     # Views opened or updated through views.* (by view ID), which interaction payloads refer back to.
     _open_views: dict[str, JSONDict]
     _last_ts_us: int
@@ -114,6 +127,22 @@ class FakeSlackState:
         if scope_kind is not None:
             self._require_scope(self._read_scope(channel, scope_kind))
         return channel
+
+    def _known(self) -> Known:
+        members = {user for users in self.usergroups.values() for user in users}
+        return Known(
+            users={self.bot_user_id, *self.known_users, *members},
+            channels=set(self._channels),
+            usergroups=set(self.usergroups),
+            link_hosts=set(self.link_hosts),
+        )
+
+    def _check_markup(self, method: str, where: str, content: JSONDict, *, bare_mentions: bool = False) -> None:
+        """Record markup in what the product had Slack show that it did not add on purpose; Slack shows it all."""
+        for finding in scan_content(content, self._known(), bare_mentions=bare_mentions):
+            self.markup_violations.append(
+                MarkupViolation(method, where, finding.pointer, finding.fragment, finding.reason, finding.text)
+            )
 
     def _next_ts(self) -> str:
         # Slack ts values are unique per channel and sort by time; keep them strictly increasing.

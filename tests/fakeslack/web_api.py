@@ -2,8 +2,10 @@
 
 auth.test, chat.*, conversations.*, views.* and usergroups.*, with the checks
 Slack applies to each (scopes, channels and the bot's membership, Block Kit
-limits, per-channel post rate, trigger_id expiry, view hashes) and their
-helpers: message validation, paging and cursors, ts handling. ``_web_api_methods`` is this module's part of the
+limits, per-channel post rate, chat.update's Tier 3 rate, trigger_id expiry, view
+hashes) and their helpers: message validation, paging and cursors, ts handling.
+What a method shows people is also checked for markup the product did not add on
+purpose (markup.py). ``_web_api_methods`` is this module's part of the
 method table; a new family of methods adds its handlers there (or, once this
 module grows large, in a mixin of its own that contributes a table the same way).
 apps.connections.open belongs to Socket Mode and lives in socket_mode.py.
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import math
 import time
 import uuid
+from collections import deque
 from decimal import Decimal, InvalidOperation
 
 from .blockkit import MESSAGE_TEXT_MAX, validate_blocks, validate_modal
@@ -33,6 +37,10 @@ from .state import FakeChannel, FakeSlackState
 
 # Slack allows ~1 message per second per channel; leave slack for timer jitter.
 POST_INTERVAL_S = 0.9
+# chat.update is a Tier 3 method: "50+ per minute" per workspace, for all channels together. The fake allows
+# exactly 50 in any sliding minute (FakeSlack.update_limit / update_window_s, which a test may shrink).
+UPDATE_LIMIT = 50
+UPDATE_WINDOW_S = 60.0
 # Slack's trigger_ids expire three seconds after the user's interaction.
 TRIGGER_TTL_S = 3.0
 # conversations.list: the scope each conversation type needs, and the largest page Slack serves.
@@ -104,11 +112,11 @@ class WebApiMixin(FakeSlackState):
 
     enforce_rate_limit: bool
     # Inspection state (public, read by tests).
-    updates: list[JSONDict]
-    ephemerals: list[JSONDict]
     views: list[JSONDict]
-    # User group ID (S...) -> member user IDs, answered by usergroups.users.list; tests set it.
-    usergroups: dict[str, list[str]]
+    # chat.update's Tier 3 limit: at most update_limit calls in any update_window_s; when the accepted ones were.
+    update_limit: int
+    update_window_s: float
+    _update_times: deque[float]
     _last_post_at: dict[str, float]
     _used_triggers: set[str]
 
@@ -187,6 +195,21 @@ class WebApiMixin(FakeSlackState):
         if last is not None and time.monotonic() - last < POST_INTERVAL_S:
             raise _ratelimited(1)
 
+    def _check_update_rate(self) -> None:
+        if not self.enforce_rate_limit:
+            return
+        now = time.monotonic()
+        while self._update_times and now - self._update_times[0] >= self.update_window_s:
+            self._update_times.popleft()
+        if len(self._update_times) >= self.update_limit:
+            # Retry-After: until the oldest call in the window leaves it.
+            raise _ratelimited(max(1, math.ceil(self._update_times[0] + self.update_window_s - now)))
+        self._update_times.append(now)
+
+    def _check_sent_markup(self, method: str, where: str, p: JSONDict, content: JSONDict) -> None:
+        bare = _truthy(p.get("link_names")) or p.get("parse") == "full"
+        self._check_markup(method, where, content, bare_mentions=bare)
+
     # ------------------------------------------------------------------ auth.test, chat.*
 
     def _auth_test(self, p: JSONDict) -> JSONDict:
@@ -231,10 +254,13 @@ class WebApiMixin(FakeSlackState):
                 fields[key] = _truthy(p[key])
         record = self._store(channel_id, fields)
         self._last_post_at[channel_id] = time.monotonic()
+        self._check_sent_markup("chat.postMessage", channel_id, p, fields)
         message = self._render(record, with_metadata=True)
         return {"channel": channel_id, "ts": record["ts"], "message": message}
 
     def _chat_update(self, p: JSONDict) -> JSONDict:
+        # A Tier 3 limit is counted per call, whatever becomes of it, so it comes first.
+        self._check_update_rate()
         self._require_scope("chat:write")
         channel = self._visible_channel(p.get("channel"), allow_name=False)
         if channel.is_archived:
@@ -254,6 +280,7 @@ class WebApiMixin(FakeSlackState):
         record.update(changes)
         record["edited"] = {"user": self.bot_user_id, "ts": self._next_ts()}
         self.updates.append({"channel": channel_id, "ts": record["ts"], **changes, "previous": previous})
+        self._check_sent_markup("chat.update", channel_id, p, changes)
         message = self._render(record, with_metadata=True)
         return {"channel": channel_id, "ts": record["ts"], "text": record["text"], "message": message}
 
@@ -268,6 +295,7 @@ class WebApiMixin(FakeSlackState):
         self.ephemerals.append(
             {"channel": channel_id, "user": user, "ts": ts, "thread_ts": p.get("thread_ts"), **fields}
         )
+        self._check_sent_markup("chat.postEphemeral", f"{channel_id} (to {user})", p, fields)
         return {"message_ts": ts}
 
     # ------------------------------------------------------------------ conversations.*
@@ -375,6 +403,7 @@ class WebApiMixin(FakeSlackState):
         }
         self._open_views[view_id] = stored
         self.views.append({"method": method, "id": view_id, "trigger_id": trigger_id, "view": stored})
+        self._check_markup(method, view_id, {"blocks": view.get("blocks")})
         return {"view": copy.deepcopy(stored)}
 
     def _views_open(self, p: JSONDict) -> JSONDict:
