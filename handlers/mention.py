@@ -31,7 +31,7 @@ from mentiondesk.bot.slack.cards import followup_message
 from mentiondesk.storage import batches
 from mentiondesk.storage.db import transaction
 from mentiondesk.storage.models import OutboxKind, TicketState
-from mentiondesk.storage.ticket_actions import reopen
+from mentiondesk.storage.ticket_actions import reopen, touch_waiting_renders
 from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
@@ -524,9 +524,9 @@ async def _file_all(
     await batches.record_customer_posts(session, activity, now=now)
     await batches.insert_rows(session, batches.EVENTS, events)
     # One card refresh covers any number of changes; a ticket opened in this batch has its card still to send.
-    stale = (
-        set(activity) - new_ids - await batches.tickets_with_refresh_waiting(session, set(activity) - new_ids, now=now)
-    )
+    # Waiting renders are touched, so one a sender rendered before this batch goes out again with it.
+    followed = set(activity) - new_ids
+    stale = followed - await touch_waiting_renders(session, sorted(followed), now=now)
     outbox.extend(batches.outbox_row(kind=OutboxKind.UPDATE, ticket_id=t, channel="", now=now) for t in sorted(stale))
     await batches.insert_rows(session, batches.OUTBOX, outbox)
     return _Filed(

@@ -16,7 +16,7 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from mentiondesk.storage.models import Mention, OutboxKind, OutboxState, SlackOutbox, Ticket, TicketEvent
+from mentiondesk.storage.models import Mention, OutboxState, SlackOutbox, Ticket, TicketEvent
 
 # Well under SQLite's and asyncpg's limits on bound parameters per statement.
 _IN_CHUNK = 1000
@@ -135,24 +135,6 @@ async def record_customer_posts(session: AsyncSession, latest: Mapping[int, date
     )
     # Sorted, so two writers touching the same tickets take their row locks in one order.
     await conn.execute(stmt, [{"ticket_id": tid, "at": at} for tid, at in sorted(latest.items())])
-
-
-async def tickets_with_refresh_waiting(
-    session: AsyncSession, ticket_ids: Collection[int], *, now: datetime
-) -> set[int]:
-    """Tickets whose card already has an unclaimed render waiting (a card or a refresh): a new change rides on it."""
-    conn = await _connection(session)
-    found: set[int] = set()
-    ordered = sorted(set(ticket_ids))
-    for i in range(0, len(ordered), _IN_CHUNK):
-        stmt = select(OUTBOX.c.ticket_id).where(
-            OUTBOX.c.ticket_id.in_(ordered[i : i + _IN_CHUNK]),
-            OUTBOX.c.state == OutboxState.PENDING,
-            OUTBOX.c.kind.in_([OutboxKind.CARD, OutboxKind.UPDATE]),
-            OUTBOX.c.next_attempt_at <= now,
-        )
-        found.update(row[0] for row in await conn.execute(stmt))
-    return found
 
 
 def outbox_row(

@@ -7,11 +7,12 @@ change bumps the ticket's version, logs a TicketEvent and queues a refresh of th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, update
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.storage.db import execute
@@ -51,17 +52,31 @@ async def queue_card_refresh(session: AsyncSession, *, ticket_id: int) -> None:
     """Ask the sender to re-render the card; one waiting refresh covers any number of changes.
 
     Only a row still waiting its turn covers this change: one already claimed by a sender (its lease puts
-    next_attempt_at in the future) may have been rendered before this change was made.
+    next_attempt_at in the future) may have been rendered before this change was made. A waiting row is
+    touched (its time set anew), because a sender renders before it claims: the claim, conditional on the
+    time it read, then fails, and the row is rendered again with this change in it.
     """
-    stmt = select(SlackOutbox.id).where(
-        SlackOutbox.ticket_id == ticket_id,
-        SlackOutbox.state == OutboxState.PENDING,
-        col(SlackOutbox.kind).in_([OutboxKind.CARD, OutboxKind.UPDATE]),
-        col(SlackOutbox.next_attempt_at) <= utcnow(),
+    if not await touch_waiting_renders(session, [ticket_id], now=utcnow()):
+        session.add(SlackOutbox(kind=OutboxKind.UPDATE, ticket_id=ticket_id, channel="", text="", blocks=[]))
+
+
+async def touch_waiting_renders(session: AsyncSession, ticket_ids: Sequence[int], *, now: datetime) -> set[int]:
+    """Re-time the unclaimed card renders waiting for these tickets; returns the tickets that had one."""
+    if not ticket_ids:
+        return set()
+    stmt = (
+        update(SlackOutbox)
+        .where(
+            col(SlackOutbox.ticket_id).in_(sorted(set(ticket_ids))),
+            col(SlackOutbox.state) == OutboxState.PENDING,
+            col(SlackOutbox.kind).in_([OutboxKind.CARD, OutboxKind.UPDATE]),
+            col(SlackOutbox.next_attempt_at) <= now,
+        )
+        .values(next_attempt_at=now)
+        .returning(col(SlackOutbox.ticket_id))
     )
-    if (await session.exec(stmt.limit(1))).first() is not None:
-        return
-    session.add(SlackOutbox(kind=OutboxKind.UPDATE, ticket_id=ticket_id, channel="", text="", blocks=[]))
+    result = await session.exec(stmt)  # type: ignore[call-overload]
+    return {int(ticket_id) for (ticket_id,) in result}
 
 
 async def claim(session: AsyncSession, *, ticket_id: int, user: str) -> bool:
