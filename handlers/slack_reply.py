@@ -226,7 +226,7 @@ async def on_reject(ack: Any, body: dict[str, Any], context: dict[str, Any]) -> 
     except ReplyError as exc:
         await tell(ctx, body, f"Not rejected: {exc}.")
         return
-    await _show_decision(ctx, reply, f"*Rejected by <@{approver}>*: not posted.")
+    await _show_decision(ctx, reply, f"*Rejected by <@{approver}>*: not posted.", body)
     await _tell_author(
         ctx,
         reply,
@@ -296,7 +296,8 @@ async def _publish_approved(
             text=text,
         )
         return
-    await _show_decision(ctx, reply, f"*Approved by <@{approver}>* — published <{reply.mastodon_url}|on Mastodon>")
+    published = f"*Approved by <@{approver}>* — published <{reply.mastodon_url}|on Mastodon>"
+    await _show_decision(ctx, reply, published, where)
 
 
 async def _approved_but_not_published(
@@ -310,7 +311,7 @@ async def _approved_but_not_published(
         # Someone else decided first (or the edit was refused): only the one who clicked needs to know.
         await tell(ctx, where, f"Not published: {error}.{kept}")
         return
-    await _show_decision(ctx, reply, f"*Approved by <@{approver}>*, but not published: {escape_mrkdwn(error)}")
+    await _show_decision(ctx, reply, f"*Approved by <@{approver}>*, but not published: {escape_mrkdwn(error)}", where)
     await tell(ctx, where, f"The reply you approved was not published: {error}.\n{_kept_text(reply.text)}")
     await _tell_author(
         ctx,
@@ -320,12 +321,13 @@ async def _approved_but_not_published(
     )
 
 
-async def _show_decision(ctx: AppContext, reply: Reply, outcome: str) -> None:
+async def _show_decision(ctx: AppContext, reply: Reply, outcome: str, where: dict[str, Any] | None = None) -> None:
     """Replace the approval request's buttons with the decision, so nobody decides twice."""
-    if reply.approval_channel is None or reply.approval_ts is None:
+    place = _recorded_request(reply) or _clicked_message(where)
+    if place is None:
         return
     text, blocks = approval_decided(reply, outcome)
-    channel, ts = reply.approval_channel, reply.approval_ts
+    channel, ts = place
     try:
         await wait_out_slack_rate_limit(
             lambda: _slack(ctx).chat_update(channel=channel, ts=ts, text=text, blocks=blocks),
@@ -334,6 +336,21 @@ async def _show_decision(ctx: AppContext, reply: Reply, outcome: str) -> None:
     except SlackApiError as exc:
         # The decision stands regardless; a stale button only earns "already handled".
         logger.warning("approval message for reply %s not updated: %s", reply.id, exc.response.get("error"))
+
+
+def _recorded_request(reply: Reply) -> tuple[str, str] | None:
+    if reply.approval_channel is None or reply.approval_ts is None:
+        return None
+    return reply.approval_channel, reply.approval_ts
+
+
+def _clicked_message(where: dict[str, Any] | None) -> tuple[str, str] | None:
+    """The approval request a button was clicked on: a click can come before the request's place is recorded."""
+    container = (where or {}).get("container")
+    if not isinstance(container, dict) or container.get("type") != "message":
+        return None
+    channel, ts = container.get("channel_id"), container.get("message_ts")
+    return (channel, ts) if isinstance(channel, str) and isinstance(ts, str) else None
 
 
 async def _tell_author(ctx: AppContext, reply: Reply, text: str) -> None:
