@@ -1,14 +1,19 @@
-"""The brand account on Mastodon: Mastodon.py in bounded threads (calls.py), payloads normalised to Posts."""
+"""The brand account on Mastodon: Mastodon.py in bounded threads (calls.py), payloads normalised to Posts.
+
+The two feeds' pages, the hot path of a catch-up, skip Mastodon.py: paging.py reads their JSON with aiohttp.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from mastodon import Mastodon
 from mastodon.errors import MastodonAPIError, MastodonError, MastodonNotFoundError
@@ -27,6 +32,7 @@ from mentiondesk.bot.mastodon.fields import (
     text_field,
     time_field,
 )
+from mentiondesk.bot.mastodon.paging import PageReader, RateLimitSeen
 from mentiondesk.bot.mastodon.text import MentionRef, clean_fields, status_to_text
 from mentiondesk.storage.models import Cursor, Mention, Ticket, max_length
 
@@ -66,7 +72,7 @@ class FeedItem:
 
 
 def raw_json(payload: Any) -> str:
-    """A payload as JSON text, whatever it holds (Mastodon.py turns times into datetimes)."""
+    """A payload as JSON text, whatever it holds (a value JSON cannot spell, such as a datetime, as its str())."""
     return json.dumps(payload, default=str)
 
 
@@ -197,6 +203,10 @@ def post_change_from_stream(name: str, data: str) -> PostChange | None:
     return None
 
 
+def _after(cursor: str | None) -> list[tuple[str, str]]:
+    return [("min_id", cursor)] if cursor is not None else []
+
+
 def _by_id(item: FeedItem) -> int:
     # Mastodon ids are numeric strings (snowflakes); compare them as numbers, not text. Entries without one
     # cannot be placed: they go first, so the page's last entry still carries its cursor.
@@ -222,6 +232,12 @@ class MastodonClient:
         )
         # Not asyncio.to_thread: a call stuck past its timeout must not hold the daemon's exit (see calls.py).
         self._calls = BlockingCalls(timeout_s=timeout_s)
+        self._pages = PageReader(
+            self.base_url,
+            headers={**self.auth_header, "User-Agent": USER_AGENT},
+            timeout_s=timeout_s,
+            on_rate_limit=self._rate_limit_seen,
+        )
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """One Mastodon.py call, given up after mastodon.request_timeout_s as a whole."""
@@ -231,9 +247,27 @@ class MastodonClient:
         """Walk away from calls still running (each is logged): their threads are not waited for."""
         self._calls.abandon()
 
+    async def aclose(self) -> None:
+        """Close the connections of the paging calls (after close(), on the loop that made them)."""
+        await self._pages.aclose()
+
     @property
     def auth_header(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"}
+
+    def _rate_limit_seen(self, seen: RateLimitSeen) -> None:
+        # Kept where Mastodon.py keeps its own, as it would: ratelimit_* then name the latest answer of either route.
+        # (Any: mypy infers int for ratelimit_reset from one assignment; Mastodon.py itself stores floats and None.)
+        api: Any = self._api
+        if seen.remaining is not None:
+            api.ratelimit_remaining = seen.remaining
+        if seen.limit is not None:
+            api.ratelimit_limit = seen.limit
+        now = time.time()
+        if seen.reset is not None:
+            api.ratelimit_reset = seen.reset if seen.reset > now else None
+        elif api.ratelimit_reset is not None and api.ratelimit_reset <= now:
+            api.ratelimit_reset = None
 
     @property
     def ratelimit_reset(self) -> float | None:
@@ -278,19 +312,15 @@ class MastodonClient:
 
     async def mentions_after(self, cursor: str | None, *, limit: int = 40) -> list[FeedItem]:
         """Mention notifications newer than cursor, oldest first (the page adjacent to cursor)."""
-        kwargs: dict[str, Any] = {"types": ["mention"], "limit": limit}
-        if cursor is not None:
-            kwargs["min_id"] = cursor
-        page = await self._call(self._api.notifications, **kwargs)
-        return sorted((notification_item(n) for n in page), key=_by_id)
+        params = [("types[]", "mention"), ("limit", str(limit)), *_after(cursor)]
+        page = await self._pages.get("notifications", "/api/v1/notifications", params)
+        return sorted(map(notification_item, page), key=_by_id)
 
     async def hashtag_after(self, tag: str, cursor: str | None, *, limit: int = 40) -> list[FeedItem]:
         """Posts under #tag newer than cursor, oldest first."""
-        kwargs: dict[str, Any] = {"limit": limit}
-        if cursor is not None:
-            kwargs["min_id"] = cursor
-        page = await self._call(self._api.timeline_hashtag, tag, **kwargs)
-        return sorted((status_item(s) for s in page), key=_by_id)
+        path = "/api/v1/timelines/tag/" + quote(tag, safe="")
+        page = await self._pages.get("timeline_hashtag", path, [("limit", str(limit)), *_after(cursor)])
+        return sorted(map(status_item, page), key=_by_id)
 
     async def status_limits(self) -> StatusLimits:
         """The instance's post length limit and how many characters a link counts as."""
