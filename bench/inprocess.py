@@ -146,6 +146,7 @@ async def run_pipeline(database_url: str, posts: Sequence[MentionReceived], *, b
             worker.cancel()
             await asyncio.wait([worker])
             mastodon.close()
+            await mastodon.aclose()
         async with engine.connect() as conn:
             opened = (await conn.execute(text("SELECT count(*) FROM tickets"))).scalar_one()
         return PipelineRun(

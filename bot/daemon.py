@@ -327,6 +327,7 @@ class Daemon:
         if self._mastodon is not None:
             # A call stuck in a worker thread is not waited for: its thread is abandoned (and logged).
             self._mastodon.close()
+            await self._mastodon.aclose()
             self._mastodon = None
         for session in (self._http, self._slack_http):
             if session is not None:
