@@ -30,12 +30,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import scipy.sparse as sp
-import sklearn
-from sklearn.feature_extraction.text import TfidfTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
-from sklearn.model_selection import StratifiedKFold
 
 from mentiondesk.bot.classify.model import (
     ARTIFACT_FORMAT,
@@ -45,15 +39,28 @@ from mentiondesk.bot.classify.model import (
     _densify,
     _read_npz,
     _sha256,
-    hash_counts,
-    make_hashers,
     normalise_text,
-    weight_block,
 )
 
+try:
+    import scipy.sparse as sp
+    import sklearn
+    from sklearn.feature_extraction.text import TfidfTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+    from sklearn.model_selection import StratifiedKFold
+
+    from mentiondesk.bot.classify.training import hash_counts, make_hashers, weight_block
+except ImportError as exc:  # the daemon's install leaves scikit-learn out
+    raise SystemExit(
+        f"{Path(__file__).name}: training needs scikit-learn ({exc}); install it with: pip install -e '.[train]'"
+    ) from exc
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Importing the runtime featuriser from the installed package (rather than a copy of it) is what
-# guarantees training and inference pre-process text identically.
+# Importing the runtime normalise_text from the installed package (rather than a copy of it) is what
+# guarantees training and inference pre-process text identically. Features are scikit-learn's here and
+# mentiondesk.bot.classify.features' at run time; main() checks the runtime scores against the fitted
+# model on every training text, and the probes check them again at each load.
 
 # The data set is kept outside the repository (never copy it in), next to the checkout.
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "complaints-train.csv"

@@ -7,9 +7,10 @@ Aletras, "Automatically Identifying Complaints in Social Media" (ACL 2019).
 The artifact is deliberately not a pickle: a pickle ties the model to the exact scikit-learn version
 that wrote it and can run arbitrary code when loaded. Instead ``complaint_model.npz`` holds plain
 numeric arrays (IDF weights and coefficients, stored sparsely) and ``complaint_model.json`` holds the
-feature settings. ``HashingVectorizer`` is stateless, so rebuilding it from those settings reproduces
-the training-time features in any scikit-learn version that keeps its hashing scheme; the probe texts
-recorded in the JSON check exactly that at load time.
+feature settings. Training uses scikit-learn's ``HashingVectorizer``, which is stateless; at run time
+``mentiondesk.bot.classify.features`` reproduces its counts from those settings with numpy alone, so the
+daemon never imports scikit-learn or scipy (together ~90 MiB of memory). The probe texts recorded in
+the JSON check at load time that the features, and so the scores, are still the training-time ones.
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ import math
 import re
 import unicodedata
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import scipy.sparse as sp
-from sklearn.feature_extraction.text import HashingVectorizer
+
+from mentiondesk.bot.classify.features import BlockCounts, FeatureBlock, hash_counts
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -37,10 +38,8 @@ __all__ = [
     "ClassifierError",
     "ComplaintClassifier",
     "FeatureBlock",
-    "hash_counts",
-    "make_hashers",
+    "block_scores",
     "normalise_text",
-    "weight_block",
 ]
 
 ARTIFACT_FORMAT = "mentiondesk-complaint-tfidf-lr/1"
@@ -51,9 +50,11 @@ OTHER = "other"
 # Mastodon's default post limit is 500 characters; anything far beyond that is not a post we can
 # classify better by reading further, and an unbounded input would let one line stall a batch.
 MAX_CHARS = 5000
-# Big enough to amortise the per-call overhead of the vectorizers, small enough that a huge input
-# list does not build one huge sparse matrix.
+# Texts are scored in batches big enough to amortise the fixed cost of each numpy pass, small enough
+# to bound its arrays: every character gives up to four char n-grams with ~60 bytes of array entries
+# each, so the character budget caps a batch's working memory at ~25 MB.
 SCORE_BATCH = 1024
+SCORE_BATCH_CHARS = 100_000
 # float32 storage changes scores by ~1e-7; the probes only need to catch a different feature space.
 PROBE_TOLERANCE = 1e-4
 
@@ -72,46 +73,6 @@ class Classification:
     score: float  # probability of complaint, 0..1
 
 
-@dataclass(frozen=True)
-class FeatureBlock:
-    """Settings of one hashed n-gram block; the JSON stores a list of these."""
-
-    name: str
-    analyzer: str  # "word" | "char" | "char_wb"
-    ngram_range: tuple[int, int]
-    n_features: int
-    token_pattern: str | None = None  # word blocks only
-    sublinear_tf: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "analyzer": self.analyzer,
-            "ngram_range": list(self.ngram_range),
-            "n_features": self.n_features,
-            "token_pattern": self.token_pattern,
-            "sublinear_tf": self.sublinear_tf,
-        }
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> FeatureBlock:
-        lo, hi = raw["ngram_range"]
-        block = cls(
-            name=str(raw["name"]),
-            analyzer=str(raw["analyzer"]),
-            ngram_range=(int(lo), int(hi)),
-            n_features=int(raw["n_features"]),
-            token_pattern=None if raw.get("token_pattern") is None else str(raw["token_pattern"]),
-            sublinear_tf=bool(raw["sublinear_tf"]),
-        )
-        if block.analyzer not in {"word", "char", "char_wb"}:
-            raise ValueError(f"unknown analyzer {block.analyzer!r}")
-        lo, hi = block.ngram_range
-        if not 1 <= lo <= hi <= 10 or not 1 <= block.n_features <= 2**24:
-            raise ValueError(f"implausible settings for block {block.name!r}")
-        return block
-
-
 def _drop_control(ch: str) -> str:
     # Control/format characters (NUL, bidi overrides, ...) carry no meaning for the model but would
     # otherwise create junk n-grams; the zero-width joiner is kept because emoji sequences need it.
@@ -122,7 +83,7 @@ def _drop_control(ch: str) -> str:
 
 def normalise_text(text: str) -> str:
     """Canonical form used at training and inference time; must stay identical for both."""
-    # Lone surrogates (legal in JSON, not in UTF-8) would make the hashing vectorizer raise.
+    # Lone surrogates (legal in JSON, not in UTF-8) would make the feature hashing raise.
     text = text[: MAX_CHARS * 2].encode("utf-8", "replace").decode("utf-8")
     text = unicodedata.normalize("NFKC", text)
     if not text.isprintable():  # fast path: most posts need no per-character scan
@@ -133,43 +94,30 @@ def normalise_text(text: str) -> str:
     return text[:MAX_CHARS]
 
 
-def make_hashers(blocks: Sequence[FeatureBlock]) -> list[HashingVectorizer]:
-    hashers = []
-    for block in blocks:
-        kwargs: dict[str, Any] = {}
-        if block.token_pattern is not None:
-            kwargs["token_pattern"] = block.token_pattern
-        hashers.append(
-            HashingVectorizer(
-                analyzer=block.analyzer,
-                ngram_range=block.ngram_range,
-                n_features=block.n_features,
-                # Texts arrive already normalised; a second lowercase pass would only cost time.
-                lowercase=False,
-                # Counts must stay non-negative for IDF weighting and raw for the L2 norm below.
-                alternate_sign=False,
-                norm=None,
-                dtype=np.float64,
-                **kwargs,
-            )
-        )
-    return hashers
+def block_scores(
+    counts: BlockCounts,
+    idf: npt.NDArray[np.float64],
+    coef: npt.NDArray[np.float64],
+    sublinear_tf: bool,
+) -> npt.NDArray[np.float64]:
+    """Each row's ``coef . tfidf`` for one block: TF-IDF with per-row L2 normalisation, as in training.
 
-
-def hash_counts(hashers: Sequence[HashingVectorizer], normalised: Sequence[str]) -> list[sp.csr_matrix]:
-    return [sp.csr_matrix(h.transform(normalised)) for h in hashers]
-
-
-def weight_block(counts: sp.csr_matrix, idf: npt.NDArray[np.float64], sublinear_tf: bool) -> sp.csr_matrix:
-    """TF-IDF with per-row L2 normalisation, matching sklearn's TfidfVectorizer(norm="l2")."""
-    weighted = counts.copy()
-    if sublinear_tf:
-        np.log(weighted.data, out=weighted.data)
-        weighted.data += 1.0
-    weighted.data *= idf[weighted.indices]
-    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+    The arithmetic of the scipy.sparse code used in training (``training.weight_block``): the weights
+    come out bit for bit the same; the dot product adds the same terms in column order where scipy's
+    sparse product leaves them in another, so scores differ by ~1e-15 (the tests allow 1e-9).
+    """
+    tf = np.log(counts.counts) + 1.0 if sublinear_tf else counts.counts
+    weighted = tf * idf[counts.columns]
+    # reduceat, not bincount: scipy sums a row's squares with numpy's pairwise summation, and the same
+    # summation order gives the same norms to the last bit.
+    first = np.flatnonzero(np.diff(counts.rows, prepend=-1))
+    squares = np.zeros(counts.n_rows)
+    squares[counts.rows[first]] = np.add.reduceat(weighted * weighted, first)
+    norms = np.sqrt(squares)
     norms[norms == 0.0] = 1.0
-    return sp.csr_matrix(sp.diags(1.0 / norms) @ weighted)
+    scaled = weighted * (1.0 / norms)[counts.rows]
+    z = np.bincount(counts.rows, weights=scaled * coef[counts.columns], minlength=counts.n_rows)
+    return z.astype(np.float64, copy=False)
 
 
 def _sha256(path: Path) -> str:
@@ -188,6 +136,18 @@ def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     ez = np.exp(z[~pos])
     out[~pos] = ez / (1.0 + ez)
     return out
+
+
+def _batches(texts: Sequence[str]) -> Iterator[Sequence[str]]:
+    """Consecutive slices of at most SCORE_BATCH texts and, unless one text alone exceeds it, SCORE_BATCH_CHARS."""
+    start, chars = 0, 0
+    for i, text in enumerate(texts):
+        if i > start and (i - start == SCORE_BATCH or chars + len(text) > SCORE_BATCH_CHARS):
+            yield texts[start:i]
+            start, chars = i, 0
+        chars += len(text)
+    if start < len(texts):
+        yield texts[start:]
 
 
 @dataclass(frozen=True)
@@ -280,7 +240,6 @@ class ComplaintClassifier:
 
     def __init__(self, blocks: Sequence[FeatureBlock], arrays: _Arrays, threshold: float, metadata: dict[str, Any]):
         self._blocks = tuple(blocks)
-        self._hashers = make_hashers(self._blocks)
         self._arrays = arrays
         self._threshold = threshold
         self._metadata = metadata
@@ -306,8 +265,9 @@ class ComplaintClassifier:
         return clf
 
     def _check_probes(self, json_path: Path) -> None:
-        # Guards against a scikit-learn whose hashing/tokenising differs from the one used in training:
-        # that would not fail loudly, it would just give quietly wrong scores.
+        # Guards against features that differ from the training-time ones (a change to features.py, or a
+        # retrain with a scikit-learn that hashes or tokenises differently): that would not fail loudly,
+        # it would just give quietly wrong scores.
         probes = self._metadata.get("probes")
         if not isinstance(probes, list) or not probes:
             raise ClassifierError(f"{json_path}: no probe texts to verify the feature space")
@@ -321,7 +281,7 @@ class ComplaintClassifier:
             worst = float(np.max(np.abs(got - expected)))
             raise ClassifierError(
                 f"{json_path}: probe scores differ from training by up to {worst:.4g}; "
-                "the installed scikit-learn featurises text differently from the one that trained the model"
+                "the features computed here differ from those the model was trained on"
             )
 
     @property
@@ -333,14 +293,14 @@ class ComplaintClassifier:
         return self._metadata
 
     def decision_function(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
-        """Raw log-odds for one batch; callers wanting probabilities use ``score_many``."""
+        """Raw log-odds; callers wanting probabilities use ``score_many``."""
         normalised = [normalise_text(t) for t in texts]
-        counts = hash_counts(self._hashers, normalised)
+        return np.concatenate([np.empty(0), *(self._log_odds(batch) for batch in _batches(normalised))])
+
+    def _log_odds(self, normalised: Sequence[str]) -> npt.NDArray[np.float64]:
         z = np.full(len(normalised), self._arrays.intercept, dtype=np.float64)
-        for block, block_counts, idf, coef in zip(
-            self._blocks, counts, self._arrays.idf, self._arrays.coef, strict=True
-        ):
-            z += weight_block(block_counts, idf, block.sublinear_tf) @ coef
+        for block, idf, coef in zip(self._blocks, self._arrays.idf, self._arrays.coef, strict=True):
+            z += block_scores(hash_counts(block, normalised), idf, coef, block.sublinear_tf)
         return z
 
     def score_many(self, texts: Sequence[str]) -> list[float]:
@@ -348,10 +308,7 @@ class ComplaintClassifier:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
-        scores: list[float] = []
-        for start in range(0, len(texts), SCORE_BATCH):
-            batch = texts[start : start + SCORE_BATCH]
-            scores.extend(_sigmoid(self.decision_function(batch)).tolist())
+        scores: list[float] = _sigmoid(self.decision_function(texts)).tolist()
         return scores
 
     def classify_many(self, texts: Sequence[str], threshold: float | None = None) -> list[Classification]:
