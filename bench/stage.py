@@ -179,10 +179,16 @@ class StoreWatch:
                 count, grew_at = now_count, time.time()
         return count, grew_at
 
-    async def follow(self, expected: set[str], *, timeout_s: float) -> Seen:
-        """Note when each expected post's mention row first appears, until all have or the time is up."""
+    async def last_id(self) -> int:
+        return await self.scalar("SELECT coalesce(max(id), 0) FROM mentions")
+
+    async def follow(self, expected: set[str], *, after: int, timeout_s: float) -> Seen:
+        """Note when each expected post's mention row first appears, until all have or the time is up.
+
+        Rows up to id `after` (last_id() before the posts were sent: a seeded history) are not read.
+        """
         seen: dict[str, float] = {}
-        low = top = 0
+        low = top = after
         # (time of a poll, highest id seen by then): ids at or below what was highest SETTLE_S ago are settled.
         history: deque[tuple[float, int]] = deque()
         deadline = time.monotonic() + timeout_s
@@ -193,7 +199,8 @@ class StoreWatch:
                 ).all()
             now = time.time()
             for _, status_id in rows:
-                seen.setdefault(status_id, now)
+                if status_id in expected:
+                    seen.setdefault(status_id, now)
             top = max([top, *(row_id for row_id, _ in rows)])
             history.append((now, top))
             while history and history[0][0] < now - SETTLE_S:
