@@ -386,6 +386,12 @@ async def latency_section(run: Run, kind: str, rate: float) -> None:
             target,
         ],
     )
+    if rate == args.rates[0] and kind == run.scratch.kinds[0]:
+        run.report.note(
+            "latency",
+            f"Each rate is kept up for {args.latency_seconds:g} s; a post not stored (or a card not posted) within "
+            f"{args.max_wait_s:g} s after that counts as never. Rows are looked for every 20 ms.",
+        )
     if not all_sent:
         run.report.note("latency", f"{_label(kind)} at {rate:g}/s: cards still unsent after {args.max_wait_s:g} s")
 
@@ -458,6 +464,13 @@ async def rss_section(run: Run, kind: str) -> None:
             peaks[seeded] = stage.daemon.peak_rss_mib()
         if not seen.at:
             raise HarnessError(f"{kind}: the daemon stored none of the posts; its log:\n{stage.daemon.log_tail()}")
+    if kind == run.scratch.kinds[0]:
+        run.report.note(
+            "rss",
+            "The seeded tickets' cards were never posted to the fake Slack, so a new post joining a seeded open "
+            "ticket has its follow-up refused there (thread_not_found) and parked; each stage waits for every "
+            "message to have been tried once.",
+        )
     run.report.add(
         "rss",
         [

@@ -22,10 +22,10 @@ from mastodon_mock.testing.server import MockServer
 
 from bench.posts import Planned, Templates
 from mentiondesk.bot.mastodon.client import USER_AGENT
+from mentiondesk.bot.mastodon.watcher import PAGE_LIMIT
 
 BRAND_TOKEN = "brand_token"  # a token for the local mock server, not a credential
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PAGE_LIMIT = 40  # what the daemon asks for per page (bot/mastodon/watcher.py)
 
 
 class HarnessError(Exception):

@@ -79,7 +79,6 @@ class ReplayServer:
         self.base_url = ""
         self.connections = 0  # stream connections ever opened (a second one in a run means a reader dropped)
         self.stream_opened_at = 0.0
-        self.delivered = 0  # notifications written to a reader's socket
         self.polls: list[Poll] = []
 
     async def __aenter__(self) -> ReplayServer:
@@ -122,11 +121,11 @@ class ReplayServer:
         )
 
     async def send(self, planned: list[Planned], *, rate_per_s: float | None) -> list[float]:
-        """Create each post at its time and stream it to every reader; returns the creation times (epoch seconds).
+        """Create each post at its time and stream it to every reader; returns when each was handed over (epoch s).
 
-        At a rate, post i is created at start + i / rate and sent then (a reader that falls behind gets it later,
-        as from a real server, with its creation time unchanged). Without one, every post is rendered first and
-        then all are handed over at once, created at the same moment: a backlog as large as the run.
+        At a rate, post i is created at start + i / rate and handed over then (a reader that falls behind gets it
+        later, as from a real server, with its creation time unchanged). Without one, every post is rendered first
+        (all created when rendering began) and then all are handed over at once: a backlog as large as the run.
         """
         if not self._readers:
             raise HarnessError("no stream reader is connected to the replay server")
@@ -135,7 +134,7 @@ class ReplayServer:
             chunks = [self._render(p, now) for p in planned]
             start = time.time()
             for p, chunk in zip(planned, chunks, strict=True):
-                self._sent[p.status_id] = (p, start)
+                self._sent[p.status_id] = (p, now)
                 self._publish(chunk)
             return [start] * len(planned)
         created = []
@@ -186,7 +185,6 @@ class ReplayServer:
                 if batch is None:
                     break  # the server is shutting down
                 await response.write(b"".join(batch))
-                self.delivered += len(batch)
         except ConnectionResetError:
             pass  # the reader went away
         finally:

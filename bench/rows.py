@@ -26,6 +26,7 @@ import asyncpg
 
 from bench.posts import FIRST_POSTS, INSTANCES, SYNTHETIC_ID_BASE
 from mentiondesk.bot.classify.model import Classification
+from mentiondesk.bot.config import ClassifierSettings, SlaSettings
 from mentiondesk.bot.events import AccountRef, Post
 from mentiondesk.bot.slack.cards import followup_message
 from mentiondesk.storage.models import Mention, SlackOutbox, Ticket, TicketEvent
@@ -40,7 +41,10 @@ TABLES: dict[str, Any] = {
 }
 COLUMNS = {name: [c.name for c in model.__table__.columns] for name, model in TABLES.items()}
 CHANNEL = "C0SUPPORT"
-SLA = timedelta(minutes=60)
+# The defaults the daemon runs with in the benchmark.
+SLA = timedelta(minutes=SlaSettings().first_response_minutes)
+SLA_HIGH = timedelta(minutes=SlaSettings().high_priority_first_response_minutes)
+HIGH_PRIORITY_SCORE = ClassifierSettings().high_priority_score
 
 Row = tuple[str, dict[str, Any]]  # (table, column -> value)
 
@@ -74,10 +78,11 @@ def pipeline_rows(posts: Sequence[Post], results: Sequence[Classification]) -> l
 
 
 def ticket_row(ticket_id: int, post: Post, score: float, now: datetime) -> dict[str, Any]:
+    high = score >= HIGH_PRIORITY_SCORE
     return {
         "id": ticket_id,
         "state": "open",
-        "priority": "high" if score >= 0.9 else "normal",
+        "priority": "high" if high else "normal",
         "customer_account_id": post.account.id,
         "customer_acct": post.account.acct,
         "customer_display_name": post.account.display_name,
@@ -88,7 +93,7 @@ def ticket_row(ticket_id: int, post: Post, score: float, now: datetime) -> dict[
         "score": score,
         "channel": CHANNEL,
         "slack_ts": None,
-        "first_response_due_at": post.created_at + SLA,
+        "first_response_due_at": post.created_at + (SLA_HIGH if high else SLA),
         "created_at": now,
         "updated_at": now,
         "version": 1,

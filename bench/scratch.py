@@ -39,7 +39,7 @@ class Scratch:
 
     def describe(self, kind: str) -> str:
         if kind == SQLITE:
-            return f"SQLite files in {self._folder}"
+            return "SQLite files in the run's temporary folder"
         assert self._server is not None
         where = safe_url(self._server)
         return f"Postgres database {self.postgres_database} on {where} (created and dropped by the run)"
