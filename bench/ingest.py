@@ -51,6 +51,7 @@ import aiohttp
 import asyncpg
 
 from bench import report as fmt
+from bench.inprocess import run_pipeline
 from bench.mastodon_side import (
     BRAND_TOKEN,
     HarnessError,
@@ -76,7 +77,7 @@ from bench.rows import (
 from bench.scratch import POSTGRES, SQLITE, Scratch, asyncpg_dsn
 from bench.stage import DaemonProcess, StoreWatch, card_times, daemon_settings
 from mentiondesk.bot.classify.model import ComplaintClassifier
-from mentiondesk.bot.events import Post
+from mentiondesk.bot.events import MentionReceived, Post
 from mentiondesk.bot.mastodon.client import notification_item
 from mentiondesk.storage.cursors import set_cursor
 from mentiondesk.storage.db import create_engine, session_factory, transaction
@@ -90,17 +91,21 @@ CATCH_UP_TARGET = 0.9
 RSS_TARGET_MIB = 150
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The pipeline's own rate, in process: to be written with the batched ingest (issue 10).
-#
-# Feed `notifications` (mention notification JSON, exactly what the stream delivers) through the real ingest path
-# in this process, into the empty, migrated database at db_url, as the stream would deliver them; return the
-# seconds from the first post handed over to the last one stored. mastodon_url is mastodon-mock (the brand's token
-# is bench.mastodon_side.BRAND_TOKEN), for whatever the path needs from Mastodon (the brand account, the instance's
-# limits). The section then checks that every post was stored. None means "not measured", and the results say so.
-# --------------------------------------------------------------------------------------------------------------
-async def in_process(db_url: str, notifications: list[dict[str, Any]], *, mastodon_url: str) -> float | None:
-    return None
+# The pipeline's own rate, in process: the notifications (exactly what the stream delivers) are read as the daemon
+# reads them and fed through the daemon's IngestPipeline and batch handler (bench/inprocess.py) into the empty,
+# migrated database at db_url; the seconds from the first post handed over to the last one stored. mastodon_url is
+# mastodon-mock, for what placing a post may ask of Mastodon (a reply's unread parent).
+async def in_process(db_url: str, notifications: list[dict[str, Any]], *, mastodon_url: str) -> float:
+    mentions = []
+    for notification in notifications:
+        post = notification_item(notification).post
+        if post is None:
+            raise HarnessError(f"a synthetic notification did not read as a post: {notification!r}")
+        mentions.append(MentionReceived(post=post, source="notification"))
+    run = await run_pipeline(db_url, mentions, mastodon_url=mastodon_url, mastodon_token=BRAND_TOKEN)
+    if run.failed:
+        raise HarnessError(f"{run.failed} of {run.posts} posts were not stored in process")
+    return run.seconds
 
 
 @dataclass
@@ -242,11 +247,8 @@ async def in_process_section(run: Run, kind: str, *, with_classifier: bool) -> N
 
     db_url = await run.scratch.fresh(kind, "in-process")
     seconds = await in_process(db_url, notifications, mastodon_url=run.mock.base_url)
-    if seconds is None:
-        report.add("in-process", [label, "**pipeline in process** (`in_process`)", "not measured yet", "", f"{n:,}"])
-    else:
-        await _expect_rows(db_url, {"mentions": n})
-        report.add("in-process", [label, "**pipeline in process**", fmt.per_s(n, seconds), "", f"{n:,}"])
+    await _expect_rows(db_url, {"mentions": n})
+    report.add("in-process", [label, "**pipeline in process**", fmt.per_s(n, seconds), "", f"{n:,}"])
 
     expected = {table: sum(1 for r in rows for t, _ in r if t == table) for table in TABLES}
     writers: list[tuple[str, Any]] = (

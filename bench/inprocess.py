@@ -101,22 +101,33 @@ def build_posts(n: int, *, customers: int, follow_up_share: float = 0.3, seed: i
     return posts
 
 
-async def run_pipeline(database_url: str, posts: Sequence[MentionReceived], *, batch_size: int = 500) -> PipelineRun:
-    """Feed posts through the daemon's pipeline and batch handler into database_url (migrated here)."""
+async def run_pipeline(
+    database_url: str,
+    posts: Sequence[MentionReceived],
+    *,
+    batch_size: int = 500,
+    mastodon_url: str = NO_SERVER,
+    mastodon_token: str = "not-a-token",
+) -> PipelineRun:
+    """Feed posts through the daemon's pipeline and batch handler into database_url (migrated here).
+
+    mastodon_url serves what placing a post may ask Mastodon (a reply's unread parent); posts from build_posts
+    never need it.
+    """
     engine = create_engine(database_url)
     try:
         await upgrade(engine)
         sessions = session_factory(engine)
         settings = parse_settings(
             {
-                "mastodon": {"base_url": NO_SERVER},
+                "mastodon": {"base_url": mastodon_url},
                 "slack": {"default_channel": "C0SUPPORT"},
                 "database": {"url": database_url},
             },
             source="bench",
         )
         classifier = await asyncio.to_thread(ComplaintClassifier.load)
-        mastodon = MastodonClient(NO_SERVER, "not-a-token")
+        mastodon = MastodonClient(mastodon_url, mastodon_token)
         ctx = AppContext(
             settings=settings,
             sessions=sessions,
