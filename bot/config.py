@@ -6,12 +6,24 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from mentiondesk.bot.sla.calendar import (
+    ALWAYS_OPEN,
+    WEEKDAYS,
+    CalendarError,
+    check_holidays_country,
+    check_holidays_subdivision,
+    load_zone,
+    parse_duration,
+    parse_windows,
+)
+from mentiondesk.bot.sla.policy import PRIORITIES, build_calendar
 from mentiondesk.storage.urls import with_absolute_sqlite_path
 
 SLACK_API_URL = "https://slack.com/api/"
@@ -155,9 +167,282 @@ class TicketSettings(_Section):
     reopen_window_days: float = Field(default=7.0, ge=0)
 
 
+def _slack_group(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"S[A-Z0-9]{2,30}", value):
+        raise ValueError(f"must be a Slack user group ID (S...), got {value!r}")
+    return value
+
+
+class WeeklyHours(_Section):
+    """Opening windows per weekday, local wall-clock times; a day left out is closed."""
+
+    mon: tuple[str, ...] = ()
+    tue: tuple[str, ...] = ()
+    wed: tuple[str, ...] = ()
+    thu: tuple[str, ...] = ()
+    fri: tuple[str, ...] = ()
+    sat: tuple[str, ...] = ()
+    sun: tuple[str, ...] = ()
+
+    @field_validator(*WEEKDAYS)
+    @classmethod
+    def _check_windows(cls, windows: tuple[str, ...]) -> tuple[str, ...]:
+        parse_windows(windows)
+        return windows
+
+    @model_validator(mode="after")
+    def _some_open_time(self) -> WeeklyHours:
+        if not any(self.by_day().values()):
+            raise ValueError("no open time on any day of the week (a calendar that never opens has no due times)")
+        return self
+
+    def by_day(self) -> dict[str, tuple[str, ...]]:
+        return {day: getattr(self, day) for day in WEEKDAYS}
+
+
+def _date(value: object) -> date:
+    # TOML has dates of its own (2026-12-24); quoted ones are read the same.
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not a date: write YYYY-MM-DD, like 2026-12-24")
+
+
+class CalendarSettings(_Section):
+    name: str
+    always_open: bool = False
+    timezone: str | None = None
+    hours: WeeklyHours | None = None
+    holidays_country: str | None = None
+    holidays_subdivision: str | None = None
+    holidays: tuple[date, ...] = ()
+    overrides: dict[date, tuple[str, ...]] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name the calendar, for policies to refer to")
+        return value.strip()
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_zone(cls, value: str | None) -> str | None:
+        return None if value is None else load_zone(value).key
+
+    @field_validator("holidays_country")
+    @classmethod
+    def _check_country(cls, value: str | None) -> str | None:
+        return None if value is None else check_holidays_country(value)
+
+    @field_validator("holidays_subdivision")
+    @classmethod
+    def _check_subdivision(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if "holidays_country" not in info.data:  # the country itself was wrong, and is reported
+            return value
+        country = info.data["holidays_country"]
+        if country is None:
+            raise ValueError("needs holidays_country, the country the subdivision belongs to")
+        return check_holidays_subdivision(country, value)
+
+    @field_validator("holidays", mode="before")
+    @classmethod
+    def _read_dates(cls, value: object) -> object:
+        return tuple(_date(v) for v in value) if isinstance(value, list | tuple) else value
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _read_override_dates(cls, value: object) -> object:
+        return {_date(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("overrides")
+    @classmethod
+    def _check_overrides(cls, value: dict[date, tuple[str, ...]]) -> dict[date, tuple[str, ...]]:
+        for day, windows in value.items():
+            try:
+                parse_windows(windows)
+            except CalendarError as exc:
+                raise ValueError(f"{day.isoformat()}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> CalendarSettings:
+        if self.always_open:
+            extra = sorted(self.model_fields_set - {"name", "always_open"})
+            if extra:
+                raise ValueError(f"always_open = true is open every minute, so it takes no {', '.join(extra)}")
+        elif self.timezone is None or self.hours is None:
+            missing = " and ".join(k for k in ("timezone", "hours") if getattr(self, k) is None)
+            raise ValueError(
+                f'needs {missing} (like timezone = "Europe/Berlin", hours = {{ mon = ["09:00-17:00"] }}), '
+                "or always_open = true"
+            )
+        # The calendar's own checks too, so that building it at start cannot fail where the config passed.
+        try:
+            build_calendar(self)
+        except CalendarError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class PolicySettings(_Section):
+    name: str
+    # Empty: any priority, any channel. A policy with neither is the default.
+    priorities: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    first_response: timedelta | None = None
+    next_response: timedelta | None = None
+    resolution: timedelta | None = None
+    calendar: str = ALWAYS_OPEN.name
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name the policy (tickets and reports show it)")
+        return value.strip()
+
+    @field_validator("first_response", "next_response", "resolution", mode="before")
+    @classmethod
+    def _read_duration(cls, value: object) -> object:
+        # Only our own notation: pydantic would also take 3600 or "PT1H", which read as something else here.
+        if not isinstance(value, str):
+            raise ValueError('must be a duration in quotes, like "1h", "90m" or "2d"')
+        return parse_duration(value)
+
+    @field_validator("priorities")
+    @classmethod
+    def _check_priorities(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [v for v in values if v not in PRIORITIES]
+        if unknown:
+            known = " or ".join(repr(p) for p in PRIORITIES)
+            raise ValueError(f"a ticket's priority is {known}, got {unknown!r}")
+        return values
+
+    @field_validator("channels")
+    @classmethod
+    def _check_channels(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not v.strip() for v in values):
+            raise ValueError(
+                "must name channels (ID like C0123 or #name), as routing.rules and slack.default_channel do"
+            )
+        return tuple(v.strip() for v in values)
+
+
 class SlaSettings(_Section):
+    # The targets before [[sla.policies]] existed; they stand for two policies on the 24/7 calendar.
     first_response_minutes: int = Field(default=60, gt=0)
     high_priority_first_response_minutes: int = Field(default=30, gt=0)
+    # Before policies: their validator checks the calendar each one names.
+    calendars: tuple[CalendarSettings, ...] = ()
+    policies: tuple[PolicySettings, ...] = ()
+    warn_at: float = Field(default=0.75, gt=0, lt=1)
+    oncall_group: str | None = None
+    escalation_channel: str | None = None
+    manager_group: str | None = None
+    manager_at: float = Field(default=2.0, gt=1)
+
+    @field_validator("calendars")
+    @classmethod
+    def _distinct_calendars(cls, calendars: tuple[CalendarSettings, ...]) -> tuple[CalendarSettings, ...]:
+        seen: dict[str, int] = {ALWAYS_OPEN.name: 0}
+        for number, calendar in enumerate(calendars, start=1):
+            if calendar.name == ALWAYS_OPEN.name:
+                raise ValueError(
+                    f"item {number}: {ALWAYS_OPEN.name!r} is the built-in always-open calendar; use another name"
+                )
+            if calendar.name in seen:
+                raise ValueError(f"items {seen[calendar.name]} and {number} are both named {calendar.name!r}")
+            seen[calendar.name] = number
+        return calendars
+
+    @field_validator("policies")
+    @classmethod
+    def _check_policies(cls, policies: tuple[PolicySettings, ...], info: ValidationInfo) -> tuple[PolicySettings, ...]:
+        if not policies:
+            return policies
+        names: dict[str, int] = {}
+        for number, policy in enumerate(policies, start=1):
+            if policy.name in names:
+                raise ValueError(f"items {names[policy.name]} and {number} are both named {policy.name!r}")
+            names[policy.name] = number
+        defaults = [
+            f"item {n} ({p.name!r})" for n, p in enumerate(policies, start=1) if not (p.priorities or p.channels)
+        ]
+        if not defaults:
+            raise ValueError(
+                "no default policy: give one policy neither priorities nor channels, for the tickets no other matches"
+            )
+        if len(defaults) > 1:
+            raise ValueError(f"one default policy (without priorities and channels) only, got {' and '.join(defaults)}")
+        if "calendars" in info.data:  # else they were wrong, and are reported
+            defined = [ALWAYS_OPEN.name, *(c.name for c in info.data["calendars"])]
+            for number, policy in enumerate(policies, start=1):
+                if policy.calendar not in defined:
+                    raise ValueError(
+                        f"item {number} ({policy.name!r}) counts in calendar {policy.calendar!r}, which no "
+                        f"[[sla.calendars]] defines (defined: {', '.join(map(repr, defined))})"
+                    )
+        # The default is tried last wherever it is written, so it shadows nothing.
+        specific = [(n, p) for n, p in enumerate(policies, start=1) if p.priorities or p.channels]
+        for index, (number, policy) in enumerate(specific):
+            for earlier_number, earlier in specific[:index]:
+                if _covers(earlier, policy):
+                    raise ValueError(
+                        f"item {number} ({policy.name!r}) never applies: item {earlier_number} ({earlier.name!r}) "
+                        "comes first and matches every ticket it would (the first match wins)"
+                    )
+        return policies
+
+    @field_validator("oncall_group", "manager_group")
+    @classmethod
+    def _check_group(cls, value: str | None) -> str | None:
+        return _slack_group(value)
+
+    @field_validator("escalation_channel")
+    @classmethod
+    def _check_channel(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must name a channel (ID like C0123 or #name)")
+        return None if value is None else value.strip()
+
+    @model_validator(mode="after")
+    def _one_way_to_set_targets(self) -> SlaSettings:
+        legacy = sorted(self.model_fields_set & {"first_response_minutes", "high_priority_first_response_minutes"})
+        if legacy and self.policies:
+            normal, high = self.first_response_minutes, self.high_priority_first_response_minutes
+            instead = {
+                "first_response_minutes": f'first_response = "{normal}m" in the default policy',
+                "high_priority_first_response_minutes": (
+                    f'first_response = "{high}m" in a policy with priorities = ["high"]'
+                ),
+            }
+            raise ValueError(
+                f"{' and '.join(legacy)} cannot be used together with [[sla.policies]], which would override "
+                f"{'them' if len(legacy) > 1 else 'it'}; write {' and '.join(instead[k] for k in legacy)} instead"
+            )
+        if self.calendars and not self.policies:
+            raise ValueError(
+                '[[sla.calendars]] are used only by [[sla.policies]] (calendar = "<name>"), and none are given'
+            )
+        if self.manager_group and not self.escalation_channel:
+            raise ValueError("manager_group is set, so escalation_channel must name the channel its alerts go to")
+        return self
+
+
+def _covers(earlier: PolicySettings, later: PolicySettings) -> bool:
+    """Whether every ticket `later` applies to is taken by `earlier` first."""
+
+    def wider(wide: tuple[str, ...], narrow: tuple[str, ...]) -> bool:
+        return not wide or (bool(narrow) and set(narrow) <= set(wide))
+
+    return wider(earlier.priorities, later.priorities) and wider(earlier.channels, later.channels)
 
 
 class IngestSettings(_Section):
@@ -212,6 +497,21 @@ class Settings(_Section):
     # Built per load, not once at import: its SQLite path is resolved against the working directory then.
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     daemon: DaemonSettings = DaemonSettings()
+
+    @model_validator(mode="after")
+    def _policies_name_ticket_channels(self) -> Settings:
+        # A ticket's channel is its routing rule's or the default one, as written there; a policy naming any
+        # other channel would never apply.
+        used = {self.slack.default_channel, *(rule.channel for rule in self.routing.rules)}
+        for number, policy in enumerate(self.sla.policies, start=1):
+            unknown = [c for c in policy.channels if c not in used]
+            if unknown:
+                raise ValueError(
+                    f"sla.policies.channels (item {number}): no ticket goes to {', '.join(map(repr, unknown))}; "
+                    "write channels as slack.default_channel and routing.rules name them "
+                    f"({', '.join(map(repr, sorted(used)))})"
+                )
+        return self
 
 
 class Config(BaseModel):
@@ -296,6 +596,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     if items:
         key = f"{key} ({items})"
     kind = error["type"]
+    if not loc and kind == "value_error":
+        return str(error["ctx"]["error"])  # a check across sections, whose message names its keys
     if kind in _PLAIN_MESSAGES:
         message = _PLAIN_MESSAGES[kind]
     elif kind in ("value_error", "assertion_error"):
