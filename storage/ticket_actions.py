@@ -53,15 +53,23 @@ async def queue_card_refresh(session: AsyncSession, *, ticket_id: int) -> None:
     """Ask the sender to re-render the card; one waiting refresh covers any number of changes.
 
     Only a row still waiting its turn covers this change: one already claimed by a sender (its lease puts
-    next_attempt_at in the future) may have been rendered before this change was made.
+    next_attempt_at in the future) may have been rendered before this change was made. A sender renders a row
+    before it claims it, so the waiting row is touched too: a sender that rendered it without this change finds
+    its claim refused (the row is not as it read it) and renders it again on its next round.
     """
-    stmt = select(SlackOutbox.id).where(
-        SlackOutbox.ticket_id == ticket_id,
-        SlackOutbox.state == OutboxState.PENDING,
+    now = utcnow()
+    waiting = [
+        col(SlackOutbox.ticket_id) == ticket_id,
+        col(SlackOutbox.state) == OutboxState.PENDING,
         col(SlackOutbox.kind).in_([OutboxKind.CARD, OutboxKind.UPDATE]),
-        col(SlackOutbox.next_attempt_at) <= utcnow(),
-    )
-    if (await session.exec(stmt.limit(1))).first() is not None:
+        col(SlackOutbox.next_attempt_at) <= now,
+    ]
+    found = (await session.exec(select(SlackOutbox.id).where(*waiting).limit(1))).first()
+    # Conditional: a sender may have claimed it since, and its lease must stand.
+    if found is not None and await execute(
+        session,
+        update(SlackOutbox).where(col(SlackOutbox.id) == found, *waiting).values(next_attempt_at=now),
+    ):
         return
     session.add(SlackOutbox(kind=OutboxKind.UPDATE, ticket_id=ticket_id, channel="", text="", blocks=[]))
 
