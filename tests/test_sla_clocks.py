@@ -360,8 +360,10 @@ async def test_a_policy_change_moves_open_tickets_due_times_and_not_closed_ones(
 ) -> None:
     desk = desk_factory(**SLA)
     open_id, closed_id = await desk.post("alice", T0), await desk.post("bob", T0)
-    await desk.click(slack_actions.not_a_complaint, closed_id, T0 + timedelta(minutes=30))
+    # Closed after its warning instant: a recompute under the new target would move that instant.
+    await desk.click(slack_actions.not_a_complaint, closed_id, T0 + timedelta(minutes=50))
     closed_before = await desk.clocks(closed_id)
+    assert closed_before[0].warn_at == T0 + timedelta(minutes=45)
     async with transaction(desk.sessions) as session:
         await execute(session, update(SlackOutbox).values(state=OutboxState.SENT))  # the cards are in Slack
 
