@@ -473,10 +473,14 @@ async def test_waiting_on_customer_from_the_card_until_the_customer_answers(
     await submit(slack, AGENT, view, "Sorry! Could you send us your order number?")
     await eventually(lambda: _first_answered(daemon, ticket.id or 0), what="the first response recorded")
 
+    await click(slack, card, ALICE, "ticket_claim", str(ticket.id))
     await click(slack, card, ALICE, "ticket_waiting", str(ticket.id))
     await slack.wait_for(lambda: "waiting on customer" in current_card(slack, card)["blocks"][0]["text"]["text"])
     assert "ticket_resume" in button_ids(current_card(slack, card))
     assert "waiting on the customer" in await ask(slack, ALICE, f"show {ticket.id}")
+    # Still Alice's work while it waits.
+    mine = await ask(slack, ALICE, "mine")
+    assert f"#{ticket.id}*" in mine and "waiting on the customer" in mine
     resolution = next(c for c in await _clocks_of(daemon, ticket.id) if c.kind == RESOLUTION)
     assert resolution.paused == "waiting" and resolution.due_at is None
 
