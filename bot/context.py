@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -13,6 +13,7 @@ from mentiondesk.bot.classify.model import ComplaintClassifier
 from mentiondesk.bot.config import Settings
 from mentiondesk.bot.events import AccountRef
 from mentiondesk.bot.mastodon.client import MastodonClient, StatusLimits
+from mentiondesk.bot.sla.policy import SlaBook, sla_book
 
 # Mastodon's defaults, until the instance says otherwise.
 DEFAULT_LIMITS = StatusLimits(max_characters=500, characters_reserved_per_url=23)
@@ -31,3 +32,8 @@ class AppContext:
     limits: StatusLimits = DEFAULT_LIMITS
     # For answering agents directly (modals, ephemeral messages); None in dry-run mode.
     slack: AsyncWebClient | None = None
+    # The SLA policies and calendars, built from settings.sla.
+    sla: SlaBook = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sla = sla_book(self.settings.sla)

@@ -27,6 +27,8 @@ from mentiondesk.bot.mastodon.post_sweeper import PostSweeper
 from mentiondesk.bot.mastodon.set_aside import failure_reason, is_transient
 from mentiondesk.bot.mastodon.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
 from mentiondesk.bot.retry import backoff_delay
+from mentiondesk.bot.sla.clocks import recompute_open_clocks
+from mentiondesk.bot.sla.policy import sla_book
 from mentiondesk.bot.slack.app import SlackIntake, SocketModeConnection, build_app, finish_listeners
 from mentiondesk.bot.slack.dry_run import DryRunSender
 from mentiondesk.bot.slack.permissions import Permissions
@@ -94,6 +96,8 @@ class Daemon:
         self._engine = await open_engine(settings.database.url, create=True)
         await self._prepare_schema(self._engine)
         sessions = session_factory(self._engine)
+        # Policies or calendars may have changed since the last run: open tickets' due times follow them.
+        await recompute_open_clocks(sessions, sla_book(settings.sla))
 
         classifier = await asyncio.to_thread(ComplaintClassifier.load, settings.classifier.model_path)
         threshold = settings.classifier.threshold if settings.classifier.threshold is not None else classifier.threshold

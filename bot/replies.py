@@ -19,6 +19,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.mastodon.compose import allowed_visibilities, mastodon_length, with_mention
 from mentiondesk.bot.retry import wait_out_slack_rate_limit
+from mentiondesk.bot.sla import clocks
+from mentiondesk.bot.sla.policy import SlaBook
 from mentiondesk.bot.slack.cards import escape_mrkdwn
 from mentiondesk.bot.slack.permissions import Permissions
 from mentiondesk.storage.db import execute, transaction
@@ -106,7 +108,7 @@ async def publish(ctx: AppContext, *, reply_id: int, approver: str | None = None
         await _record_failure(ctx, reply, f"Mastodon did not accept the reply: {exc}")
         raise ReplyError(f"Mastodon did not accept the reply: {exc}") from exc
     async with transaction(ctx.sessions) as session:
-        reply = await _record_published(session, reply, status_id=posted.id, url=posted.url)
+        reply = await _record_published(session, reply, status_id=posted.id, url=posted.url, book=ctx.sla)
     ctx.wake_outbox()
     logger.info("ReplySent ticket #%d by %s: %s", reply.ticket_id, reply.author_slack_id, posted.url)
     return reply
@@ -199,7 +201,7 @@ async def _record_failure(ctx: AppContext, reply: Reply, error: str) -> None:
         )
 
 
-async def _record_published(session: AsyncSession, reply: Reply, *, status_id: str, url: str) -> Reply:
+async def _record_published(session: AsyncSession, reply: Reply, *, status_id: str, url: str, book: SlaBook) -> Reply:
     stored = await session.get(Reply, reply.id)
     assert stored is not None
     now = utcnow()
@@ -213,6 +215,7 @@ async def _record_published(session: AsyncSession, reply: Reply, *, status_id: s
     log_event(session, ticket_id=stored.ticket_id, actor=stored.author_slack_id, action="replied", detail=url)
     # The SLA clock stops when Mastodon accepted the post, not when the agent pressed Send.
     await record_first_response(session, ticket_id=stored.ticket_id, at=now, actor=stored.author_slack_id)
+    await clocks.replied(session, book, stored.ticket_id, at=now)
     ticket = await session.get(Ticket, stored.ticket_id)
     assert ticket is not None
     text, blocks = replied_message(stored)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from mastodon.errors import MastodonError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -27,17 +28,20 @@ from mentiondesk.bot.mastodon.set_aside import is_transient
 from mentiondesk.bot.mastodon.watcher import IngestError
 from mentiondesk.bot.retry import Verdict, sort_mastodon_error
 from mentiondesk.bot.routing import route
+from mentiondesk.bot.sla import clocks
 from mentiondesk.bot.slack.cards import followup_message
-from mentiondesk.storage import batches
+from mentiondesk.storage import batches, sla
 from mentiondesk.storage.db import transaction
 from mentiondesk.storage.models import OutboxKind, TicketState
-from mentiondesk.storage.ticket_actions import reopen, touch_waiting_renders
+from mentiondesk.storage.ticket_actions import reopen, resume, touch_waiting_renders
 from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 router = Router()
 
 COMPLAINT = "complaint"
+# Tickets a customer's next post joins: open, or waiting on them (which the post ends).
+ACTIVE = (TicketState.OPEN, TicketState.WAITING)
 # How far up a reply chain unread parents are fetched (one status request each) and filed first.
 UNREAD_PARENTS_MAX = 20
 
@@ -298,6 +302,7 @@ class Placement:
 
     join: _Ticket | None = None
     reopen: bool = False
+    resume: bool = False  # the ticket was waiting on the customer, who has now posted
     previous: _Ticket | None = None
     new: bool = False
 
@@ -340,7 +345,7 @@ class _CustomerBook:
         if post.in_reply_to_id is None:
             return False
         tickets = self.tickets_of(post.account.id)
-        if not tickets or any(t.state == TicketState.OPEN for t in tickets):
+        if not tickets or any(t.state in ACTIVE for t in tickets):
             return False
         if self._reopenable(post) is not None:
             return False
@@ -351,9 +356,9 @@ class _CustomerBook:
         account_id = post.account.id
         parent = [post.in_reply_to_id] if post.in_reply_to_id else []
         # A reply into one of their open tickets goes there; any other post joins their latest open ticket.
-        joined = self._holder(account_id, parent, open_only=True) or self._latest(account_id, TicketState.OPEN)
+        joined = self._holder(account_id, parent, open_only=True) or self._latest(account_id, ACTIVE)
         if joined is not None:
-            return Placement(join=joined)
+            return Placement(join=joined, resume=joined.state == TicketState.WAITING)
         resolved = self._reopenable(post)
         if resolved is not None:
             return Placement(join=resolved, reopen=True)
@@ -370,12 +375,12 @@ class _CustomerBook:
             t
             for s in status_ids
             for t in self._threads.get(s, [])
-            if t.account_id == account_id and (t.state == TicketState.OPEN or not open_only)
+            if t.account_id == account_id and (t.state in ACTIVE or not open_only)
         ]
         return max(holders, key=lambda t: t.key, default=None)
 
-    def _latest(self, account_id: str, state: str | None) -> _Ticket | None:
-        tickets = [t for t in self.tickets_of(account_id) if state is None or t.state == state]
+    def _latest(self, account_id: str, states: Sequence[str] | None) -> _Ticket | None:
+        tickets = [t for t in self.tickets_of(account_id) if states is None or t.state in states]
         return max(tickets, key=lambda t: t.key, default=None)
 
     def _reopenable(self, post: Post) -> _Ticket | None:
@@ -399,6 +404,9 @@ class _CustomerBook:
     def reopened(self, ticket: _Ticket) -> None:
         ticket.state = TicketState.OPEN
         ticket.resolved_at = None
+
+    def resumed(self, ticket: _Ticket) -> None:
+        ticket.state = TicketState.OPEN
 
     def holds(self, ticket: _Ticket, status_id: str) -> None:
         self._threads.setdefault(status_id, []).append(ticket)
@@ -436,9 +444,11 @@ async def _file_all(
 ) -> _Filed:
     """Place every entry in order and write the batch: tickets, then mentions, then what follows from them."""
     new_tickets: list[tuple[_Ticket, dict[str, object]]] = []
+    clock_rows: list[tuple[_Ticket, dict[str, Any]]] = []
     mentions: list[tuple[_Entry, _Ticket | None, dict[str, object]]] = []
     followups: list[int] = []  # positions in mentions
     reopened: list[tuple[_Ticket, Post]] = []
+    resumed: list[tuple[_Ticket, Post]] = []
     for entry in entries:
         post, result = entry.post, entry.result
         assert result is not None
@@ -448,26 +458,40 @@ async def _file_all(
             if placement.reopen:
                 book.reopened(ticket)
                 reopened.append((ticket, post))
+            elif placement.resume:
+                book.resumed(ticket)
+                resumed.append((ticket, post))
             followups.append(len(mentions))
         elif placement.new:
             channel = route(post, ctx.settings.routing.rules, ctx.settings.slack.default_channel)
             ticket = book.opened(post, channel)
-            new_tickets.append((ticket, _ticket_row(post, result, ctx, placement.previous, channel=channel, now=now)))
+            row, clocks_started = _ticket_row(post, result, ctx, placement.previous, channel=channel, now=now)
+            new_tickets.append((ticket, row))
+            clock_rows.extend((ticket, clock) for clock in clocks_started)
         if ticket is not None:
             book.holds(ticket, post.id)
         mentions.append((entry, ticket, _mention_row(post, entry.mention.source, result, now=now)))
 
-    # Reopens first: a customer post joining a resolved ticket is only a follow-up once it is open again.
+    # Reopens first: a customer post joining a resolved ticket is only a follow-up once it is open again. Its
+    # clocks run again from the post's own time, as the customer's wait does.
     for ticket, post in reopened:
         assert ticket.stored_id is not None
         if await reopen(
             session, ticket_id=ticket.stored_id, actor="customer", detail=f"customer posted again: {post.url}"
         ):
+            await clocks.back_on_desk(session, ctx.sla, ticket.stored_id, at=post.created_at)
             logger.info("TicketReopened #%d by a new post from @%s", ticket.stored_id, post.account.acct)
+    for ticket, post in resumed:
+        assert ticket.stored_id is not None
+        if await resume(session, ticket_id=ticket.stored_id, actor="customer", detail=f"customer answered: {post.url}"):
+            await clocks.back_on_desk(session, ctx.sla, ticket.stored_id, at=post.created_at)
+            logger.info("TicketResumed #%d: @%s answered", ticket.stored_id, post.account.acct)
 
     ids = await batches.insert_tickets(session, [row for _, row in new_tickets])
     for (ticket, _), ticket_id in zip(new_tickets, ids, strict=True):
         ticket.stored_id = ticket_id
+    for ticket, clock in clock_rows:
+        clock["ticket_id"] = ticket.stored_id
     for _, ticket, row in mentions:
         row["ticket_id"] = ticket.stored_id if ticket is not None else None
     mention_ids = await batches.insert_mentions(session, [row for _, _, row in mentions])
@@ -493,11 +517,14 @@ async def _file_all(
         logger.info("TicketOpened #%d for @%s in %s", ticket_id, mentions[first][0].post.account.acct, ticket.channel)
     activity: dict[int, datetime] = {}
     events: list[dict[str, object]] = []
+    answers: list[tuple[int, datetime]] = []  # customer posts on tickets stored before this batch, in order
     for position in followups:
         entry, ticket, _ = mentions[position]
         assert ticket is not None and ticket.stored_id is not None
         post = entry.post
         activity[ticket.stored_id] = post.created_at
+        if ticket.stored_id not in new_ids:
+            answers.append((ticket.stored_id, post.created_at))
         events.append(
             batches.event_row(ticket_id=ticket.stored_id, actor="customer", action="customer_post", detail="", now=now)
         )
@@ -521,6 +548,9 @@ async def _file_all(
                 blocks=blocks,
             )
         )
+    # A ticket opened by this batch has not been answered yet: only older ones can start a next-response clock.
+    started = [clock for _, clock in clock_rows] + await clocks.next_response_clocks(session, ctx.sla, answers)
+    await sla.insert_clocks(session, started)
     await batches.record_customer_posts(session, activity, now=now)
     await batches.insert_rows(session, batches.EVENTS, events)
     # One card refresh covers any number of changes; a ticket opened in this batch has its card still to send.
@@ -539,17 +569,15 @@ def _priority(score: float, ctx: AppContext) -> str:
     return "high" if score >= ctx.settings.classifier.high_priority_score else "normal"
 
 
-def _first_response_window(priority: str, ctx: AppContext) -> timedelta:
-    sla = ctx.settings.sla
-    minutes = sla.high_priority_first_response_minutes if priority == "high" else sla.first_response_minutes
-    return timedelta(minutes=minutes)
-
-
 def _ticket_row(
     post: Post, result: Classification, ctx: AppContext, previous: _Ticket | None, *, channel: str, now: datetime
-) -> dict[str, object]:
+) -> tuple[dict[str, object], list[dict[str, Any]]]:
+    """The new ticket's row and the rows of the SLA clocks it starts with (their ticket_id still to fill in)."""
     priority = _priority(result.score, ctx)
-    return {
+    # From the post's own time: a post read late (after downtime) counts against us as it does for the customer.
+    policy = ctx.sla.policy_for(priority=priority, channel=channel)
+    started = clocks.opening_clocks(ctx.sla, policy, post.created_at)
+    row: dict[str, object] = {
         "state": TicketState.OPEN,
         "priority": priority,
         "customer_account_id": post.account.id,
@@ -562,8 +590,8 @@ def _ticket_row(
         "score": result.score,
         "channel": channel,
         "slack_ts": None,
-        # From the post's own time: a post read late (after downtime) counts against us as it does for the customer.
-        "first_response_due_at": post.created_at + _first_response_window(priority, ctx),
+        # None when the policy sets no first-response target: no deadline to show rather than an invented one.
+        "first_response_due_at": clocks.first_response_due(started),
         "created_at": now,
         "updated_at": now,
         "version": 1,
@@ -575,6 +603,7 @@ def _ticket_row(
         "last_customer_activity_at": post.created_at,
         "previous_ticket_id": previous.stored_id if previous is not None else None,
     }
+    return row, started
 
 
 def _mention_row(post: Post, source: str, result: Classification, *, now: datetime) -> dict[str, object]:

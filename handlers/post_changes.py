@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.dispatch import Router
 from mentiondesk.bot.events import PostDeleted, PostEdited
+from mentiondesk.bot.sla import clocks
 from mentiondesk.bot.slack.cards import escape_mrkdwn
 from mentiondesk.storage.db import transaction
 from mentiondesk.storage.models import Mention, OutboxKind, Ticket
@@ -64,6 +65,7 @@ async def apply_delete(event: PostDeleted, ctx: AppContext) -> None:
             if await all_posts_deleted(session, ticket_id=ticket_id) and await close(
                 session, ticket_id=ticket_id, actor="customer", reason=ALL_POSTS_DELETED
             ):
+                await clocks.taken_off_desk(session, ctx.sla, ticket_id, at=utcnow())
                 logger.info("TicketClosed #%d: %s", ticket_id, ALL_POSTS_DELETED)
     if told:
         logger.info("PostDeleted %s on ticket(s) %s", event.status_id, ", ".join(f"#{t}" for t in told))

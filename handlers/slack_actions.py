@@ -1,31 +1,46 @@
-"""The card's buttons: Claim / Unclaim, Resolve / Reopen, Not a complaint, Priority."""
+"""The card's buttons: Claim / Unclaim, Resolve / Reopen, Waiting on customer / Stop waiting, Not a complaint,
+Priority."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.context import AppContext
-from mentiondesk.bot.slack.card_view import CLAIM, NOT_COMPLAINT, PRIORITY, REOPEN, RESOLVE, UNCLAIM
+from mentiondesk.bot.sla import clocks
+from mentiondesk.bot.sla.policy import SlaBook
+from mentiondesk.bot.slack.card_view import (
+    CLAIM,
+    NOT_COMPLAINT,
+    PRIORITY,
+    REOPEN,
+    RESOLVE,
+    RESUME,
+    UNCLAIM,
+    WAITING,
+)
 from mentiondesk.bot.slack.ephemeral import tell
 from mentiondesk.bot.slack.inbound import PayloadRules, action_number, row_number, shown
 from mentiondesk.storage import ticket_actions
 from mentiondesk.storage.db import transaction
 from mentiondesk.storage.models import Ticket, TicketState
+from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 
-Change = Callable[[AsyncSession, int, str], Awaitable[bool]]
+Change = Callable[[AsyncSession, int, str, SlaBook], Awaitable[bool]]
 
 
 def _state(ticket: Ticket) -> str:
-    if ticket.state == TicketState.OPEN:
+    if ticket.state in ticket_actions.ACTIVE:
         who = f"claimed by <@{ticket.assignee_slack_id}>" if ticket.assignee_slack_id else "unclaimed"
-        return f"open and {who}"
+        how = "open" if ticket.state == TicketState.OPEN else "waiting on the customer"
+        return f"{how} and {who}"
     return ticket.state + (f" ({ticket.closed_reason})" if ticket.closed_reason else "")
 
 
@@ -33,7 +48,7 @@ async def _apply(body: dict[str, Any], ctx: AppContext, change: Change, verb: st
     """Make one change; whoever loses a race is told what the ticket is now, and the card is refreshed."""
     user = body["user"]["id"]
     async with transaction(ctx.sessions) as session:
-        done = await change(session, ticket_id, user)
+        done = await change(session, ticket_id, user, ctx.sla)
         if not done:
             ticket = await session.get(Ticket, ticket_id)
             if ticket is not None:
@@ -58,27 +73,84 @@ def _button(change: Change, verb: str, doc: str) -> Callable[..., Awaitable[None
     return listener
 
 
+# The changes that move the ticket's SLA clocks change them in the same transaction, at `at` (now, but for tests).
+
+
+async def resolve(
+    session: AsyncSession, ticket_id: int, user: str, book: SlaBook, *, at: datetime | None = None
+) -> bool:
+    at = at or utcnow()
+    if not await ticket_actions.resolve(session, ticket_id=ticket_id, user=user, at=at):
+        return False
+    await clocks.taken_off_desk(session, book, ticket_id, at=at)
+    return True
+
+
+async def reopen(
+    session: AsyncSession, ticket_id: int, user: str, book: SlaBook, *, at: datetime | None = None
+) -> bool:
+    at = at or utcnow()
+    if not await ticket_actions.reopen(session, ticket_id=ticket_id, actor=user):
+        return False
+    await clocks.back_on_desk(session, book, ticket_id, at=at)
+    return True
+
+
+async def not_a_complaint(
+    session: AsyncSession, ticket_id: int, user: str, book: SlaBook, *, at: datetime | None = None
+) -> bool:
+    at = at or utcnow()
+    if not await ticket_actions.close(
+        session, ticket_id=ticket_id, actor=user, reason="not a complaint", label="other"
+    ):
+        return False
+    await clocks.taken_off_desk(session, book, ticket_id, at=at)
+    return True
+
+
+async def wait_on_customer(
+    session: AsyncSession, ticket_id: int, user: str, book: SlaBook, *, at: datetime | None = None
+) -> bool:
+    at = at or utcnow()
+    if not await ticket_actions.wait_on_customer(session, ticket_id=ticket_id, user=user):
+        return False
+    await clocks.put_on_hold(session, book, ticket_id, at=at)
+    return True
+
+
+async def stop_waiting(
+    session: AsyncSession, ticket_id: int, user: str, book: SlaBook, *, at: datetime | None = None
+) -> bool:
+    at = at or utcnow()
+    if not await ticket_actions.resume(session, ticket_id=ticket_id, actor=user):
+        return False
+    await clocks.back_on_desk(session, book, ticket_id, at=at)
+    return True
+
+
 BUTTONS: dict[str, Callable[..., Awaitable[None]]] = {
     CLAIM: _button(
-        lambda s, t, u: ticket_actions.claim(s, ticket_id=t, user=u),
+        lambda s, t, u, _: ticket_actions.claim(s, ticket_id=t, user=u),
         "claim",
         "Claim: assign the ticket to the agent who clicked, unless someone has it.",
     ),
     UNCLAIM: _button(
-        lambda s, t, u: ticket_actions.unclaim(s, ticket_id=t, user=u),
+        lambda s, t, u, _: ticket_actions.unclaim(s, ticket_id=t, user=u),
         "unclaim",
         "Unclaim: only the assignee can give a ticket back.",
     ),
-    RESOLVE: _button(
-        lambda s, t, u: ticket_actions.resolve(s, ticket_id=t, user=u), "resolve", "Resolve an open ticket."
-    ),
-    REOPEN: _button(
-        lambda s, t, u: ticket_actions.reopen(s, ticket_id=t, actor=u), "reopen", "Reopen a resolved or closed ticket."
-    ),
+    RESOLVE: _button(resolve, "resolve", "Resolve an open ticket: its resolution clock stops, the others pause."),
+    REOPEN: _button(reopen, "reopen", "Reopen a resolved or closed ticket: its clocks run on."),
     NOT_COMPLAINT: _button(
-        lambda s, t, u: ticket_actions.close(s, ticket_id=t, actor=u, reason="not a complaint", label="other"),
-        "close",
-        "Not a complaint: close the ticket and record the corrected label.",
+        not_a_complaint, "close", "Not a complaint: close the ticket and record the corrected label."
+    ),
+    WAITING: _button(
+        wait_on_customer,
+        "wait on the customer for",
+        "Waiting on customer: the SLA clocks pause until the customer posts again.",
+    ),
+    RESUME: _button(
+        stop_waiting, "stop waiting on the customer for", "Stop waiting: the ticket is open again, its clocks run on."
     ),
 }
 
@@ -97,13 +169,14 @@ async def on_priority(ack: Any, body: dict[str, Any], context: dict[str, Any]) -
     """Priority: the select's value is "<ticket>:<priority>"."""
     await ack()
     ticket_id, priority = priority_choice(body["actions"][0])
-    await _apply(
-        body,
-        context["desk"],
-        lambda s, t, u: ticket_actions.set_priority(s, ticket_id=t, user=u, priority=priority),
-        f"set the priority of ({priority})",
-        ticket_id,
-    )
+
+    async def change(session: AsyncSession, ticket_id: int, user: str, book: SlaBook) -> bool:
+        if not await ticket_actions.set_priority(session, ticket_id=ticket_id, user=user, priority=priority):
+            return False
+        await clocks.recompute(session, book, ticket_id)  # another priority may mean another policy
+        return True
+
+    await _apply(body, context["desk"], change, f"set the priority of ({priority})", ticket_id)
 
 
 # What these listeners read from a click; the intakes refuse a click without it before it reaches them.

@@ -49,16 +49,27 @@ def _sla(ticket: Ticket, now: datetime) -> str:
     """Where the ticket stands against its first-response SLA."""
     due = ticket.first_response_due_at
     if ticket.first_response_at is not None:
-        verdict = "within SLA" if ticket.first_response_at <= due else "late"
-        return f"responded {_date(ticket.first_response_at)} ({verdict})"
+        verdict = "" if due is None else " (within SLA)" if ticket.first_response_at <= due else " (late)"
+        return f"responded {_date(ticket.first_response_at)}{verdict}"
+    if ticket.state == TicketState.WAITING:
+        return "paused while waiting on the customer"
     if ticket.state != TicketState.OPEN:
         return "closed without a public response"
+    if due is None:
+        return "no first-response target"
     return f"first response due {_date(due)}" + (" *(overdue)*" if due <= now else "")
+
+
+def _state(ticket: Ticket) -> str:
+    if ticket.state == TicketState.WAITING:
+        return "waiting on the customer"
+    return ticket.state + (f" ({escape_mrkdwn(ticket.closed_reason)})" if ticket.closed_reason else "")
 
 
 def _line(ticket: Ticket, now: datetime) -> str:
     who = f"claimed by <@{ticket.assignee_slack_id}>" if ticket.assignee_slack_id else "unclaimed"
-    return f"{_ref(ticket)} · {_customer(ticket)} · {ticket.priority} priority · {who} · {_sla(ticket, now)}"
+    waiting = " · waiting on the customer" if ticket.state == TicketState.WAITING else ""
+    return f"{_ref(ticket)} · {_customer(ticket)} · {ticket.priority} priority · {who}{waiting} · {_sla(ticket, now)}"
 
 
 def _section(text: str) -> dict[str, Any]:
@@ -101,7 +112,7 @@ async def answer_show(session: AsyncSession, number: int) -> tuple[str, list[dic
     if ticket is None:
         return f"There is no ticket #{number}.", [_section(f"There is no ticket #{number}.")]
     now = utcnow()
-    state = ticket.state + (f" ({escape_mrkdwn(ticket.closed_reason)})" if ticket.closed_reason else "")
+    state = _state(ticket)
     name = escape_mrkdwn(" ".join(ticket.customer_display_name.split()))
     customer = f"{name} ({_customer(ticket)})" if name else _customer(ticket)
     activity = ticket.last_customer_activity_at or ticket.posted_at
@@ -119,7 +130,7 @@ async def answer_show(session: AsyncSession, number: int) -> tuple[str, list[dic
     listed = "\n".join(_reply_line(r) for r in replies[-REPLIES_SHOWN:]) or "none yet"
     earlier = f" (latest {REPLIES_SHOWN} of {len(replies)})" if len(replies) > REPLIES_SHOWN else ""
     blocks = [_section(summary), _section(f"*Replies*{earlier}:\n{listed}")]
-    return f"Ticket #{number}: {ticket.state}", blocks
+    return f"Ticket #{number}: {_state(ticket)}", blocks
 
 
 async def answer_stats(session: AsyncSession) -> tuple[str, list[dict[str, Any]]]:

@@ -1,11 +1,12 @@
-"""The tables: every mention, the tickets they open, the Slack outbox, the stream cursors and the dead letters."""
+"""The tables: every mention, the tickets they open, their SLA clocks, the Slack outbox, the stream cursors and the
+dead letters."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, true
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, false, true
 from sqlmodel import Field, SQLModel
 
 from mentiondesk.storage.types import UTCDateTime, utcnow
@@ -13,6 +14,8 @@ from mentiondesk.storage.types import UTCDateTime, utcnow
 
 class TicketState:
     OPEN = "open"
+    # Waiting on the customer: an agent asked them something; their SLA clocks are paused until they post again.
+    WAITING = "waiting"
     RESOLVED = "resolved"
     CLOSED = "closed"
 
@@ -36,7 +39,9 @@ class Ticket(SQLModel, table=True):
     score: float
     channel: str = Field(max_length=128)
     slack_ts: str | None = Field(default=None, max_length=64)
-    first_response_due_at: datetime = Field(sa_type=UTCDateTime)
+    # The first-response clock's due time (sla_clocks holds every clock): None when the ticket's policy sets no
+    # first-response target, and while the clock is paused.
+    first_response_due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # Bumped on every change so concurrent writers can update conditionally.
@@ -95,6 +100,81 @@ class Note(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # Who sent this note to the customer (slack.thread_replies = "confirm"); set once, by a conditional update.
     sent_by: str | None = Field(default=None, max_length=32)
+
+
+class SlaClockKind:
+    FIRST_RESPONSE = "first_response"
+    NEXT_RESPONSE = "next_response"
+    RESOLUTION = "resolution"
+
+
+class SlaClock(SQLModel, table=True):
+    """One SLA clock of a ticket, from the customer's post to the reply (or Resolve) that stops it.
+
+    The due, warning and escalation instants are business-time results on the policy's calendar with the
+    ticket's pauses left out; one not reached yet is None while the ticket is paused. A clock is running while
+    achieved_at is None; stopping it stores what it measured (pauses left out), kept whatever the policy later
+    becomes. bot/sla/clocks.py keeps these rows; storage/sla.py reads them.
+    """
+
+    __tablename__ = "sla_clocks"
+    __table_args__ = (UniqueConstraint("ticket_id", "kind", "seq", name="uq_sla_clocks_ticket_kind_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    kind: str = Field(max_length=16)  # SlaClockKind
+    seq: int = Field(default=0)  # 0, or 1, 2, ... for a ticket's next-response clocks in order
+    # What it is measured against, by name: the policy and calendar in force when it was last computed.
+    policy: str = Field(max_length=200)
+    calendar: str = Field(max_length=200)
+    target_s: int
+    started_at: datetime = Field(sa_type=UTCDateTime)  # the customer's post, by its own (Mastodon) time
+    due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    warn_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # the policy's warning share reached
+    escalate_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # the manager level, if configured
+    # Indexed: every running clock (achieved_at NULL) is read at each start.
+    achieved_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    # Set when the clock stops: the time it ran, pauses left out, by the wall clock and in open business time.
+    wall_s: float | None = None
+    business_s: float | None = None
+    breached: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    breached_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class SlaPauseReason:
+    WAITING = "waiting"  # waiting on the customer
+    RESOLVED = "resolved"  # resolved or closed, until reopened
+
+
+class SlaPause(SQLModel, table=True):
+    """A stretch of time that counts against none of the ticket's clocks; at most one is open (ended_at None)."""
+
+    __tablename__ = "sla_pauses"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    reason: str = Field(max_length=16)  # SlaPauseReason
+
+
+class SlaAlertLevel:
+    WARNING = "warning"
+    BREACH = "breach"
+    MANAGER = "manager"
+
+
+class SlaAlert(SQLModel, table=True):
+    """An SLA warning or escalation sent: the unique key makes each one go out once, across restarts and daemons."""
+
+    __tablename__ = "sla_alerts"
+    __table_args__ = (UniqueConstraint("clock_id", "level", name="uq_sla_alerts_clock_level"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    clock_id: int = Field(foreign_key="sla_clocks.id")
+    level: str = Field(max_length=16)  # SlaAlertLevel
+    sent_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class ReplyState:

@@ -50,10 +50,10 @@ async def release_note_send(session: AsyncSession, *, note: Note, reason: str) -
 
 
 async def open_tickets_assigned(session: AsyncSession, *, assignee: str, limit: int) -> list[Ticket]:
-    """The open tickets an agent has claimed, oldest first."""
+    """The open tickets an agent has claimed (waiting on the customer or not), oldest first."""
     stmt = (
         select(Ticket)
-        .where(Ticket.state == TicketState.OPEN, Ticket.assignee_slack_id == assignee)
+        .where(col(Ticket.state).in_([TicketState.OPEN, TicketState.WAITING]), Ticket.assignee_slack_id == assignee)
         .order_by(col(Ticket.created_at), col(Ticket.id))
         .limit(limit)
     )

@@ -20,6 +20,8 @@ from mentiondesk.storage.models import OutboxKind, OutboxState, SlackOutbox, Tic
 from mentiondesk.storage.types import utcnow
 
 PRIORITIES = ("high", "normal", "low")
+# On the desk: agents are working it, whether or not they are waiting on the customer.
+ACTIVE = (TicketState.OPEN, TicketState.WAITING)
 
 
 async def _change(
@@ -85,7 +87,7 @@ async def claim(session: AsyncSession, *, ticket_id: int, user: str) -> bool:
         ticket_id=ticket_id,
         actor=user,
         action="claimed",
-        where=[col(Ticket.assignee_slack_id).is_(None), col(Ticket.state) == TicketState.OPEN],
+        where=[col(Ticket.assignee_slack_id).is_(None), col(Ticket.state).in_(ACTIVE)],
         values={"assignee_slack_id": user},
     )
 
@@ -101,14 +103,39 @@ async def unclaim(session: AsyncSession, *, ticket_id: int, user: str) -> bool:
     )
 
 
-async def resolve(session: AsyncSession, *, ticket_id: int, user: str) -> bool:
+async def resolve(session: AsyncSession, *, ticket_id: int, user: str, at: datetime | None = None) -> bool:
     return await _change(
         session,
         ticket_id=ticket_id,
         actor=user,
         action="resolved",
+        where=[col(Ticket.state).in_(ACTIVE)],
+        values={"state": TicketState.RESOLVED, "resolved_at": at or utcnow()},
+    )
+
+
+async def wait_on_customer(session: AsyncSession, *, ticket_id: int, user: str) -> bool:
+    """The agent asked the customer something: the ticket waits on their answer (its SLA clocks pause)."""
+    return await _change(
+        session,
+        ticket_id=ticket_id,
+        actor=user,
+        action="waiting",
         where=[col(Ticket.state) == TicketState.OPEN],
-        values={"state": TicketState.RESOLVED, "resolved_at": utcnow()},
+        values={"state": TicketState.WAITING},
+    )
+
+
+async def resume(session: AsyncSession, *, ticket_id: int, actor: str, detail: str = "") -> bool:
+    """The customer answered a ticket waiting on them: it is open again."""
+    return await _change(
+        session,
+        ticket_id=ticket_id,
+        actor=actor,
+        action="resumed",
+        detail=detail,
+        where=[col(Ticket.state) == TicketState.WAITING],
+        values={"state": TicketState.OPEN},
     )
 
 
@@ -119,7 +146,7 @@ async def reopen(session: AsyncSession, *, ticket_id: int, actor: str, detail: s
         actor=actor,
         action="reopened",
         detail=detail,
-        where=[col(Ticket.state) != TicketState.OPEN],
+        where=[col(Ticket.state).in_([TicketState.RESOLVED, TicketState.CLOSED])],
         values={"state": TicketState.OPEN, "resolved_at": None, "closed_reason": None},
     )
 

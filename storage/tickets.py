@@ -138,11 +138,16 @@ async def all_posts_deleted(session: AsyncSession, *, ticket_id: int) -> bool:
 
 
 async def posts_to_refresh(session: AsyncSession, *, after_id: int, limit: int) -> list[Mention]:
-    """Live customer posts of open tickets with an id above after_id, in id order (the sweep walks them round)."""
+    """Live customer posts of open tickets (waiting on the customer too) with an id above after_id, in id order
+    (the sweep walks them round)."""
     stmt = (
         select(Mention)
         .join(Ticket, col(Ticket.id) == col(Mention.ticket_id))
-        .where(Ticket.state == TicketState.OPEN, col(Mention.deleted_at).is_(None), col(Mention.id) > after_id)
+        .where(
+            col(Ticket.state).in_([TicketState.OPEN, TicketState.WAITING]),
+            col(Mention.deleted_at).is_(None),
+            col(Mention.id) > after_id,
+        )
         .order_by(col(Mention.id))
         .limit(limit)
     )

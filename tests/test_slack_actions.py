@@ -55,6 +55,7 @@ async def test_claim_unclaim_resolve_reopen_update_the_card(
         "ticket_claim",
         "ticket_reply",
         "ticket_resolve",
+        "ticket_waiting",
         "ticket_not_complaint",
         "ticket_priority",
     ]
@@ -123,7 +124,15 @@ async def _claimed_once(daemon: Daemon) -> bool:
     return [e.action for e in await rows(daemon, TicketEvent)].count("claimed") == 1
 
 
-CARD_ACTIONS = ["ticket_claim", "ticket_unclaim", "ticket_resolve", "ticket_reopen", "ticket_not_complaint"]
+CARD_ACTIONS = [
+    "ticket_claim",
+    "ticket_unclaim",
+    "ticket_resolve",
+    "ticket_reopen",
+    "ticket_waiting",
+    "ticket_resume",
+    "ticket_not_complaint",
+]
 
 
 async def test_card_actions_on_a_ticket_that_does_not_exist_tell_the_agent(

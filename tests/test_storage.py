@@ -12,6 +12,7 @@ from mentiondesk.storage.cursors import get_cursor, set_cursor
 from mentiondesk.storage.db import DatabaseError, create_engine, current_revision, head_revision, transaction, upgrade
 from mentiondesk.storage.models import Mention, OutboxKind, Ticket
 from mentiondesk.storage.outbox import claim, due_messages, enqueue, in_doubt, mark_retry, mark_sent, next_due_at
+from mentiondesk.storage.ticket_actions import resolve
 from mentiondesk.storage.tickets import has_open_ticket, open_ticket_for_thread
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -157,6 +158,28 @@ async def test_only_one_sender_can_claim_a_message(sessions: Any) -> None:
         assert await due_messages(session, now=now + timedelta(minutes=1)) == []
         [(after_lease, _)] = await due_messages(session, now=now + timedelta(minutes=3))
     assert in_doubt(after_lease)
+
+
+async def test_a_change_made_while_a_sender_renders_the_card_is_not_lost(sessions: Any) -> None:
+    async with transaction(sessions) as session:
+        t = ticket()
+        session.add(t)
+        await session.flush()
+        assert t.id is not None
+        enqueue(session, kind=OutboxKind.UPDATE, ticket_id=t.id, channel="", text="", blocks=[])
+    # A sender reads the waiting refresh and renders the card (open); meanwhile an agent resolves the ticket, whose
+    # change relies on that refresh instead of queueing its own.
+    async with sessions() as session:
+        [(rendered, _)] = await due_messages(session, now=datetime.now(UTC))
+    async with transaction(sessions) as session:
+        assert await resolve(session, ticket_id=t.id, user="U0AGENT")
+    async with transaction(sessions) as session:
+        assert not await claim(session, row=rendered, lease_until=datetime.now(UTC) + timedelta(minutes=2))
+    # So the stale render is not sent: the refresh waits for the next round, which renders the resolved ticket.
+    async with sessions() as session:
+        assert [(r.id, tk.state) for r, tk in await due_messages(session, now=datetime.now(UTC))] == [
+            (rendered.id, "resolved")
+        ]
 
 
 async def test_migrations_match_the_models(db_url: str) -> None:

@@ -11,7 +11,7 @@ from mentiondesk.storage.models import Ticket, TicketState
 from mentiondesk.storage.tickets import ticket_mentions
 
 # action_ids of the card's controls; handlers/slack_actions.py registers one listener per id.
-CLAIM, UNCLAIM, REPLY, RESOLVE, REOPEN, NOT_COMPLAINT, PRIORITY = (
+CLAIM, UNCLAIM, REPLY, RESOLVE, REOPEN, NOT_COMPLAINT, PRIORITY, WAITING, RESUME = (
     "ticket_claim",
     "ticket_unclaim",
     "ticket_reply",
@@ -19,6 +19,8 @@ CLAIM, UNCLAIM, REPLY, RESOLVE, REOPEN, NOT_COMPLAINT, PRIORITY = (
     "ticket_reopen",
     "ticket_not_complaint",
     "ticket_priority",
+    "ticket_waiting",
+    "ticket_resume",
 )
 
 
@@ -55,7 +57,7 @@ def card_actions(ticket: Ticket) -> list[dict[str, Any]]:
     """The controls that make sense for the ticket's state."""
     assert ticket.id is not None
     reply = _button(REPLY, "Reply", ticket.id, "primary")
-    if ticket.state != TicketState.OPEN:
+    if ticket.state not in (TicketState.OPEN, TicketState.WAITING):
         return [reply, _button(REOPEN, "Reopen", ticket.id)]
     not_complaint = _button(NOT_COMPLAINT, "Not a complaint", ticket.id, "danger")
     not_complaint["confirm"] = {
@@ -65,7 +67,12 @@ def card_actions(ticket: Ticket) -> list[dict[str, Any]]:
         "deny": {"type": "plain_text", "text": "Cancel"},
     }
     claim = _button(UNCLAIM, "Unclaim", ticket.id) if ticket.assignee_slack_id else _button(CLAIM, "Claim", ticket.id)
-    return [claim, reply, _button(RESOLVE, "Resolve", ticket.id), not_complaint, _priority_select(ticket)]
+    # Waiting on the customer pauses the SLA clocks until they post again, or an agent stops waiting.
+    if ticket.state == TicketState.WAITING:
+        waiting = _button(RESUME, "Stop waiting", ticket.id)
+    else:
+        waiting = _button(WAITING, "Waiting on customer", ticket.id)
+    return [claim, reply, _button(RESOLVE, "Resolve", ticket.id), waiting, not_complaint, _priority_select(ticket)]
 
 
 async def render_card(session: AsyncSession, ticket: Ticket) -> tuple[str, list[dict[str, Any]]]:

@@ -155,7 +155,7 @@ class TicketCard:
     """What a ticket card shows. Author fields and ``text`` are untrusted."""
 
     number: int
-    state: str  # "open" / "resolved" / "closed"
+    state: str  # "open" / "waiting" (on the customer) / "resolved" / "closed"
     priority: str  # "high" / "normal" / "low"
     score: float
     label: str
@@ -216,7 +216,7 @@ def ticket_card(
     acct = _acct(card.author_acct)
     header = f"Ticket #{card.number} · {_one_line(card.priority)} priority"
     if card.state != "open":
-        header += f" · {_one_line(card.state)}"
+        header += " · waiting on customer" if card.state == "waiting" else f" · {_one_line(card.state)}"
 
     name = _clamp(_one_line(card.author_display_name), _NAME_MAX)
     label = f"{name} (@{acct})" if name else f"@{acct}"
