@@ -46,11 +46,8 @@ def _customer(ticket: Ticket) -> str:
     return escape_mrkdwn("@" + ticket.customer_acct)
 
 
-def _sla(ticket: Ticket, now: datetime, clock: sla.ClockState | None = None) -> str:
-    """Where the ticket stands against its SLA: the badge of the clock it shows, as on its card; without one, its
-    first-response due time."""
-    if clock is not None:
-        return badge(clock, now).text
+def _first_response(ticket: Ticket, now: datetime) -> str:
+    """Where the ticket stands against its first-response target."""
     due = ticket.first_response_due_at
     if ticket.first_response_at is not None:
         verdict = "" if due is None else " (within SLA)" if ticket.first_response_at <= due else " (late)"
@@ -62,6 +59,11 @@ def _sla(ticket: Ticket, now: datetime, clock: sla.ClockState | None = None) -> 
     if due is None:
         return "no first-response target"
     return f"first response due {_date(due)}" + (" *(overdue)*" if due <= now else "")
+
+
+def _sla(ticket: Ticket, now: datetime, clock: sla.ClockState | None) -> str:
+    """The badge of the clock the ticket shows, as on its card; without a clock, its first-response state."""
+    return badge(clock, now).text if clock is not None else f"SLA: {_first_response(ticket, now)}"
 
 
 def _state(ticket: Ticket) -> str:
@@ -131,7 +133,8 @@ async def answer_show(session: AsyncSession, number: int) -> tuple[str, list[dic
             f"{_ref(ticket)} · {state} · {ticket.priority} priority",
             f"Customer: {customer}",
             f"Assignee: <@{ticket.assignee_slack_id}>" if ticket.assignee_slack_id else "Assignee: unclaimed",
-            f"SLA: {_sla(ticket, now, await sla.current_clock(session, number))}",
+            _sla(ticket, now, await sla.current_clock(session, number)),
+            f"First response: {_first_response(ticket, now)}",
             f"Last customer activity: {_date(activity)}",
             f"Internal notes: {await queries_desk.count_notes(session, ticket_id=number)}",
         ]
