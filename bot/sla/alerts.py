@@ -139,7 +139,8 @@ async def _send_in(session: AsyncSession, book: SlaBook, alert: DueAlert, now: d
         await sla.mark_breached(session, clock_id=clock.id, at=clock.due_at)
     # A warning whose breach has come too says nothing the breach alert does not: recorded, not sent.
     late_warning = alert.level == SlaAlertLevel.WARNING and clock.due_at <= now
-    for message in [] if late_warning else messages(book, alert.level, ticket, clock, now):
+    queued = [] if late_warning else messages(book, alert.level, ticket, clock, now)
+    for message in queued:
         enqueue(
             session,
             kind=message.kind,
@@ -151,13 +152,14 @@ async def _send_in(session: AsyncSession, book: SlaBook, alert: DueAlert, now: d
     log_event(session, ticket_id=alert.ticket_id, actor="sla", action=f"sla_{alert.level}", detail=clock.kind)
     if alert.level in (SlaAlertLevel.WARNING, SlaAlertLevel.BREACH):
         await queue_card_refresh(session, ticket_id=alert.ticket_id)  # the badge changes stage
-    return True
+    return bool(queued)
 
 
 async def send_alert(
     sessions: async_sessionmaker[AsyncSession], book: SlaBook, alert: DueAlert, *, now: datetime
 ) -> bool:
-    """Send one alert if it is still due and not sent yet; True when this call queued it."""
+    """Send one alert if it is still due and not sent yet; True when this call queued a message for it (a warning
+    recorded after its breach has come is not sent)."""
     try:
         async with sessions() as session, session.begin():
             return await _send_in(session, book, alert, now)
