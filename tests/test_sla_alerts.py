@@ -19,9 +19,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.classify.model import ComplaintClassifier
+from mentiondesk.bot.sla.alerts import send_alert
 from mentiondesk.bot.sla.timers import SlaTimers
 from mentiondesk.bot.slack.card_view import render_card
 from mentiondesk.handlers import slack_actions
+from mentiondesk.storage import sla
 from mentiondesk.storage.db import create_engine, session_factory, transaction
 from mentiondesk.storage.models import OutboxKind, OutboxState, SlaAlert, SlackOutbox, Ticket
 from mentiondesk.storage.ticket_actions import claim
@@ -260,3 +262,21 @@ async def test_a_ticket_closed_meanwhile_gets_no_alert(
     await timers_factory(desk, Clock(T0 + hours(4))).start()
     assert await sent(desk) == []
     assert await alert_rows(desk) == []
+
+
+async def test_an_alert_read_before_its_clock_paused_or_stopped_is_not_sent(
+    desk_factory: Callable[..., Desk],
+) -> None:
+    desk = desk_factory(**ALERTING)
+    waiting, answered = await desk.post("alice", T0), await desk.post("bob", T0)
+    now = T0 + timedelta(minutes=45)
+    # A timer job read the two warnings as due; then, before it sent them, one ticket went on hold and one was answered.
+    async with desk.sessions() as session:
+        due = await sla.due_alerts(session, until=now)
+    assert sorted((a.ticket_id, a.level) for a in due) == [(waiting, "warning"), (answered, "warning")]
+    await desk.click(slack_actions.wait_on_customer, waiting, T0 + timedelta(minutes=44))
+    await desk.reply(answered, T0 + timedelta(minutes=44))
+    for alert in due:
+        assert not await send_alert(desk.sessions, desk.ctx.sla, alert, now=now)
+    # Rolled back, the alert rows too: Alice's clock, when it runs again, still gets its warning.
+    assert await sent(desk) == [] and await alert_rows(desk) == []
