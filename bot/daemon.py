@@ -29,6 +29,7 @@ from mentiondesk.bot.mastodon.watcher import FeedWatcher, IngestError, hashtag_f
 from mentiondesk.bot.retry import backoff_delay
 from mentiondesk.bot.sla.clocks import recompute_open_clocks
 from mentiondesk.bot.sla.policy import sla_book
+from mentiondesk.bot.sla.timers import SlaTimers
 from mentiondesk.bot.slack.app import SlackIntake, SocketModeConnection, build_app, finish_listeners
 from mentiondesk.bot.slack.dry_run import DryRunSender
 from mentiondesk.bot.slack.permissions import Permissions
@@ -69,6 +70,7 @@ class Daemon:
         self.sweeper: PostSweeper | None = None
         self.sender: SlackSender | DryRunSender | None = None
         self._dispatcher: Dispatcher | None = None
+        self.timers: SlaTimers | None = None
 
     @property
     def slack_intake(self) -> SlackIntake | None:
@@ -128,6 +130,16 @@ class Daemon:
             )
             bot_name = await self._verify_slack(slack)
         self.sender = await self._outbox_sender(sessions, slack, bot_name)
+        sender = self.sender
+        self.timers = SlaTimers(sessions, sla_book(settings.sla), on_sent=sender.wake)
+        timers = self.timers
+
+        def changed() -> None:
+            # Every change that moves a clock queues a card or a refresh and wakes the sender after its commit:
+            # the timers look again then too (one reconcile for a burst).
+            sender.wake()
+            timers.poke()
+
         self.context = AppContext(
             settings=settings,
             sessions=sessions,
@@ -135,7 +147,7 @@ class Daemon:
             threshold=threshold,
             mastodon=mastodon,
             brand=brand,
-            wake_outbox=self.sender.wake,
+            wake_outbox=changed,
             limits=await mastodon.status_limits(),
             slack=slack,
         )
@@ -168,6 +180,8 @@ class Daemon:
         self.sweeper = PostSweeper(
             client=mastodon, sessions=sessions, on_change=self.post_changed, settings=settings.mastodon
         )
+        # After the outbox sender exists (alerts wake it); an alert due while the daemon was down goes out now.
+        await self.timers.start()
         self._sender_task = asyncio.create_task(self.sender.run(), name="slack sender")
         self._tasks.append(self._sender_task)
         self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
@@ -315,6 +329,9 @@ class Daemon:
             await self._stop_intake(self._slack_intake, deadline)
             self._slack_intake = None
             await finish_listeners(left_s())
+        if self.timers is not None:
+            await self.timers.stop()
+            self.timers = None
         watchers = [t for t in self._tasks if t is not self._sender_task]
         for task in watchers:
             task.cancel()

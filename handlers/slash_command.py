@@ -17,9 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.sla.badge import EMOJI, Stage, badge, stage_of
 from mentiondesk.bot.slack.cards import escape_mrkdwn
 from mentiondesk.bot.slack.inbound import MAX_ROW_NUMBER
-from mentiondesk.storage import queries_desk
+from mentiondesk.storage import queries_desk, sla
 from mentiondesk.storage.models import Reply, ReplyState, Ticket, TicketState
 from mentiondesk.storage.types import utcnow
 
@@ -45,8 +46,8 @@ def _customer(ticket: Ticket) -> str:
     return escape_mrkdwn("@" + ticket.customer_acct)
 
 
-def _sla(ticket: Ticket, now: datetime) -> str:
-    """Where the ticket stands against its first-response SLA."""
+def _first_response(ticket: Ticket, now: datetime) -> str:
+    """Where the ticket stands against its first-response target."""
     due = ticket.first_response_due_at
     if ticket.first_response_at is not None:
         verdict = "" if due is None else " (within SLA)" if ticket.first_response_at <= due else " (late)"
@@ -60,40 +61,51 @@ def _sla(ticket: Ticket, now: datetime) -> str:
     return f"first response due {_date(due)}" + (" *(overdue)*" if due <= now else "")
 
 
+def _sla(ticket: Ticket, now: datetime, clock: sla.ClockState | None) -> str:
+    """The badge of the clock the ticket shows, as on its card; without a clock, its first-response state."""
+    return badge(clock, now).text if clock is not None else f"SLA: {_first_response(ticket, now)}"
+
+
 def _state(ticket: Ticket) -> str:
     if ticket.state == TicketState.WAITING:
         return "waiting on the customer"
     return ticket.state + (f" ({escape_mrkdwn(ticket.closed_reason)})" if ticket.closed_reason else "")
 
 
-def _line(ticket: Ticket, now: datetime) -> str:
+def _line(ticket: Ticket, now: datetime, clock: sla.ClockState | None) -> str:
     who = f"claimed by <@{ticket.assignee_slack_id}>" if ticket.assignee_slack_id else "unclaimed"
     waiting = " · waiting on the customer" if ticket.state == TicketState.WAITING else ""
-    return f"{_ref(ticket)} · {_customer(ticket)} · {ticket.priority} priority · {who}{waiting} · {_sla(ticket, now)}"
+    sla_state = _sla(ticket, now, clock)
+    return f"{_ref(ticket)} · {_customer(ticket)} · {ticket.priority} priority · {who}{waiting} · {sla_state}"
 
 
 def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_MAX]}}
 
 
-def _list_answer(title: str, tickets: list[Ticket], empty: str) -> tuple[str, list[dict[str, Any]]]:
+async def _list_answer(
+    session: AsyncSession, title: str, tickets: list[Ticket], empty: str
+) -> tuple[str, list[dict[str, Any]]]:
     if not tickets:
         return empty, [_section(empty)]
     now = utcnow()
     more = " (the oldest 20)" if len(tickets) > LIST_LIMIT else ""
     shown = tickets[:LIST_LIMIT]
+    clocks = await sla.shown_clocks(session, [t.id for t in shown if t.id is not None])
     heading = f"*{title}*: {len(shown)}{more}"
-    return f"{title}: {len(shown)}{more}", [_section(heading), *(_section(_line(t, now)) for t in shown)]
+    lines = [_section(_line(t, now, clocks.get(t.id or 0))) for t in shown]
+    return f"{title}: {len(shown)}{more}", [_section(heading), *lines]
 
 
 async def answer_mine(session: AsyncSession, user: str) -> tuple[str, list[dict[str, Any]]]:
     tickets = await queries_desk.open_tickets_assigned(session, assignee=user, limit=LIST_LIMIT + 1)
-    return _list_answer("Your open tickets", tickets, "You have no open tickets.")
+    return await _list_answer(session, "Your open tickets", tickets, "You have no open tickets.")
 
 
 async def answer_open(session: AsyncSession) -> tuple[str, list[dict[str, Any]]]:
     tickets = await queries_desk.unclaimed_open_tickets(session, limit=LIST_LIMIT + 1)
-    return _list_answer("Open and unclaimed, oldest first", tickets, "No open ticket is waiting to be claimed.")
+    title, empty = "Open and unclaimed, oldest first", "No open ticket is waiting to be claimed."
+    return await _list_answer(session, title, tickets, empty)
 
 
 def _reply_line(reply: Reply) -> str:
@@ -121,7 +133,8 @@ async def answer_show(session: AsyncSession, number: int) -> tuple[str, list[dic
             f"{_ref(ticket)} · {state} · {ticket.priority} priority",
             f"Customer: {customer}",
             f"Assignee: <@{ticket.assignee_slack_id}>" if ticket.assignee_slack_id else "Assignee: unclaimed",
-            f"SLA: {_sla(ticket, now)}",
+            _sla(ticket, now, await sla.current_clock(session, number)),
+            f"First response: {_first_response(ticket, now)}",
             f"Last customer activity: {_date(activity)}",
             f"Internal notes: {await queries_desk.count_notes(session, ticket_id=number)}",
         ]
@@ -143,12 +156,28 @@ async def answer_stats(session: AsyncSession) -> tuple[str, list[dict[str, Any]]
             f"Tickets opened: {stats.opened} · resolved: {stats.resolved}",
             f"First responses: {stats.responded_in_sla} within SLA · {stats.responded_late} late",
             f"Open now: {stats.open_now} · overdue: {stats.open_overdue}",
+            await _sla_now(session, now),
         ]
     )
     return (
         f"Today: {stats.opened} opened, {stats.resolved} resolved, {stats.open_overdue} open overdue",
         [_section(text)],
     )
+
+
+# The stages a ticket on the desk can be at, in the order the stats line gives them.
+_DESK_STAGES = (Stage.ON_TRACK, Stage.AT_RISK, Stage.BREACHED, Stage.PAUSED)
+
+
+async def _sla_now(session: AsyncSession, now: datetime) -> str:
+    """How the tickets on the desk (open, or waiting on the customer) stand, by the badge each card shows."""
+    clocks = await sla.running_clocks(session, states=sla.ON_DESK)
+    shown = await sla.shown_clocks(session, {c.ticket_id for c in clocks})
+    counts = dict.fromkeys(_DESK_STAGES, 0)
+    for clock in shown.values():
+        stage = stage_of(clock, now)
+        counts[stage] = counts.get(stage, 0) + 1
+    return "SLA now: " + " · ".join(f"{EMOJI[stage]} {counts[stage]} {stage}" for stage in _DESK_STAGES)
 
 
 def answer_help(command: str) -> tuple[str, list[dict[str, Any]]]:

@@ -233,6 +233,7 @@ class OutboxKind:
     CARD = "card"
     FOLLOWUP = "followup"  # a message in the card's thread
     UPDATE = "update"  # re-render the card in place (chat.update) from the ticket's current state
+    ALERT = "alert"  # a message of its own in row.channel, outside the card's thread (an SLA breach's escalation)
 
 
 class SlackOutbox(SQLModel, table=True):

@@ -20,11 +20,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from mentiondesk.storage.models import SlaClock, SlaClockKind, SlaPause, Ticket, TicketState
+from mentiondesk.storage.models import (
+    SlaAlert,
+    SlaAlertLevel,
+    SlaClock,
+    SlaClockKind,
+    SlaPause,
+    Ticket,
+    TicketState,
+)
 
 # Well under SQLite's and asyncpg's limits on bound parameters per statement.
 _IN_CHUNK = 1000
@@ -38,6 +47,7 @@ def _table(model: Any) -> Table:
 CLOCKS = _table(SlaClock)
 PAUSES = _table(SlaPause)
 TICKETS = _table(Ticket)
+ALERTS = _table(SlaAlert)
 
 # A closed ticket keeps its clocks as they stood; a resolved one's running clocks are paused until a reopen.
 NOT_CLOSED = (TicketState.OPEN, TicketState.WAITING, TicketState.RESOLVED)
@@ -352,3 +362,99 @@ async def end_pause(session: AsyncSession, ticket_id: int, *, at: datetime) -> P
     stmt = update(PAUSES).where(PAUSES.c.ticket_id == ticket_id, PAUSES.c.ended_at.is_(None)).values(ended_at=ended)
     await conn.execute(stmt)
     return PauseSpan(paused.started_at, ended, paused.reason)
+
+
+# --- alerts (warnings and escalations) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DueAlert:
+    """A warning or escalation whose instant has come (or comes by the time asked about), not yet sent."""
+
+    clock_id: int
+    ticket_id: int
+    level: str  # SlaAlertLevel
+    at: datetime
+
+
+# Which instant of a clock each alert level goes at.
+ALERT_INSTANTS = (
+    (SlaAlertLevel.WARNING, CLOCKS.c.warn_at),
+    (SlaAlertLevel.BREACH, CLOCKS.c.due_at),
+    (SlaAlertLevel.MANAGER, CLOCKS.c.escalate_at),
+)
+
+
+async def due_alerts(session: AsyncSession, *, until: datetime) -> list[DueAlert]:
+    """The alerts not yet sent whose instant is at or before `until`, of running clocks of open tickets that are
+    not paused, soonest first: what the timers watch for. Alerts already sent are left out by their row, so
+    however long ago an instant passed it is read only until its alert goes."""
+    conn = await _connection(session)
+    found: list[DueAlert] = []
+    open_pause = select(PAUSES.c.id).where(PAUSES.c.ticket_id == CLOCKS.c.ticket_id, PAUSES.c.ended_at.is_(None))
+    for level, instant in ALERT_INSTANTS:
+        sent = select(ALERTS.c.id).where(ALERTS.c.clock_id == CLOCKS.c.id, ALERTS.c.level == level)
+        stmt = (
+            select(CLOCKS.c.id, CLOCKS.c.ticket_id, instant)
+            .join(TICKETS, TICKETS.c.id == CLOCKS.c.ticket_id)
+            .where(
+                CLOCKS.c.achieved_at.is_(None),
+                TICKETS.c.state == TicketState.OPEN,
+                instant.is_not(None),
+                instant <= until,
+                ~sent.exists(),
+                ~open_pause.exists(),
+            )
+        )
+        found.extend(DueAlert(clock_id, ticket_id, level, at) for clock_id, ticket_id, at in await conn.execute(stmt))
+    return sorted(found, key=lambda a: (a.at, a.clock_id, a.level))
+
+
+async def record_alert(session: AsyncSession, *, ticket_id: int, clock_id: int, level: str, at: datetime) -> bool:
+    """Claim the sending of one alert: True when this transaction inserted its row, False when it exists already.
+
+    One statement that never fails on the unique key: two daemons claiming the same alert at once both get an
+    answer, and exactly one gets True (the other waits for its commit, then finds the row).
+    """
+    conn = await _connection(session)
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        dialect_insert(ALERTS)
+        .values(ticket_id=ticket_id, clock_id=clock_id, level=level, sent_at=at)
+        .on_conflict_do_nothing(index_elements=["clock_id", "level"])
+        .returning(ALERTS.c.id)
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def lock_ticket(session: AsyncSession, ticket_id: int) -> RowMapping | None:
+    """The ticket's row, locked until the transaction ends (on Postgres): a concurrent reply, resolve or pause,
+    which changes the ticket before its clocks, then waits for this transaction, or this one for it."""
+    conn = await _connection(session)
+    stmt = select(TICKETS).where(TICKETS.c.id == ticket_id).with_for_update()
+    return (await conn.execute(stmt)).mappings().first()
+
+
+async def mark_breached(session: AsyncSession, *, clock_id: int, at: datetime) -> None:
+    """A running clock's breach, as the timers saw it: recorded on the clock (a stop later keeps the flag)."""
+    conn = await _connection(session)
+    stmt = (
+        update(CLOCKS)
+        .where(CLOCKS.c.id == clock_id, CLOCKS.c.achieved_at.is_(None))
+        .values(breached=True, breached_at=at)
+    )
+    await conn.execute(stmt)
+
+
+async def shown_clocks(session: AsyncSession, ticket_ids: Collection[int]) -> dict[int, ClockState]:
+    """The clock each of these tickets shows (see shown_clock); tickets without any are left out."""
+    conn = await _connection(session)
+    rows: list[RowMapping] = []
+    for chunk in _chunks(ticket_ids):
+        rows.extend((await conn.execute(select(*_CLOCK_COLUMNS).where(CLOCKS.c.ticket_id.in_(chunk)))).mappings())
+    paused = await open_pauses(session, {row["ticket_id"] for row in rows})
+    by_ticket: dict[int, list[ClockState]] = {}
+    for row in rows:
+        p = paused.get(row["ticket_id"])
+        by_ticket.setdefault(row["ticket_id"], []).append(_clock(row, p.reason if p else None))
+    return {t: shown for t, clocks in by_ticket.items() if (shown := shown_clock(clocks)) is not None}

@@ -44,7 +44,7 @@ async def test_mine_open_and_help(
     assert "You have no open tickets." in await ask(slack, ALICE, "mine")
     both = await ask(slack, BOB, "open")
     assert both.index(f"#{first.id}*") < both.index(f"#{second.id}*")  # oldest first
-    assert "<#C0SUPPORT>" in both and "@alice" in both and "first response due" in both
+    assert "<#C0SUPPORT>" in both and "@alice" in both and "SLA on track: First response due" in both
 
     card = slack.messages("C0SUPPORT")[0]
     await click(slack, card, ALICE, "ticket_claim", str(first.id))
@@ -68,7 +68,7 @@ async def test_show_and_stats_follow_the_work(
     first, second = await two_tickets(daemon, mastodon, slack)
     before = await ask(slack, ALICE, f"show {first.id}")
     assert "Customer: Alice (@alice)" in before and "Assignee: unclaimed" in before
-    assert "Internal notes: 0" in before and "none yet" in before and "first response due" in before
+    assert "Internal notes: 0" in before and "none yet" in before and "SLA on track: First response due" in before
     assert "There is no ticket #999." in await ask(slack, ALICE, "show 999")
     # Numbers no ticket can have (row ids are 32-bit on Postgres) get the same answer, not a database error.
     assert "There is no ticket #99999999999." in await ask(slack, ALICE, "show 99999999999")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.bot.sla.badge import badge
 from mentiondesk.bot.slack.cards import TicketCard, ticket_card
 from mentiondesk.storage.models import Ticket, TicketState
+from mentiondesk.storage.sla import current_clock
 from mentiondesk.storage.tickets import ticket_mentions
+from mentiondesk.storage.types import utcnow
 
 # action_ids of the card's controls; handlers/slack_actions.py registers one listener per id.
 CLAIM, UNCLAIM, REPLY, RESOLVE, REOPEN, NOT_COMPLAINT, PRIORITY, WAITING, RESUME = (
@@ -75,9 +79,13 @@ def card_actions(ticket: Ticket) -> list[dict[str, Any]]:
     return [claim, reply, _button(RESOLVE, "Resolve", ticket.id), waiting, not_complaint, _priority_select(ticket)]
 
 
-async def render_card(session: AsyncSession, ticket: Ticket) -> tuple[str, list[dict[str, Any]]]:
+async def render_card(
+    session: AsyncSession, ticket: Ticket, *, now: datetime | None = None
+) -> tuple[str, list[dict[str, Any]]]:
     assert ticket.id is not None
+    now = now or utcnow()
     mentions = await ticket_mentions(session, ticket_id=ticket.id)
+    clock = await current_clock(session, ticket.id)
     root = next((m for m in mentions if m.status_id == ticket.root_status_id), mentions[0])
     card = TicketCard(
         number=ticket.id,
@@ -102,5 +110,6 @@ async def render_card(session: AsyncSession, ticket: Ticket) -> tuple[str, list[
         deleted=root.deleted_at is not None,
         closed_reason=ticket.closed_reason,
         previous_ticket=ticket.previous_ticket_id,
+        sla_badge=badge(clock, now).text if clock is not None else None,
     )
-    return ticket_card(card, actions=card_actions(ticket))
+    return ticket_card(card, actions=card_actions(ticket), now=now)

@@ -33,6 +33,7 @@ _NAME_MAX = 100
 _ACCT_MAX = 200
 _META_MAX = 100
 _SNIPPET_CHARS = 150
+_BADGE_MAX = 400
 
 TRUNCATED_MARKER = "_… (truncated)_"
 _WORD_JOINER = "\u2060"
@@ -177,6 +178,9 @@ class TicketCard:
     closed_reason: str | None = None
     previous_ticket: int | None = None
     posted_at_known: bool = True
+    # The SLA badge of the clock the ticket shows (bot/sla/badge.py), our own mrkdwn; None: the first-response
+    # due time alone, as before SLA clocks were kept.
+    sla_badge: str | None = None
 
 
 _SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,30}$")
@@ -186,7 +190,11 @@ def _status_parts(card: TicketCard, now: datetime) -> list[str]:
     """The working state: who has it, the SLA clock, the customer's latest activity."""
     assignee = card.assignee_slack_id
     parts = [f"Assigned to <@{assignee}>" if assignee and _SLACK_USER_RE.match(assignee) else "Unassigned"]
-    if card.first_response_at is not None:
+    if card.sla_badge is not None:
+        parts.append(card.sla_badge[:_BADGE_MAX])
+        if card.first_response_at is not None:
+            parts.append(f"Responded {_slack_date(card.first_response_at)}")
+    elif card.first_response_at is not None:
         parts.append(f"Responded {_slack_date(card.first_response_at)}")
     elif card.sla_due_at is not None and card.state == "open":
         overdue = " (overdue)" if card.sla_due_at <= now else ""

@@ -98,6 +98,8 @@ def _action(row: SlackOutbox, ticket: Ticket) -> str:
     # Named by ticket, not by Slack ts: the card may never have been in Slack.
     if row.kind == OutboxKind.CARD:
         return f"would post to {row.channel}"
+    if row.kind == OutboxKind.ALERT:
+        return f"would post to {row.channel} (an alert about ticket #{ticket.id})"
     if row.kind == OutboxKind.UPDATE:
         return f"would update the card of ticket #{ticket.id} in {ticket.channel}"
     return f"would post to {ticket.channel} (thread of ticket #{ticket.id}'s card)"
@@ -105,6 +107,6 @@ def _action(row: SlackOutbox, ticket: Ticket) -> str:
 
 async def _render(session: AsyncSession, row: SlackOutbox, ticket: Ticket) -> tuple[str, list[dict[str, Any]]]:
     # As the real sender does: a card shows the ticket as it is now; thread messages were fixed when queued.
-    if row.kind == OutboxKind.FOLLOWUP:
+    if row.kind in (OutboxKind.FOLLOWUP, OutboxKind.ALERT):
         return row.text, row.blocks
     return await render_card(session, ticket)

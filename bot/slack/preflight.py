@@ -58,6 +58,8 @@ def configured_channels(settings: Settings) -> list[ConfiguredChannel]:
     ]
     if slack.approval_channel:
         found.append(ConfiguredChannel("slack.approval_channel", slack.approval_channel))
+    if settings.sla.escalation_channel:
+        found.append(ConfiguredChannel("sla.escalation_channel", settings.sla.escalation_channel))
     return found
 
 

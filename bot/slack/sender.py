@@ -193,7 +193,7 @@ class SlackSender:
 
     def _target(self, row: SlackOutbox, ticket: Ticket) -> tuple[str, str | None] | None:
         """Channel and thread (or, for a refresh, the card's ts) of a message; None while the card is not in Slack."""
-        if row.kind == OutboxKind.CARD:
+        if row.kind in (OutboxKind.CARD, OutboxKind.ALERT):
             return row.channel, None
         if ticket.slack_ts is None:
             return None
@@ -273,8 +273,8 @@ class SlackSender:
             await self._parking.went_through(session, channel)
 
     async def _render(self, row: SlackOutbox) -> tuple[str, list[dict[str, Any]]]:
-        """A card is rendered from the ticket as it is now; thread messages were fixed when queued."""
-        if row.kind == OutboxKind.FOLLOWUP:
+        """A card is rendered from the ticket as it is now; thread messages and alerts were fixed when queued."""
+        if row.kind in (OutboxKind.FOLLOWUP, OutboxKind.ALERT):
             return row.text, row.blocks
         async with self._sessions() as session:
             ticket = await session.get(Ticket, row.ticket_id)
