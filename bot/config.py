@@ -321,8 +321,8 @@ class PolicySettings(_Section):
     def _check_priorities(cls, values: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [v for v in values if v not in PRIORITIES]
         if unknown:
-            known = " or ".join(repr(p) for p in PRIORITIES)
-            raise ValueError(f"a ticket's priority is {known}, got {unknown!r}")
+            known = ", ".join(repr(p) for p in PRIORITIES)
+            raise ValueError(f"a ticket's priority is one of {known}, got {unknown!r}")
         return values
 
     @field_validator("channels")

@@ -14,7 +14,9 @@ import pytest
 from mentiondesk.bot.cli import EXIT_CONFIG, main
 from mentiondesk.bot.config import CalendarSettings, ConfigError, PolicySettings, Settings, parse_settings
 from mentiondesk.bot.sla.calendar import ALWAYS_OPEN
+from mentiondesk.bot.sla.policy import PRIORITIES as POLICY_PRIORITIES
 from mentiondesk.bot.sla.policy import SlaBook, sla_book
+from mentiondesk.storage.ticket_actions import PRIORITIES as TICKET_PRIORITIES
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -259,7 +261,7 @@ BERLIN_CALENDAR = table("sla.calendars", CALENDAR)
         ),
         pytest.param(
             [{**POLICY, "priorities": '["urgent"]'}],
-            "sla.policies.priorities (item 1): a ticket's priority is 'high' or 'normal', got ['urgent']",
+            "sla.policies.priorities (item 1): a ticket's priority is one of 'high', 'normal', 'low', got ['urgent']",
             id="unknown-priority",
         ),
         pytest.param(
@@ -495,3 +497,13 @@ def test_example_config_sla_tables_are_valid_when_uncommented() -> None:
     sla = book("[sla]\n" + uncommented + "\n")
     assert [p.name for p in sla.policies] == ["high priority", "standard"]
     assert sla.policies[0].calendar.name == "berlin"
+
+
+def test_a_policy_can_target_every_priority_an_agent_can_set() -> None:
+    # Agents can set a ticket's priority to low from its card; a policy must be able to name it.
+    text = table("sla.policies", {"name": '"standard"', "first_response": '"4h"'}) + table(
+        "sla.policies", {"name": '"relaxed"', "priorities": '["low"]', "first_response": '"2d"'}
+    )
+    sla = book(text)
+    assert sla.policy_for(priority="low", channel="C0SUPPORT").name == "relaxed"
+    assert set(TICKET_PRIORITIES) <= set(POLICY_PRIORITIES)

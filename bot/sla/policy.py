@@ -16,8 +16,9 @@ from mentiondesk.bot.sla.calendar import ALWAYS_OPEN, BusinessCalendar
 if TYPE_CHECKING:
     from mentiondesk.bot.config import CalendarSettings, SlaSettings
 
-# The priorities the classifier gives a ticket; a policy naming another could never apply.
-PRIORITIES = ("high", "normal")
+# The priorities a ticket can have (the classifier gives high or normal; agents can also set low from the card);
+# a policy naming another could never apply.
+PRIORITIES = ("high", "normal", "low")
 Clock = Literal["first_response", "next_response", "resolution"]
 CLOCKS: tuple[Clock, ...] = ("first_response", "next_response", "resolution")
 
