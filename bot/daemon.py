@@ -36,6 +36,7 @@ from mentiondesk.bot.slack.permissions import Permissions
 from mentiondesk.bot.slack.preflight import channel_keys, configured_channels, verify_app_token, verify_bot_token
 from mentiondesk.bot.slack.problems import DEFAULT_BOT_NAME, SlackUnavailable
 from mentiondesk.bot.slack.sender import SlackSender
+from mentiondesk.bot.web.dashboard import dashboard_routes
 from mentiondesk.bot.web.server import WebServer
 from mentiondesk.handlers import build_router, slack_listeners, slack_payload_rules
 from mentiondesk.storage.db import (
@@ -163,6 +164,7 @@ class Daemon:
         http = settings.http_server()
         if http is not None:
             self.web = WebServer(http, max_body_bytes=settings.slack.max_body_bytes)
+            self.web.add_routes(dashboard_routes(sessions, token=secrets.dashboard_token))
         if slack is not None:
             app = build_app(self.context, Permissions(settings.slack, slack), slack, slack_listeners())
             self._slack_intake = self._slack_connection(app)
