@@ -110,6 +110,15 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
+# Tops for a duration axis, so that its half-way line reads as a round time too.
+_DURATION_TOPS = [m * 60 for m in (2, 10, 20, 30, 60, 120, 240, 360, 480, 720)] + [d * 86400 for d in (1, 2, 4, 8, 16)]
+
+
+def _duration_axis(values: Sequence[float]) -> float:
+    top = max(values, default=0.0)
+    return next((t for t in _DURATION_TOPS if top <= t), float(top))
+
+
 def share(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.0f}%"
 
@@ -171,11 +180,12 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:0 24px}
 table{border-collapse:collapse;background:#fff;border:1px solid #ddd;width:100%}
 th,td{padding:5px 10px;border-bottom:1px solid #eee;text-align:left}th{background:#f3f3f3;font-weight:600}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 svg.chart{background:#fff;border:1px solid #ddd;border-radius:6px;width:100%;max-width:560px;height:auto}
 svg .grid{stroke:#e5e5e5}svg .axis,svg .value{font-size:11px;fill:#555}svg .bar{fill:#4a78c2}
-svg polyline{stroke-width:2}svg .median{stroke:#4a78c2;fill:#4a78c2}svg .p90{stroke:#d9822b;fill:#d9822b}
-svg .within{stroke:#2e8b57;fill:#2e8b57}svg circle{stroke:none}
+svg polyline{stroke-width:2;fill:none}svg .median{stroke:#4a78c2}svg .p90{stroke:#d9822b}svg .within{stroke:#2e8b57}
+svg circle.median,svg rect.median{fill:#4a78c2}svg circle.p90,svg rect.p90{fill:#d9822b}
+svg circle.within,svg rect.within{fill:#2e8b57}svg circle,svg rect.key{stroke:none}
 """
 
 
@@ -231,6 +241,9 @@ def render_page(figures: Figures, *, days: int, generated_at: datetime) -> str:
         ],
         title="First response time per day (business time)",
         y_label=duration,
+        y_max=_duration_axis(
+            [v for p in figures.daily for v in (p.first_response_median_s, p.first_response_p90_s) if v is not None]
+        ),
     )
     backlog_chart = bar_chart(
         [(bucket, float(count)) for bucket, count in figures.backlog],
@@ -269,15 +282,15 @@ def render_page(figures: Figures, *, days: int, generated_at: datetime) -> str:
 updated {_when(generated_at)}, refreshes every {REFRESH_S} s</p>
 <nav>{periods}</nav></header>
 <div class="tiles">{tiles}</div>
+<section><h2>Response times</h2><table data-table="clocks"><thead><tr><th>Clock</th><th class="n">Stopped</th>
+<th class="n">Median</th><th class="n">p90</th><th class="n">Mean</th><th class="n">Wall clock (median / p90)</th>
+<th class="n">Within SLA</th><th class="n">Breaches</th></tr></thead><tbody>{clock_rows}</tbody></table></section>
 <div class="grid2">
 <section><h2>Within SLA over time</h2>{within_chart}</section>
 <section><h2>First response per day</h2>{response_chart}</section>
-<section><h2>Backlog by age</h2>{backlog_chart}
-<table data-table="backlog"><thead><tr><th>Age</th><th class="n">Tickets</th></tr></thead>
-<tbody>{backlog_rows}</tbody></table></section>
-<section><h2>Response times</h2><table data-table="clocks"><thead><tr><th>Clock</th><th class="n">Stopped</th>
-<th class="n">Median</th><th class="n">p90</th><th class="n">Mean</th><th class="n">Wall clock, median / p90</th>
-<th class="n">Within SLA</th><th class="n">Breaches</th></tr></thead><tbody>{clock_rows}</tbody></table></section>
+<section><h2>Backlog by age</h2>{backlog_chart}</section>
+<section><h2>Backlog now</h2><table data-table="backlog"><thead><tr><th>Age</th><th class="n">Tickets</th></tr>
+</thead><tbody>{backlog_rows}</tbody></table></section>
 </div>
 {_group_table("Per agent", "agent", figures.by_agent)}
 <section><h2>Breaches</h2>{breaches}</section>
