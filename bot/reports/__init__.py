@@ -1,0 +1,1 @@
+"""Reports for managers: the figures, the `report` command, the scheduled summaries and their chart."""
