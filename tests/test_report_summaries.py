@@ -32,9 +32,10 @@ from mentiondesk.bot.reports.figures import (
     Period,
     Spread,
 )
-from mentiondesk.bot.reports.schedule import SummaryScheduler, fire_times, summary_period
+from mentiondesk.bot.reports.schedule import LEASE, SummaryScheduler, fire_times, summary_period
 from mentiondesk.bot.reports.summaries import build_summary
-from mentiondesk.storage.db import create_engine, session_factory
+from mentiondesk.storage import summaries
+from mentiondesk.storage.db import create_engine, session_factory, transaction
 from mentiondesk.storage.models import ReportSummary, SummaryState
 from tests.conftest import postgres_only, settings_dict
 from tests.fakeslack import FakeSlack, validate_blocks
@@ -222,6 +223,40 @@ async def test_two_daemons_on_postgres_post_a_summary_once(
     assert headers == ["Daily summary: Mon 23 Nov 2026", "Weekly summary: 17 Nov – 23 Nov 2026"]
     assert len(slack.uploads) == 2
     assert sum(len(d.posted) for d in daemons) == 2
+
+
+async def test_of_two_daemons_claiming_one_summary_at_once_one_gets_it(
+    db_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    period = summary_period("daily", berlin("2026-11-24 08:00"), BERLIN)
+    async with transaction(sessions) as session:
+        assert await summaries.add_scheduled(
+            session, kind="daily", period_start=period.start, period_end=period.end, due_at=berlin("2026-11-24 08:00")
+        )
+        # Its period has a row already: a second daemon writing it changes nothing.
+        assert not await summaries.add_scheduled(
+            session, kind="daily", period_start=period.start, period_end=period.end, due_at=berlin("2026-11-24 09:00")
+        )
+    [row] = await rows(sessions)
+    assert row.id is not None
+    now = berlin("2026-11-24 08:00:01")
+    other_engine = create_engine(db_url)
+    try:
+
+        async def claim(own: async_sessionmaker[AsyncSession], token: str) -> bool:
+            assert row.id is not None
+            async with transaction(own) as session:
+                taken = await summaries.claim(session, row.id, token=token, now=now, lease=LEASE, parked=False)
+            return taken is not None
+
+        won = await asyncio.gather(claim(sessions, "a"), claim(session_factory(other_engine), "b"))
+        assert sorted(won) == [False, True]
+        # Until the lease has passed: then a daemon that stalled mid-post is taken over.
+        assert not await claim(sessions, "c")
+        now += LEASE + timedelta(seconds=1)
+        assert await claim(sessions, "d")
+    finally:
+        await other_engine.dispose()
 
 
 async def test_a_summary_missed_while_down_is_posted_late_and_marked(
