@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from mentiondesk.bot.config import ConfigError, ReportSettings, parse_settings
+from mentiondesk.bot.config import Config, ConfigError, ReportSettings, parse_settings
+from mentiondesk.bot.daemon import Daemon
 from mentiondesk.bot.reports.figures import (
     Breach,
     ClockFigures,
@@ -37,7 +38,7 @@ from mentiondesk.bot.reports.summaries import build_summary
 from mentiondesk.storage import summaries
 from mentiondesk.storage.db import create_engine, session_factory, transaction
 from mentiondesk.storage.models import ReportSummary, SummaryState
-from tests.conftest import postgres_only, settings_dict
+from tests.conftest import eventually, postgres_only, settings_dict
 from tests.fakeslack import FakeSlack, validate_blocks
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -291,6 +292,26 @@ async def test_a_daemon_taking_over_a_stalled_post_finds_the_summary_in_slack(
     assert await scheduler.run_due() == 1
     assert len(summaries_in(slack, managers)) == 1
     assert len(slack.uploads) == 1
+
+
+async def test_the_daemon_schedules_summaries_when_reports_are_configured(
+    make_config: Callable[..., Config],
+    start_daemon: Callable[[Config], Awaitable[Daemon]],
+    sessions: async_sessionmaker[AsyncSession],
+    managers: str,
+) -> None:
+    config = make_config(reports={"channel": managers, "timezone": "Europe/Berlin", "daily": "08:00"})
+    daemon = await start_daemon(config)
+    assert daemon.summaries is not None
+
+    async def next_one_written() -> bool:
+        return [(r.kind, r.state) for r in await rows(sessions)] == [("daily", SummaryState.SCHEDULED)]
+
+    await eventually(next_one_written, what="the row of the next daily summary")
+    [row] = await rows(sessions)
+    assert row.due_at > datetime.now(UTC) and row.due_at.astimezone(BERLIN).strftime("%H:%M") == "08:00"
+    await daemon.stop()
+    assert daemon.summaries is None
 
 
 # ---------------------------------------------------------------------------------------------- Slack refusals
