@@ -113,6 +113,7 @@ class FakeFigures:
         *,
         with_previous: bool = True,
         zone: ZoneInfo = BERLIN,
+        now: datetime | None = None,
     ) -> Figures:
         self.asked.append(period)
         figures = figures_for(period)

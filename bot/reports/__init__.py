@@ -1,1 +1,1 @@
-"""Reports for managers: the figures, the `report` command, the scheduled summaries and their chart."""
+"""What managers read: the figures of a period (figures.py) and the `mentiondesk report` command (cli.py)."""

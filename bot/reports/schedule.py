@@ -86,6 +86,7 @@ class ComputeFigures(Protocol):
         *,
         with_previous: bool = ...,
         zone: ZoneInfo = ...,
+        now: datetime | None = ...,
     ) -> Awaitable[Figures]: ...
 
 
@@ -273,7 +274,9 @@ class SummaryScheduler:
         return 1
 
     async def _post_message(self, row: ReportSummary, *, late: bool) -> tuple[str, str]:
-        figures = await self._compute(self._sessions, Period(row.period_start, row.period_end), zone=self._zone)
+        figures = await self._compute(
+            self._sessions, Period(row.period_start, row.period_end), zone=self._zone, now=self._now()
+        )
         message = build_summary(row.kind, figures, zone=self._zone, late_due_at=row.due_at if late else None)
         metadata = {
             "event_type": METADATA_EVENT,
@@ -311,7 +314,7 @@ class SummaryScheduler:
         """
         span = timedelta(days=CHART_DAYS[row.kind])
         window = Period.last(max(span, row.period_end - row.period_start), until=row.period_end)
-        figures = await self._compute(self._sessions, window, with_previous=False, zone=self._zone)
+        figures = await self._compute(self._sessions, window, with_previous=False, zone=self._zone, now=self._now())
         label = period_label("weekly", window.start, window.end, self._zone)
         png = await chart_png(figures.daily, title=f"First response per day, {label}")
         day = row.period_start.astimezone(self._zone).date().isoformat()
