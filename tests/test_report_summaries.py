@@ -40,6 +40,7 @@ from mentiondesk.storage.db import create_engine, session_factory, transaction
 from mentiondesk.storage.models import ReportSummary, SummaryState
 from tests.conftest import eventually, postgres_only, settings_dict
 from tests.fakeslack import FakeSlack, validate_blocks
+from tests.test_report_figures import PERIOD, TICKETS, seed
 
 BERLIN = ZoneInfo("Europe/Berlin")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -313,6 +314,32 @@ async def test_the_daemon_schedules_summaries_when_reports_are_configured(
     assert row.due_at > datetime.now(UTC) and row.due_at.astimezone(BERLIN).strftime("%H:%M") == "08:00"
     await daemon.stop()
     assert daemon.summaries is None
+
+
+async def test_a_weekly_summary_of_a_seeded_database_shows_its_figures(
+    sessions: async_sessionmaker[AsyncSession], slack: FakeSlack, managers: str, slack_client: AsyncWebClient
+) -> None:
+    """The real figures (tests/test_report_figures.py's seeded week, whose numbers that test computes
+    independently), through the summary and the chart, to Slack."""
+    await seed(sessions, TICKETS)
+    settings = report_settings(managers, timezone="UTC", daily=None, weekly="mon 08:00")
+    clock = Clock(PERIOD.end + timedelta(hours=7))
+    scheduler = SummaryScheduler(sessions, settings, slack_client, now=clock)
+    await scheduler.run_due(retry_parked=True)
+    clock.at = PERIOD.end + timedelta(hours=8, seconds=1)
+    assert await scheduler.run_due() == 1
+    [message] = summaries_in(slack, managers)
+    assert header(message) == "Weekly summary: 03 Mar – 09 Mar 2025"
+    counts = [f["text"] for f in message["blocks"][2]["fields"]]
+    # 7 opened in the week against 1 the week before; 6 answered against 1.
+    assert counts[:2] == ["*Opened*\n7 (+600%)", "*Answered*\n6 (+500%)"]
+    first_response = message["blocks"][3]["fields"][0]["text"]
+    assert first_response.startswith("*First response*\nmedian 20m (no change)")
+    breaches = message["blocks"][5]["text"]["text"]
+    assert breaches.startswith("*Breaches*: 4\n")
+    assert "<https://slack.com/archives/C1/p1700000000000100|#6> first response, `U1`" in breaches
+    [upload] = slack.uploads
+    assert upload.data is not None and upload.data.startswith(PNG_SIGNATURE) and upload.thread_ts == message["ts"]
 
 
 # ---------------------------------------------------------------------------------------------- Slack refusals
