@@ -404,3 +404,29 @@ def test_token_kinds_are_told_apart_without_showing_the_token(token: Token, valu
         assert found is None
     else:
         assert found is not None and problem in found and value not in found
+
+
+async def test_check_names_the_managers_channel_when_the_bot_is_not_in_it(
+    tmp_path: Path,
+    db_url: str,
+    mastodon: MockServer,
+    slack: FakeSlack,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Scheduled summaries go there: a channel the bot cannot post in is found before the first summary is due.
+    slack.remove_bot("C0BILLING")
+    path = write_config(
+        tmp_path,
+        mastodon_url=mastodon.base_url,
+        slack_url=slack.base_url,
+        db_url=db_url,
+        extra="""[reports]
+channel = "#billing"
+daily = "08:00"
+""",
+    )
+    code, out = await check(path, tokens(slack.bot_token, slack.app_token), monkeypatch, capsys)
+    assert code == 1
+    report = line(out, "FAIL slack channels:")
+    assert 'reports.channel = "#billing": the bot is not a member: /invite @mentiondesk in #billing' in report

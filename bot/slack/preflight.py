@@ -60,6 +60,8 @@ def configured_channels(settings: Settings) -> list[ConfiguredChannel]:
         found.append(ConfiguredChannel("slack.approval_channel", slack.approval_channel))
     if settings.sla.escalation_channel:
         found.append(ConfiguredChannel("sla.escalation_channel", settings.sla.escalation_channel))
+    if settings.reports.channel:
+        found.append(ConfiguredChannel("reports.channel", settings.reports.channel))
     return found
 
 
