@@ -282,6 +282,22 @@ async def test_a_summary_missed_while_down_is_posted_late_and_marked(
     assert len(slack.uploads) == 2
 
 
+@pytest.mark.slack_fast("forty summaries posted at Slack's pace of one a second would make this test take a minute")
+async def test_after_a_long_stop_every_missed_summary_is_posted_none_dropped(
+    sessions: async_sessionmaker[AsyncSession], slack: FakeSlack, managers: str, slack_client: AsyncWebClient
+) -> None:
+    clock = Clock(berlin("2026-10-01 07:00"))
+    before = SummaryScheduler(sessions, report_settings(managers), slack_client, now=clock, compute=FakeFigures())
+    await before.run_due(retry_parked=True)
+    # Forty days without a daemon: forty daily summaries fell due.
+    clock.set("2026-11-10 07:00")
+    after = SummaryScheduler(sessions, report_settings(managers), slack_client, now=clock, compute=FakeFigures())
+    assert await after.run_due(retry_parked=True) == 40
+    posted = [header(m) for m in summaries_in(slack, managers)]
+    assert posted[0] == "Daily summary: Wed 30 Sep 2026" and posted[-1] == "Daily summary: Sun 08 Nov 2026"
+    assert len(set(posted)) == 40
+
+
 async def test_a_daemon_taking_over_a_stalled_post_finds_the_summary_in_slack(
     sessions: async_sessionmaker[AsyncSession], slack: FakeSlack, managers: str, slack_client: AsyncWebClient
 ) -> None:

@@ -71,9 +71,6 @@ LEASE = timedelta(minutes=10)
 RECONCILE_S = 300.0
 SLACK_ATTEMPTS = 5
 MAX_RETRY_WAIT_S = 60.0
-# After a long stop, at most this many missed summaries of a kind are posted (the newest); older ones are
-# logged as skipped rather than flooding the channel.
-MAX_CATCH_UP = 31
 METADATA_EVENT = "mentiondesk_summary"
 CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 
@@ -208,17 +205,9 @@ class SummaryScheduler:
             async with transaction(self._sessions) as session:
                 newest = await summaries.latest_due(session, kind)
             missed = [] if newest is None else fire_times(trigger, newest, now)
-            if len(missed) > MAX_CATCH_UP:
-                skipped = missed[:-MAX_CATCH_UP]
-                logger.warning(
-                    "%d %s summaries were missed while no daemon ran, from %s to %s: posting the newest %d only",
-                    len(missed),
-                    kind,
-                    skipped[0].isoformat(),
-                    missed[-1].isoformat(),
-                    MAX_CATCH_UP,
-                )
-                missed = missed[-MAX_CATCH_UP:]
+            if missed:
+                # Never dropped, however long the stop: each is posted, oldest first, marked late.
+                logger.info("%d %s summaries were missed while no daemon ran: posting them late", len(missed), kind)
             upcoming = trigger.get_next_fire_time(None, now + timedelta(seconds=1))
             for due_at in [*missed, *([upcoming.astimezone(UTC)] if upcoming is not None else [])]:
                 period = summary_period(kind, due_at, self._zone)
