@@ -487,7 +487,11 @@ def test_example_config_documents_every_calendar_and_policy_key() -> None:
 
 def test_example_config_sla_tables_are_valid_when_uncommented() -> None:
     # Every "# key = value" line of the [sla] section, uncommented, is a configuration that works.
-    section = EXAMPLE[EXAMPLE.index("\n[sla]\n") : EXAMPLE.index("\n[ingest]\n")]
+    start = EXAMPLE.index("\n[sla]\n")
+    # Up to the next top-level table, whichever it is.
+    following = re.search(r"\n\[\w+\]\n", EXAMPLE[start + 1 :])
+    assert following is not None, "[sla] is followed by another section in config.example.toml"
+    section = EXAMPLE[start : start + 1 + following.start()]
     lines = [line[2:] for line in section.splitlines() if re.match(r"# (\[\[sla\.\w+\]\]|\w+ = )", line)]
     uncommented = (
         "\n".join(lines)
