@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mentiondesk.bot.config import Config, ConfigError, find_config, load_config
+from mentiondesk.bot.reports.cli import add_arguments as add_report_arguments
 
 logger = logging.getLogger("mentiondesk")
 
@@ -22,7 +23,7 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
 # The commands that read a config file; `--config` may come before or after them.
-CONFIG_COMMANDS = ("run", "check", "db")
+CONFIG_COMMANDS = ("run", "check", "db", "report")
 
 
 def _add_config_arg(parser: argparse.ArgumentParser, dest: str = "config") -> None:
@@ -94,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show the database's schema revision and the latest one.",
     )
     _add_config_arg(current)
+
+    report = sub.add_parser(
+        "report",
+        help="print the SLA figures of a period",
+        description="Print a period's figures (tickets, response and resolution times, share within SLA, "
+        "breaches, backlog, per agent, channel or priority, each against the period before) from the database, "
+        "read-only. The README's Reports section documents the JSON keys.",
+    )
+    _add_config_arg(report)
+    add_report_arguments(report)
 
     demo = sub.add_parser(
         "demo",
@@ -218,6 +229,15 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mentiondesk.bot.reports.cli import run_report
+
+    config = _load(args.config)
+    _setup_logging("WARNING")
+    run_report(config, args, sys.stdout, sys.stderr)
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mentiondesk.bot.demo import run_demo
 
@@ -229,7 +249,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
-COMMANDS = {"run": _cmd_run, "check": _cmd_check, "classify": _cmd_classify, "db": _cmd_db, "demo": _cmd_demo}
+COMMANDS = {
+    "run": _cmd_run,
+    "check": _cmd_check,
+    "classify": _cmd_classify,
+    "db": _cmd_db,
+    "report": _cmd_report,
+    "demo": _cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

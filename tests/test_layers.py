@@ -38,6 +38,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("handler context", ("mentiondesk.bot.context",)),
     ("sla side", ("mentiondesk.bot.sla",)),
     ("slack side", ("mentiondesk.bot.slack",)),
+    ("reports", ("mentiondesk.bot.reports",)),
+    ("web", ("mentiondesk.bot.web",)),
     ("reply path", ("mentiondesk.bot.replies",)),
     ("handlers", ("mentiondesk.handlers",)),
     (
