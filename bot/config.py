@@ -445,6 +445,103 @@ def _covers(earlier: PolicySettings, later: PolicySettings) -> bool:
     return wider(earlier.priorities, later.priorities) and wider(earlier.channels, later.channels)
 
 
+# Cron's day-of-week numbers (0 and 7 are Sunday); APScheduler's own numbers start at Monday, so numbers in a
+# cron string are turned into names before APScheduler reads them.
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
+
+
+def cron_fields(value: str, *, weekly: bool) -> dict[str, str]:
+    """The cron fields (minute, hour, day, month, day_of_week) of a [reports] schedule; ValueError saying how to
+    write it. Daily: "HH:MM" or a 5-field cron string. Weekly: "mon 08:00" or a 5-field cron string."""
+    text = " ".join(value.split()).lower()
+    short = re.fullmatch(r"(?:(mon|tue|wed|thu|fri|sat|sun) )?(\d{1,2}):(\d{2})", text)
+    if short is not None:
+        day, hour, minute = short.groups()
+        if weekly and day is None:
+            raise ValueError(f'{value!r} names no day: write a day and a time, like "mon 08:00", or a cron string')
+        if not weekly and day is not None:
+            raise ValueError(f'{value!r}: a daily summary takes a time only, like "08:00", or a cron string')
+        if int(hour) > 23 or int(minute) > 59:
+            raise ValueError(f"{value!r} is not a time of day (00:00 to 23:59)")
+        fields = {"minute": str(int(minute)), "hour": str(int(hour)), "day": "*", "month": "*"}
+        fields["day_of_week"] = day or "*"
+    else:
+        parts = text.split(" ")
+        if len(parts) != 5:
+            example = '"mon 08:00"' if weekly else '"08:00"'
+            raise ValueError(
+                f"{value!r} is neither {example} nor a 5-field cron string "
+                '(minute hour day month weekday, like "0 8 * * 1")'
+            )
+        fields = dict(zip(_CRON_FIELDS, parts, strict=True))
+        fields["day_of_week"] = re.sub(r"\d+", lambda m: _cron_day(m.group(), value), fields["day_of_week"])
+    try:
+        from apscheduler.triggers.cron import CronTrigger
+
+        CronTrigger(**fields)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a schedule APScheduler can read ({exc})") from None
+    return fields
+
+
+def _cron_day(number: str, value: str) -> str:
+    if int(number) > 7:
+        raise ValueError(f"{value!r}: a weekday is 0 to 7 (0 and 7 are Sunday) or a name like mon")
+    return _CRON_DAYS[int(number)]
+
+
+class ReportSettings(_Section):
+    """Scheduled summaries of the SLA figures, posted to the managers' channel."""
+
+    channel: str | None = None
+    timezone: str = "UTC"
+    daily: str | None = None
+    weekly: str | None = None
+
+    @field_validator("channel")
+    @classmethod
+    def _check_channel(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must name a channel (ID like C0123 or #name)")
+        return None if value is None else value.strip()
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        return load_zone(value).key
+
+    @field_validator("daily")
+    @classmethod
+    def _check_daily(cls, value: str | None) -> str | None:
+        if value is not None:
+            cron_fields(value, weekly=False)
+        return value
+
+    @field_validator("weekly")
+    @classmethod
+    def _check_weekly(cls, value: str | None) -> str | None:
+        if value is not None:
+            cron_fields(value, weekly=True)
+        return value
+
+    @model_validator(mode="after")
+    def _needs_a_channel(self) -> ReportSettings:
+        scheduled = [key for key in ("daily", "weekly") if getattr(self, key) is not None]
+        if scheduled and self.channel is None:
+            raise ValueError(f"{' and '.join(scheduled)} set, so channel must name the managers' channel to post in")
+        return self
+
+    def schedules(self) -> dict[str, dict[str, str]]:
+        """The cron fields of each summary configured, by kind ("daily", "weekly")."""
+        found = {}
+        if self.daily is not None:
+            found["daily"] = cron_fields(self.daily, weekly=False)
+        if self.weekly is not None:
+            found["weekly"] = cron_fields(self.weekly, weekly=True)
+        return found
+
+
 class IngestSettings(_Section):
     # Posts stored together in one transaction, at most; a batch is whatever has queued up to this.
     batch_size: int = Field(default=500, ge=1, le=5000)
@@ -494,6 +591,7 @@ class Settings(_Section):
     tickets: TicketSettings = TicketSettings()
     sla: SlaSettings = SlaSettings()
     ingest: IngestSettings = IngestSettings()
+    reports: ReportSettings = ReportSettings()
     # Built per load, not once at import: its SQLite path is resolved against the working directory then.
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     daemon: DaemonSettings = DaemonSettings()

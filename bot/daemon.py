@@ -26,6 +26,7 @@ from mentiondesk.bot.mastodon.client import MastodonClient
 from mentiondesk.bot.mastodon.post_sweeper import PostSweeper
 from mentiondesk.bot.mastodon.set_aside import failure_reason, is_transient
 from mentiondesk.bot.mastodon.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
+from mentiondesk.bot.reports.schedule import SummaryScheduler
 from mentiondesk.bot.retry import backoff_delay
 from mentiondesk.bot.sla.clocks import recompute_open_clocks
 from mentiondesk.bot.sla.policy import sla_book
@@ -71,6 +72,7 @@ class Daemon:
         self.sender: SlackSender | DryRunSender | None = None
         self._dispatcher: Dispatcher | None = None
         self.timers: SlaTimers | None = None
+        self.summaries: SummaryScheduler | None = None
 
     @property
     def slack_intake(self) -> SlackIntake | None:
@@ -182,6 +184,12 @@ class Daemon:
         )
         # After the outbox sender exists (alerts wake it); an alert due while the daemon was down goes out now.
         await self.timers.start()
+        if settings.reports.schedules():
+            if slack is None:
+                logger.info("[reports] summaries are not posted in a dry run")
+            else:
+                self.summaries = SummaryScheduler(sessions, settings.reports, slack)
+                await self.summaries.start()
         self._sender_task = asyncio.create_task(self.sender.run(), name="slack sender")
         self._tasks.append(self._sender_task)
         self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
@@ -332,6 +340,9 @@ class Daemon:
         if self.timers is not None:
             await self.timers.stop()
             self.timers = None
+        if self.summaries is not None:
+            await self.summaries.stop()
+            self.summaries = None
         watchers = [t for t in self._tasks if t is not self._sender_task]
         for task in watchers:
             task.cancel()

@@ -1,5 +1,5 @@
-"""The tables: every mention, the tickets they open, their SLA clocks, the Slack outbox, the stream cursors and the
-dead letters."""
+"""The tables: every mention, the tickets they open, their SLA clocks, the Slack outbox, the stream cursors, the
+dead letters and the scheduled summaries."""
 
 from __future__ import annotations
 
@@ -287,6 +287,41 @@ class DeadLetter(SQLModel, table=True):
     attempts: int = Field(default=1)
     first_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+class SummaryState:
+    SCHEDULED = "scheduled"  # due at due_at, not yet taken by a daemon
+    POSTING = "posting"  # a daemon claimed it at claimed_at and is posting it
+    POSTED = "posted"
+    # Slack refused it for a reason a person must fix (last_error says which); tried again at each start.
+    PARKED = "parked"
+
+
+class ReportSummary(SQLModel, table=True):
+    """One scheduled summary (daily or weekly) for one period: the unique key makes it go out once, across
+    restarts and daemons. A row is written for the next one before it is due, so one missed while no daemon
+    ran is found and posted (late) when one starts again. bot/reports/schedule.py keeps these rows."""
+
+    __tablename__ = "report_summaries"
+    __table_args__ = (UniqueConstraint("kind", "period_start", name="uq_report_summaries_kind_period"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)  # "daily" | "weekly"
+    period_start: datetime = Field(sa_type=UTCDateTime)
+    period_end: datetime = Field(sa_type=UTCDateTime)
+    due_at: datetime = Field(sa_type=UTCDateTime)
+    state: str = Field(default=SummaryState.SCHEDULED, max_length=16)
+    # Who holds a POSTING row (a random token per claim) and since when: a claim older than the lease belongs
+    # to a daemon that stopped mid-post, and another may take it over.
+    claim_token: str | None = Field(default=None, max_length=64)
+    claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    attempts: int = Field(default=0)
+    channel: str | None = Field(default=None, max_length=128)
+    slack_ts: str | None = Field(default=None, max_length=64)  # the summary message, once Slack has it
+    chart_file_id: str | None = Field(default=None, max_length=64)  # the chart, once uploaded into its thread
+    late: bool = Field(default=False)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    posted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 def max_length(*columns: Any) -> int:

@@ -16,7 +16,8 @@ faults, errors).
 Each Slack surface is a mixin in a module of its own that contributes its
 handlers to the method table or its routes to ``start``:
 
-- web_api.py: auth.test, chat.*, conversations.*, views.*, usergroups.*
+- web_api.py: auth.test, chat.*, conversations.*, views.*, usergroups.*, files.* uploads (their upload URL is
+  served here, ``/upload/{file_id}``)
 - socket_mode.py: apps.connections.open, the ``/socket`` websocket, envelopes
 - payloads.py: the interaction/event/slash-command payloads tests send
 - markup.py: which mentions and links in what the product sends it did not add on purpose
@@ -52,7 +53,16 @@ APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 # The bot scopes deploy/slack-app-manifest.yaml asks for (a test keeps the two in step), so a method the
 # product calls without asking for its scope fails here as it would in Slack.
 DEFAULT_SCOPES = frozenset(
-    {"chat:write", "channels:history", "groups:history", "channels:read", "groups:read", "commands", "usergroups:read"}
+    {
+        "chat:write",
+        "channels:history",
+        "groups:history",
+        "channels:read",
+        "groups:read",
+        "commands",
+        "usergroups:read",
+        "files:write",
+    }
 )
 
 
@@ -138,6 +148,9 @@ class FakeSlack(WebApiMixin, SocketModeMixin, PayloadsMixin):
         self._pending_acks = {}
         self._slow_upgrades = deque()
 
+        self._pending_uploads = {}
+        self.uploads = []
+
         self._runner: web.AppRunner | None = None
         self._port = None
         # Each surface contributes its Web API methods to the dispatch table.
@@ -150,6 +163,7 @@ class FakeSlack(WebApiMixin, SocketModeMixin, PayloadsMixin):
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/socket", self._handle_socket)
         app.router.add_post("/response_url/{id}", self._handle_response_url)
+        app.router.add_post("/upload/{file_id}", self._handle_upload)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -321,6 +335,26 @@ class FakeSlack(WebApiMixin, SocketModeMixin, PayloadsMixin):
         if self._take_drop(method) and request.transport is not None:
             request.transport.abort()  # reset the connection before a byte of the answer is written
         return response
+
+    async def _handle_upload(self, request: web.Request) -> web.Response:
+        """The upload URL files.getUploadURLExternal hands out: the file's bytes, raw or as a multipart "file"."""
+        # Faults for it are programmed as for a method named "upload" (fail_next("upload")).
+        self.calls.append(("upload", {"file_id": request.match_info["file_id"]}))
+        if self._down:
+            return _Fault(503).response()
+        fault = self._take_fault("upload")
+        if fault is not None:
+            return fault.response()
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            field = form.get("file")
+            data = field.file.read() if isinstance(field, web.FileField) else b""
+        else:
+            data = await request.read()
+        problem = self._receive_upload(request.match_info["file_id"], data)
+        if problem is not None:
+            return web.Response(status=404 if problem.startswith("no upload") else 400, text=problem)
+        return web.Response(text=f"OK - {len(data)}")
 
     def _take_drop(self, method: str) -> bool:
         for key in (method, "*"):

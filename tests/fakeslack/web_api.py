@@ -1,6 +1,6 @@
 """Slack's Web API methods, as ``WebApiMixin`` handlers of ``FakeSlack``'s ``/api/{method}`` dispatch.
 
-auth.test, chat.*, conversations.*, views.* and usergroups.*, with the checks
+auth.test, chat.*, conversations.*, views.*, usergroups.* and the files.* upload methods, with the checks
 Slack applies to each (scopes, channels and the bot's membership, Block Kit
 limits, per-channel post rate, chat.update's Tier 3 rate, trigger_id expiry, view
 hashes) and their helpers: message validation, paging and cursors, ts handling.
@@ -19,6 +19,7 @@ import math
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from .blockkit import MESSAGE_TEXT_MAX, validate_blocks, validate_modal
@@ -51,6 +52,27 @@ LIST_TYPE_SCOPES = {
     "im": "im:read",
 }
 LIST_LIMIT_MAX = 1000
+
+
+# What Slack takes in one upload (files.getUploadURLExternal's length): 1 GB.
+UPLOAD_MAX_BYTES = 1_000_000_000
+
+
+@dataclass
+class FakeUpload:
+    """One file upload: declared by files.getUploadURLExternal, its bytes POSTed to the upload URL, then shared
+    (or kept private) by files.completeUploadExternal."""
+
+    file_id: str
+    filename: str
+    length: int
+    alt_txt: str | None
+    data: bytes | None = None  # what reached the upload URL
+    completed: bool = False
+    title: str | None = None
+    channel: str | None = None
+    thread_ts: str | None = None
+    initial_comment: str | None = None
 
 
 def _ts_value(ts: object, error: str) -> Decimal:
@@ -119,6 +141,10 @@ class WebApiMixin(FakeSlackState):
     _update_times: deque[float]
     _last_post_at: dict[str, float]
     _used_triggers: set[str]
+    # Uploads begun with files.getUploadURLExternal, by file ID (see FakeUpload); completed ones are also in
+    # ``uploads``, in order (public, read by tests).
+    _pending_uploads: dict[str, FakeUpload]
+    uploads: list[FakeUpload]
 
     def _web_api_methods(self) -> dict[str, Handler]:
         return {
@@ -133,6 +159,8 @@ class WebApiMixin(FakeSlackState):
             "views.open": self._views_open,
             "views.update": self._views_update,
             "usergroups.users.list": self._usergroups_users_list,
+            "files.getUploadURLExternal": self._files_get_upload_url_external,
+            "files.completeUploadExternal": self._files_complete_upload_external,
         }
 
     # ------------------------------------------------------------------ message checks
@@ -438,3 +466,76 @@ class WebApiMixin(FakeSlackState):
         if group not in self.usergroups:
             raise ApiError("no_such_subteam")
         return {"users": list(self.usergroups[str(group)])}
+
+    # ------------------------------------------------------------------ files.* (uploads)
+    # Slack's upload flow since files.upload was retired: ask for an upload URL for a file of a declared length,
+    # POST the bytes there (server.py serves the URL), then complete the upload, which shares the file in a
+    # channel (or thread) or keeps it private. Slack does not document every error code of these methods; where
+    # it does not, the fake's codes are its own, named after what went wrong.
+
+    def _files_get_upload_url_external(self, p: JSONDict) -> JSONDict:
+        self._require_scope("files:write")
+        filename = p.get("filename")
+        if not isinstance(filename, str) or not filename.strip():
+            raise _invalid_arguments("missing required field: filename")
+        length = p.get("length")
+        try:
+            size = int(str(length))
+        except ValueError:
+            raise _invalid_arguments("missing required field: length") from None
+        if not 0 < size <= UPLOAD_MAX_BYTES:
+            raise _invalid_arguments(f"length must be between 1 and {UPLOAD_MAX_BYTES}, got {size}")
+        alt_txt = p.get("alt_txt")
+        file_id = self._new_id("F")
+        self._pending_uploads[file_id] = FakeUpload(
+            file_id, filename, size, alt_txt if isinstance(alt_txt, str) and alt_txt else None
+        )
+        return {"upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}", "file_id": file_id}
+
+    def _receive_upload(self, file_id: str, data: bytes) -> str | None:
+        """The upload URL's work: None when the bytes are taken, else why not (the URL answers 4xx)."""
+        upload = self._pending_uploads.get(file_id)
+        if upload is None or upload.completed:
+            return "no upload in progress for this URL"
+        if len(data) != upload.length:
+            return f"got {len(data)} bytes, files.getUploadURLExternal declared {upload.length}"
+        upload.data = data
+        return None
+
+    def _files_complete_upload_external(self, p: JSONDict) -> JSONDict:
+        self._require_scope("files:write")
+        files = _decode_json(p.get("files"), "invalid_arguments")
+        if not isinstance(files, list) or not files or not all(isinstance(f, dict) and f.get("id") for f in files):
+            raise _invalid_arguments("files must be a JSON array of objects with an id")
+        channel_id: str | None = None
+        thread_ts: str | None = None
+        if p.get("channel_id"):
+            # Sharing in a channel is posting in it: the same checks as chat.postMessage.
+            channel_id = self._postable_channel(p["channel_id"], allow_name=False)
+            thread_ts = self._thread_parent(channel_id, p.get("thread_ts"))
+        elif p.get("thread_ts"):
+            raise _invalid_arguments("thread_ts needs channel_id")
+        uploads = []
+        for entry in files:
+            upload = self._pending_uploads.get(str(entry["id"]))
+            if upload is None:
+                raise ApiError("file_not_found")
+            if upload.completed:
+                raise ApiError("file_upload_already_completed")
+            if upload.data is None:
+                raise ApiError("file_upload_not_received")  # completed before its bytes were POSTed
+            uploads.append((upload, entry))
+        comment = p.get("initial_comment")
+        shown = []
+        for upload, entry in uploads:
+            upload.completed = True
+            upload.title = str(entry.get("title") or upload.filename)
+            upload.channel, upload.thread_ts = channel_id, thread_ts
+            upload.initial_comment = comment if isinstance(comment, str) and comment else None
+            self.uploads.append(upload)
+            shown.append({"id": upload.file_id, "name": upload.filename, "title": upload.title, "size": upload.length})
+        if channel_id is not None:
+            record = self._store(channel_id, {"text": comment or "", "thread_ts": thread_ts})
+            record["files"] = shown
+            self._check_sent_markup("files.completeUploadExternal", channel_id, p, {"text": comment or ""})
+        return {"files": shown}
