@@ -65,7 +65,9 @@ async def _check_intake(config: Config, client: AsyncWebClient) -> str:
     if slack.mode == "http":
         if not config.secrets.slack_signing_secret:
             raise RuntimeError("HTTP mode needs MENTIONDESK_SLACK_SIGNING_SECRET")
-        return f"HTTP mode on {slack.http_host}:{slack.http_port}, signing secret set"
+        http = config.settings.http_server()
+        assert http is not None  # HTTP mode always has a server
+        return f"HTTP mode on {http.host}:{http.port}, signing secret set"
     if not config.secrets.slack_app_token:
         raise RuntimeError("Socket Mode needs MENTIONDESK_SLACK_APP_TOKEN (an xapp- app-level token)")
     await verify_app_token(client, config.secrets.slack_app_token, slack)

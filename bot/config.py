@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -88,10 +89,9 @@ class SlackSettings(_Section):
     # parked messages are retried this often, and at each start, until the cause is fixed.
     parked_retry_s: float = Field(default=180.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
-    # How Slack reaches us: "socket" (Socket Mode, no public URL) or "http" (Events API endpoints).
+    # How Slack reaches us: "socket" (Socket Mode, no public URL) or "http" (Events API endpoints, on the
+    # [http] server).
     mode: Literal["socket", "http"] = "socket"
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=3000, ge=0, le=65535)  # 0: any free port (tests)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     # What an agent's message in a ticket's thread is: always an internal note, or a note that
     # prompts "send this to the customer?".
@@ -102,6 +102,22 @@ class SlackSettings(_Section):
     needs_approval: tuple[str, ...] = ()
     approval_channel: str | None = None
     slash_command: str = "/mentiondesk"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_http_keys(cls, data: Any) -> Any:
+        # Before the daemon had one HTTP server for Slack and the dashboard, its address was Slack's; a silent
+        # "unknown key" would leave an upgrader guessing where it went.
+        if isinstance(data, dict):
+            moved = [key for key in ("http_host", "http_port") if key in data]
+            if moved:
+                # JSON's spelling of a string or a number is TOML's too.
+                instead = " and ".join(f"{key.removeprefix('http_')} = {json.dumps(data[key])}" for key in moved)
+                raise ValueError(
+                    f"{' and '.join('slack.' + k for k in moved)} moved to the [http] section, which serves "
+                    f"Slack's HTTP mode and the dashboard: write {instead} under [http] instead"
+                )
+        return data
 
     @field_validator("repliers", "needs_approval")
     @classmethod
@@ -568,6 +584,32 @@ class DatabaseSettings(_Section):
             raise ValueError(f"cannot be read as a database URL ({exc})") from None
 
 
+class HttpSettings(_Section):
+    """The daemon's one HTTP server: Slack's endpoints in HTTP mode and the dashboard."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8089, ge=0, le=65535)  # 0: any free port (tests)
+    # The name of the environment variable holding the dashboard's bearer token (the token never goes in the file).
+    token_env: str | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError('must name an address to listen on, like "127.0.0.1" or "0.0.0.0"')
+        return value.strip()
+
+    @field_validator("token_env")
+    @classmethod
+    def _check_token_env(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(
+                f"must be the name of an environment variable (like MENTIONDESK_DASHBOARD_TOKEN), got {value!r}; "
+                "the token itself goes in that variable, never in this file"
+            )
+        return value
+
+
 class DaemonSettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
@@ -581,6 +623,8 @@ class Secrets(BaseModel):
     slack_bot_token: str | None = Field(default=None, repr=False)
     slack_app_token: str | None = Field(default=None, repr=False)
     slack_signing_secret: str | None = Field(default=None, repr=False)
+    # Read from the variable http.token_env names.
+    dashboard_token: str | None = Field(default=None, repr=False)
 
 
 class Settings(_Section):
@@ -595,6 +639,14 @@ class Settings(_Section):
     # Built per load, not once at import: its SQLite path is resolved against the working directory then.
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     daemon: DaemonSettings = DaemonSettings()
+    # None: no HTTP server, unless Slack's HTTP mode needs one (then on the defaults).
+    http: HttpSettings | None = None
+
+    def http_server(self) -> HttpSettings | None:
+        """Where the daemon's HTTP server listens; None when nothing needs one (no [http], Slack not in HTTP mode)."""
+        if self.http is not None:
+            return self.http
+        return HttpSettings() if self.slack.mode == "http" and not self.slack.dry_run else None
 
     @model_validator(mode="after")
     def _policies_name_ticket_channels(self) -> Settings:
@@ -633,6 +685,10 @@ class Config(BaseModel):
         if not slack.dry_run and slack.mode == "http" and not self.secrets.slack_signing_secret:
             # Never run HTTP mode unverified: anyone who finds the URL could act as an agent.
             missing.append("MENTIONDESK_SLACK_SIGNING_SECRET (HTTP mode)")
+        http = self.settings.http
+        if http is not None and http.token_env is not None and not self.secrets.dashboard_token:
+            # Named but empty: serving the dashboard to anyone would not be what was asked for.
+            missing.append(f"{http.token_env} (named by http.token_env, the dashboard's token)")
         if missing:
             names = ", ".join(missing)
             raise ConfigError(f"{names} not set (or the matching *_FILE variable naming a file)")
@@ -646,23 +702,27 @@ SECRET_VARIABLES = {
 }
 
 
-def read_secrets(environ: Mapping[str, str]) -> Secrets:
+def read_secrets(environ: Mapping[str, str], *, dashboard_token_env: str | None = None) -> Secrets:
     """Read each secret from VAR or from the file named by VAR_FILE (for systemd credentials)."""
-    values: dict[str, str | None] = {}
-    for field, var in SECRET_VARIABLES.items():
-        direct = environ.get(var, "").strip()
-        file_name = environ.get(f"{var}_FILE", "").strip()
-        if direct and file_name:
-            raise ConfigError(f"both {var} and {var}_FILE are set; use one")
-        if file_name:
-            try:
-                direct = Path(file_name).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"{var}_FILE: cannot read {file_name}: {exc.strerror}") from exc
-            if not direct:
-                raise ConfigError(f"{var}_FILE: {file_name} is empty")
-        values[field] = direct or None
-    return Secrets(**values)
+    variables = dict(SECRET_VARIABLES)
+    if dashboard_token_env is not None:
+        variables["dashboard_token"] = dashboard_token_env
+    return Secrets(**{field: _read_secret(environ, var) for field, var in variables.items()})
+
+
+def _read_secret(environ: Mapping[str, str], var: str) -> str | None:
+    direct = environ.get(var, "").strip()
+    file_name = environ.get(f"{var}_FILE", "").strip()
+    if direct and file_name:
+        raise ConfigError(f"both {var} and {var}_FILE are set; use one")
+    if file_name:
+        try:
+            direct = Path(file_name).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{var}_FILE: cannot read {file_name}: {exc.strerror}") from exc
+        if not direct:
+            raise ConfigError(f"{var}_FILE: {file_name} is empty")
+    return direct or None
 
 
 # pydantic's error types for our field types, said in TOML's terms (a tuple field is a TOML list).
@@ -728,7 +788,9 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     settings = parse_settings(data, source=str(path))
-    return Config(settings=settings, secrets=read_secrets(os.environ if environ is None else environ), source=str(path))
+    token_env = settings.http.token_env if settings.http is not None else None
+    secrets = read_secrets(os.environ if environ is None else environ, dashboard_token_env=token_env)
+    return Config(settings=settings, secrets=secrets, source=str(path))
 
 
 SYSTEM_CONFIG = Path("/etc/mentiondesk/config.toml")

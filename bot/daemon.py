@@ -37,6 +37,8 @@ from mentiondesk.bot.slack.permissions import Permissions
 from mentiondesk.bot.slack.preflight import channel_keys, configured_channels, verify_app_token, verify_bot_token
 from mentiondesk.bot.slack.problems import DEFAULT_BOT_NAME, SlackUnavailable
 from mentiondesk.bot.slack.sender import SlackSender
+from mentiondesk.bot.web.dashboard import dashboard_routes
+from mentiondesk.bot.web.server import WebServer
 from mentiondesk.handlers import build_router, slack_listeners, slack_payload_rules
 from mentiondesk.storage.db import (
     DatabaseError,
@@ -65,6 +67,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._sender_task: asyncio.Task[None] | None = None
         self._slack_intake: SlackIntake | None = None
+        self.web: WebServer | None = None
         self.pipeline: IngestPipeline | None = None
         self.context: AppContext | None = None
         self.watchers: list[FeedWatcher] = []
@@ -160,10 +163,16 @@ class Daemon:
             batch_size=settings.ingest.batch_size,
             capacity=settings.ingest.queue_size,
         )
+        http = settings.http_server()
+        if http is not None:
+            self.web = WebServer(http, max_body_bytes=settings.slack.max_body_bytes)
+            self.web.add_routes(dashboard_routes(sessions, token=secrets.dashboard_token))
         if slack is not None:
             app = build_app(self.context, Permissions(settings.slack, slack), slack, slack_listeners())
             self._slack_intake = self._slack_connection(app)
             self._tasks.append(asyncio.create_task(self._connect_slack(), name="slack intake"))
+        if self.web is not None:
+            self._tasks.append(asyncio.create_task(self._serve_http(self.web), name="http server"))
 
         stream_base = await mastodon.streaming_base_url() if settings.mastodon.streaming else mastodon.base_url
         feeds = [notification_feed(mastodon)] + [hashtag_feed(mastodon, tag) for tag in settings.mastodon.hashtags]
@@ -231,10 +240,14 @@ class Daemon:
     def _slack_connection(self, app: AsyncApp) -> SlackIntake:
         secrets, slack = self.config.secrets, self.config.settings.slack
         if slack.mode == "http":
-            from mentiondesk.bot.slack.http import SlackHttpServer
+            from mentiondesk.bot.slack.http import SlackHttpEndpoints
 
-            assert secrets.slack_signing_secret is not None
-            return SlackHttpServer(app, slack, signing_secret=secrets.slack_signing_secret, rules=slack_payload_rules())
+            assert secrets.slack_signing_secret is not None and self.web is not None
+            endpoints = SlackHttpEndpoints(
+                app, slack, signing_secret=secrets.slack_signing_secret, rules=slack_payload_rules()
+            )
+            self.web.add_routes(endpoints.routes())
+            return endpoints
         assert secrets.slack_app_token is not None and app.client is not None
         return SocketModeConnection(
             app,
@@ -256,6 +269,19 @@ class Daemon:
                 attempt += 1
                 wait_s = backoff_delay(attempt, cap_s=self.config.settings.slack.max_retry_delay_s)
                 logger.warning("cannot connect to Slack (%s); retrying in %.0fs", exc, wait_s)
+                await asyncio.sleep(wait_s)
+
+    async def _serve_http(self, server: WebServer) -> None:
+        """Listen, retrying while the port is taken (a previous daemon still exiting, say)."""
+        attempt = 0
+        while True:
+            try:
+                await server.start()
+                return
+            except OSError as exc:
+                attempt += 1
+                wait_s = backoff_delay(attempt, cap_s=self.config.settings.slack.max_retry_delay_s)
+                logger.warning("cannot listen for HTTP (%s); retrying in %.0fs", exc, wait_s)
                 await asyncio.sleep(wait_s)
 
     async def _prepare_schema(self, engine: AsyncEngine) -> None:
@@ -319,7 +345,7 @@ class Daemon:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                # Connecting to Slack is the one task that is meant to finish.
+                # Connecting to Slack and starting the HTTP server are the tasks that are meant to finish.
                 if not task.cancelled() and task.exception() is not None:
                     raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
 
@@ -333,9 +359,15 @@ class Daemon:
         def left_s() -> float:
             return max(0.0, deadline - loop.time())
 
-        if self._slack_intake is not None:
-            await self._stop_intake(self._slack_intake, deadline)
-            self._slack_intake = None
+        intake, self._slack_intake = self._slack_intake, None
+        if intake is not None:
+            await self._stop_by(intake, deadline)
+        if self.web is not None:
+            # Waits for requests in flight (Slack's, until their listener acked; the dashboard's, which need the
+            # database), so before anything closes.
+            await self._stop_by(self.web, deadline)
+            self.web = None
+        if intake is not None:
             await finish_listeners(left_s())
         if self.timers is not None:
             await self.timers.stop()
@@ -370,12 +402,16 @@ class Daemon:
             self._engine = None
 
     @staticmethod
-    async def _stop_intake(intake: SlackIntake, deadline: float) -> None:
+    async def _stop_by(intake: SlackIntake | WebServer, deadline: float) -> None:
         try:
             async with asyncio.timeout_at(deadline):
                 await intake.stop()
         except TimeoutError:
-            logger.warning("the Slack connection did not close within daemon.shutdown_timeout_s; leaving it")
+            logger.warning("%s did not close within daemon.shutdown_timeout_s; leaving it", _described(intake))
+
+
+def _described(intake: SlackIntake | WebServer) -> str:
+    return "the HTTP server" if isinstance(intake, WebServer) else "the Slack connection"
 
 
 __all__ = ["ConfigError", "Daemon"]

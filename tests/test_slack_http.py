@@ -18,10 +18,11 @@ from mastodon_mock.testing.server import MockServer
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from mentiondesk.bot.config import Config, ConfigError, Secrets, SlackSettings, parse_settings
+from mentiondesk.bot.config import Config, ConfigError, HttpSettings, Secrets, SlackSettings, parse_settings
 from mentiondesk.bot.daemon import Daemon
-from mentiondesk.bot.slack.http import ReplayGuard, SlackHttpServer
+from mentiondesk.bot.slack.http import ReplayGuard, SlackHttpEndpoints
 from mentiondesk.bot.slack.inbound import PayloadRules, action_number
+from mentiondesk.bot.web.server import WebServer
 from mentiondesk.storage.models import Ticket
 from tests.conftest import BRAND_TOKEN, eventually, settings_dict
 from tests.fakeslack import FakeSlack
@@ -46,7 +47,7 @@ def interactive_body(payload: dict[str, Any]) -> bytes:
 
 
 def http_settings(**values: Any) -> SlackSettings:
-    return SlackSettings(default_channel="C0SUPPORT", mode="http", http_port=0, **values)
+    return SlackSettings(default_channel="C0SUPPORT", mode="http", **values)
 
 
 # ---------------------------------------------------------------- the server alone, with a tiny bolt app
@@ -71,13 +72,18 @@ ServerFactory = Callable[..., Awaitable[tuple[str, Recorder]]]
 
 @pytest.fixture
 async def serve(slack: FakeSlack) -> AsyncIterator[ServerFactory]:
-    """Start SlackHttpServers on free ports; returns (base URL, recorder). All are stopped at teardown."""
-    servers: list[SlackHttpServer] = []
+    """Serve Slack's endpoints on web servers on free ports; returns (base URL, recorder). All stop at teardown."""
+    servers: list[WebServer] = []
 
     async def start(**settings: Any) -> tuple[str, Recorder]:
         recorder = Recorder(slack)
-        server = SlackHttpServer(recorder.app, http_settings(**settings), signing_secret=SECRET, rules=PayloadRules())
+        endpoints = SlackHttpEndpoints(
+            recorder.app, http_settings(**settings), signing_secret=SECRET, rules=PayloadRules()
+        )
+        server = WebServer(HttpSettings(port=0), max_body_bytes=endpoints.max_body_bytes)
+        server.add_routes(endpoints.routes())
         await server.start()
+        await endpoints.start()
         servers.append(server)
         return f"http://127.0.0.1:{server.port}", recorder
 
@@ -269,7 +275,11 @@ def test_replay_memory_forgets_after_the_window_and_stays_bounded() -> None:
 def http_config(mastodon: MockServer, slack: FakeSlack, db_url: str, *, signing_secret: str | None = SECRET) -> Config:
     """A daemon config in HTTP mode (conftest's make_config has no signing secret)."""
     data = settings_dict(
-        mastodon_url=mastodon.base_url, slack_url=slack.base_url, db_url=db_url, slack={"mode": "http", "http_port": 0}
+        mastodon_url=mastodon.base_url,
+        slack_url=slack.base_url,
+        db_url=db_url,
+        slack={"mode": "http"},
+        http={"port": 0},
     )
     settings = parse_settings(data, source="test")
     return Config(
@@ -282,14 +292,15 @@ def http_config(mastodon: MockServer, slack: FakeSlack, db_url: str, *, signing_
 
 async def daemon_url(daemon: Daemon) -> str:
     """The daemon's Slack endpoint base URL, once its HTTP server is listening (it starts in the background)."""
-    intake = daemon.slack_intake
-    assert isinstance(intake, SlackHttpServer)
+    assert isinstance(daemon.slack_intake, SlackHttpEndpoints)
+    server = daemon.web
+    assert server is not None
 
     async def listening() -> bool:
-        return intake.port is not None
+        return server.port is not None
 
-    await eventually(listening, timeout_s=5, what="Slack HTTP server listening")
-    return f"http://127.0.0.1:{intake.port}"
+    await eventually(listening, timeout_s=5, what="HTTP server listening")
+    return f"http://127.0.0.1:{server.port}"
 
 
 async def test_signed_click_claims_a_ticket(

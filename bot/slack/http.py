@@ -1,4 +1,7 @@
-"""HTTP mode: Slack's Events API, interactivity and slash command endpoints, verified before bolt sees them."""
+"""HTTP mode: Slack's Events API, interactivity and slash command endpoints, verified before bolt sees them.
+
+The endpoints are routes on the daemon's one HTTP server (bot.web.server), which also serves the dashboard.
+"""
 
 from __future__ import annotations
 
@@ -23,15 +26,12 @@ logger = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 INTERACTIVITY_PATH = "/slack/interactivity"
 COMMANDS_PATH = "/slack/commands"
-HEALTH_PATH = "/healthz"
 
 # Slack's documented replay window: a request signed more than five minutes from now is refused.
 REPLAY_WINDOW_S = 300
 # Only validly signed requests are remembered, so only Slack (or a holder of the secret) can fill this;
 # Slack sends far fewer than this in five minutes to one app.
 MAX_REMEMBERED_REQUESTS = 50_000
-# Handlers answer within Slack's 3 s (listeners ack first), so a short grace is enough to finish them.
-SHUTDOWN_GRACE_S = 5.0
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
@@ -163,56 +163,37 @@ def _bolt_request(request: web.Request, text: str) -> AsyncBoltRequest:
     return AsyncBoltRequest(body=text, query=request.query_string, headers=headers)
 
 
-class SlackHttpServer:
-    """HTTP mode: Slack POSTs to the daemon's aiohttp server; each request is verified, then dispatched by bolt."""
+class SlackHttpEndpoints:
+    """HTTP mode: Slack POSTs to the daemon's HTTP server; each request is verified, then dispatched by bolt.
+
+    The routes are served by the shared server; as the daemon's Slack intake, start() and stop() open and close
+    them to Slack (closed, a request is answered 503 and Slack retries it later).
+    """
 
     def __init__(self, app: AsyncApp, settings: SlackSettings, *, signing_secret: str, rules: PayloadRules) -> None:
         self._bolt = app
-        self._settings = settings
         self._rules = rules
-        # Built once, so the replay memory outlives a failed start() and its retry.
         self._verifier = SlackRequestVerifier(signing_secret, max_body_bytes=settings.max_body_bytes)
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
+        self._open = False
+        self.max_body_bytes = settings.max_body_bytes
 
-    @property
-    def port(self) -> int | None:
-        """The port actually listened on (useful with http_port 0); None until started."""
-        return self._port
+    def routes(self) -> list[web.RouteDef]:
+        # Bolt tells events, actions and commands apart by the payload, so the three URLs share one handler;
+        # separate URLs only mirror the manifest. The server's client_max_size must be max_body_bytes, so that
+        # a chunked or lying body is stopped while it is read.
+        return [web.post(path, self._handle) for path in (EVENTS_PATH, INTERACTIVITY_PATH, COMMANDS_PATH)]
 
     async def start(self) -> None:
-        runner = web.AppRunner(self._web_app(), shutdown_timeout=SHUTDOWN_GRACE_S)
-        try:
-            await runner.setup()
-            site = web.TCPSite(runner, self._settings.http_host, self._settings.http_port)
-            await site.start()
-        except BaseException:
-            # The daemon retries start() (port in use) and cancels it on shutdown; a half-started runner
-            # would leak its socket each time.
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._port = runner.addresses[0][1]
-        logger.info("Slack HTTP endpoints listening on %s:%d", self._settings.http_host, self._port)
+        self._open = True
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-            self._port = None
-
-    def _web_app(self) -> web.Application:
-        # client_max_size bounds what aiohttp will ever buffer for one request.
-        app = web.Application(client_max_size=self._settings.max_body_bytes)
-        app.router.add_get(HEALTH_PATH, _health)
-        # Bolt tells events, actions and commands apart by the payload, so the three URLs share one handler;
-        # separate URLs only mirror the manifest.
-        for path in (EVENTS_PATH, INTERACTIVITY_PATH, COMMANDS_PATH):
-            app.router.add_post(path, self._handle)
-        return app
+        # Before the daemon's resources close: an action taken now could not finish.
+        self._open = False
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         """Verify and check the payload, then hand to bolt, which answers once the listener has called ack()."""
+        if not self._open:
+            return web.Response(status=503, text="not accepting Slack requests now")
         try:
             body = await self._verifier.verified_body(request)
             text = checked_text(request, body, self._rules)
@@ -225,8 +206,3 @@ class SlackHttpServer:
 def _reason(status: int) -> str:
     # Deliberately vague: which check failed is for the log, not for whoever sent the request.
     return {400: "bad request", 413: "request body too large"}.get(status, "unauthorized")
-
-
-async def _health(request: web.Request) -> web.Response:
-    """Liveness for a load balancer in front of the endpoints."""
-    return web.Response(text="ok")

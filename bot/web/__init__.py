@@ -1,0 +1,1 @@
+"""The daemon's one HTTP server and what it serves besides Slack's endpoints: the managers' dashboard."""
