@@ -25,8 +25,8 @@ Timing
         ``compute_figures`` (bot/reports/figures.py) for the last 7 days up to the run's "now", with the previous
         period: the figures of the weekly summary and of ``mentiondesk report --since 7d``.
     dashboard
-        The dashboard page rendered from the same database (bot/web/dashboard.py), figures included, when that
-        module exists in this checkout.
+        The dashboard page (bot/web/dashboard.py) for the same 7 days: its own routes on a local aiohttp server,
+        one GET / timed from request to the whole page read (the figures, the SVG charts, the HTML).
     Each is run 3 times on a fresh engine (connection set up included, as a report command pays it); the median
     is the figure, the first run is shown beside it. Every statement the weekly report sends is then explained
     on each backend (EXPLAIN QUERY PLAN / EXPLAIN), and the plans are written with the results, so a full scan
@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import inspect
 import math
 import os
 import platform
@@ -55,7 +53,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
+from aiohttp import web
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -496,23 +496,25 @@ async def weekly_report(engine: AsyncEngine, now: datetime) -> Any:
     return await compute_figures(session_factory(engine), period, with_previous=True, now=now)
 
 
-def dashboard_renderer() -> Callable[[AsyncEngine, datetime], Awaitable[Any]] | None:
-    """How to render the dashboard page, or None when this checkout has no dashboard yet."""
+async def dashboard_page(engine: AsyncEngine, now: datetime) -> str:
+    """GET / of the dashboard (bot/web/dashboard.py) through aiohttp on a local port: figures, render and HTTP."""
+    from mentiondesk.bot.web.dashboard import PAGE_PATH, dashboard_routes
+
+    app = web.Application()
+    app.add_routes(dashboard_routes(session_factory(engine), token=None, clock=lambda: now))
+    runner = web.AppRunner(app)
+    await runner.setup()
     try:
-        dashboard = importlib.import_module("mentiondesk.bot.web.dashboard")
-    except ModuleNotFoundError:
-        return None
-    render = getattr(dashboard, "render_dashboard", None)
-    if render is None:
-        raise HarnessError(
-            "bot/web/dashboard.py has no render_dashboard: adapt dashboard_renderer() in bench/reports.py"
-        )
-
-    async def run(engine: AsyncEngine, now: datetime) -> Any:
-        result = render(session_factory(engine), now=now)
-        return await result if inspect.isawaitable(result) else result
-
-    return run
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{PAGE_PATH}") as response:
+            page = await response.text()
+            if response.status != 200:
+                raise HarnessError(f"the dashboard answered {response.status}: {page[:200]}")
+        return page
+    finally:
+        await runner.cleanup()
 
 
 async def timed(url: str, job: Callable[[AsyncEngine, datetime], Awaitable[Any]], now: datetime) -> tuple[float, Any]:
@@ -562,6 +564,7 @@ class Result:
     timings: list[Timing]
     statements: list[Statement]
     summary: str
+    figures: dict[str, Any]
 
 
 async def measure(url: str, kind: str, now: datetime) -> Result:
@@ -574,15 +577,14 @@ async def measure(url: str, kind: str, now: datetime) -> Result:
     timings.append(Timing("weekly report: `compute_figures`, last 7 days with the previous 7", runs))
     if figures is None or figures.opened == 0:
         raise HarnessError(f"the weekly report on {kind} found no tickets opened: the seed and the figures disagree")
-    render = dashboard_renderer()
-    if render is None:
-        timings.append(Timing("dashboard page", [], "not measured: bot/web/dashboard.py is not in this checkout"))
-    else:
-        runs = []
-        for _ in range(RUNS):
-            seconds, _page = await timed(url, render, now)
-            runs.append(seconds)
-        timings.append(Timing("dashboard page: figures and render", runs))
+    runs = []
+    page = ""
+    for _ in range(RUNS):
+        seconds, page = await timed(url, dashboard_page, now)
+        runs.append(seconds)
+    if f"{figures.opened:,}" not in page and str(figures.opened) not in page:
+        raise HarnessError(f"the dashboard on {kind} does not show the {figures.opened} tickets opened")
+    timings.append(Timing("dashboard page: GET / over HTTP (its figures, last 7 days with the previous 7)", runs))
     first = figures.clocks.get("first_response")
     within = f"{first.within_sla:.0%}" if first is not None and first.within_sla is not None else "n/a"
     summary = (
@@ -591,7 +593,9 @@ async def measure(url: str, kind: str, now: datetime) -> Result:
         f"{len(figures.breaches)} breaches listed; backlog {sum(n for _, n in figures.backlog):,}"
     )
     statements = await explained(url, kind, now)
-    return Result(kind, timings, statements, summary)
+    from mentiondesk.bot.reports.figures import figures_json
+
+    return Result(kind, timings, statements, summary, figures_json(figures))
 
 
 LABEL = {SQLITE: "SQLite", POSTGRES: "Postgres"}
@@ -678,6 +682,9 @@ async def run_all(args: argparse.Namespace, argv: list[str], folder: Path) -> st
                 shown = fmt_s(timing.median) if timing.runs else timing.note
                 print(f"{LABEL[kind]}: {timing.what}: {shown}", flush=True)
             results.append(result)
+    # The figures are meant to be identical on both backends; the same seed makes any difference a bug.
+    if len(results) == 2 and results[0].figures != results[1].figures:
+        raise HarnessError("the weekly report's figures differ between SQLite and Postgres on the same seed")
     return markdown(argv, started, setup, results)
 
 
