@@ -29,6 +29,8 @@ class Ticket(SQLModel, table=True):
         Index("ix_tickets_created_at", "created_at"),
         Index("ix_tickets_first_response_at", "first_response_at"),
         Index("ix_tickets_resolved_at", "resolved_at"),
+        # The per-channel, per-priority and per-agent figures join the period's clocks to their tickets for these.
+        Index("ix_tickets_report_groups", "id", "channel", "priority", "assignee_slack_id"),
     )
 
     # The primary key doubles as the ticket number agents see ("Ticket #42").
