@@ -62,6 +62,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.report import REPO_ROOT, _commit, _loadavg, _machine
 from bench.rows import sqlite_connect
 from bench.scratch import POSTGRES, SQLITE, Scratch, asyncpg_dsn
+from mentiondesk.bot.reports.figures import Figures, Period, compute_figures, figures_json
+from mentiondesk.bot.web.dashboard import PAGE_PATH, dashboard_routes
 from mentiondesk.storage.db import create_engine, session_factory
 from mentiondesk.storage.models import (
     Reply,
@@ -486,20 +488,13 @@ class StatementLog:
             self.statements.append(Statement(statement, parameters, elapsed))
 
 
-async def weekly_report(engine: AsyncEngine, now: datetime) -> Any:
-    try:
-        from mentiondesk.bot.reports.figures import Period, compute_figures
-    except ModuleNotFoundError as exc:
-        raise HarnessError("bot/reports/figures.py is not in this checkout: nothing to time") from exc
-
+async def weekly_report(engine: AsyncEngine, now: datetime) -> Figures:
     period = Period.last(timedelta(days=7), until=now)
     return await compute_figures(session_factory(engine), period, with_previous=True, now=now)
 
 
 async def dashboard_page(engine: AsyncEngine, now: datetime) -> str:
     """GET / of the dashboard (bot/web/dashboard.py) through aiohttp on a local port: figures, render and HTTP."""
-    from mentiondesk.bot.web.dashboard import PAGE_PATH, dashboard_routes
-
     app = web.Application()
     app.add_routes(dashboard_routes(session_factory(engine), token=None, clock=lambda: now))
     runner = web.AppRunner(app)
@@ -593,8 +588,6 @@ async def measure(url: str, kind: str, now: datetime) -> Result:
         f"{len(figures.breaches)} breaches listed; backlog {sum(n for _, n in figures.backlog):,}"
     )
     statements = await explained(url, kind, now)
-    from mentiondesk.bot.reports.figures import figures_json
-
     return Result(kind, timings, statements, summary, figures_json(figures))
 
 
@@ -605,10 +598,10 @@ def fmt_s(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def markdown(argv: list[str], started: datetime, setup: list[str], results: list[Result]) -> str:
+def markdown(argv: list[str], tickets: int, started: datetime, setup: list[str], results: list[Result]) -> str:
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "bench.reports", *argv])
     lines = [
-        f"# Reports at {setup_tickets(setup)} tickets",
+        f"# Reports at {tickets:,} tickets",
         "",
         f"Written by `{command}` (run from the repository root), {started:%Y-%m-%d %H:%M} UTC.",
         "",
@@ -617,7 +610,8 @@ def markdown(argv: list[str], started: datetime, setup: list[str], results: list
         *(f"- {line}" for line in setup),
         "",
         "How the desk is drawn and what is timed: the docstring of bench/reports.py. Each figure is the median of",
-        f"{RUNS} runs, each on a fresh engine (connecting included); target under {TARGET_S:g} s.",
+        f"{RUNS} runs, each on a fresh engine (connecting included); target under {TARGET_S:g} s. The indexes these",
+        "plans use, and why each, are in storage/migrations/versions/0006_report_indexes.py.",
         "",
         "| database | what | median | runs | target |",
         "|---|---|---:|---|---:|",
@@ -656,10 +650,6 @@ def markdown(argv: list[str], started: datetime, setup: list[str], results: list
     return "\n".join(lines) + "\n"
 
 
-def setup_tickets(setup: list[str]) -> str:
-    return setup[0].split(" ", 1)[0] if setup else "?"
-
-
 async def run_all(args: argparse.Namespace, argv: list[str], folder: Path) -> str:
     started = datetime.now(UTC)
     now = started.replace(microsecond=0)
@@ -685,7 +675,7 @@ async def run_all(args: argparse.Namespace, argv: list[str], folder: Path) -> st
     # The figures are meant to be identical on both backends; the same seed makes any difference a bug.
     if len(results) == 2 and results[0].figures != results[1].figures:
         raise HarnessError("the weekly report's figures differ between SQLite and Postgres on the same seed")
-    return markdown(argv, started, setup, results)
+    return markdown(argv, args.tickets, started, setup, results)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
