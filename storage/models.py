@@ -22,8 +22,16 @@ class TicketState:
 
 class Ticket(SQLModel, table=True):
     __tablename__ = "tickets"
-    # Every message in a Slack channel the bot is in is checked against this: is it in a ticket's thread?
-    __table_args__ = (Index("ix_tickets_slack_message", "channel", "slack_ts"),)
+    __table_args__ = (
+        # Every message in a Slack channel the bot is in is checked against this: is it in a ticket's thread?
+        Index("ix_tickets_slack_message", "channel", "slack_ts"),
+        # The reports count tickets opened, answered and resolved in a period (storage/reports.py): migration 0006.
+        Index("ix_tickets_created_at", "created_at"),
+        Index("ix_tickets_first_response_at", "first_response_at"),
+        Index("ix_tickets_resolved_at", "resolved_at"),
+        # The per-channel, per-priority and per-agent figures join the period's clocks to their tickets for these.
+        Index("ix_tickets_report_groups", "id", "channel", "priority", "assignee_slack_id"),
+    )
 
     # The primary key doubles as the ticket number agents see ("Ticket #42").
     id: int | None = Field(default=None, primary_key=True)
@@ -118,7 +126,12 @@ class SlaClock(SQLModel, table=True):
     """
 
     __tablename__ = "sla_clocks"
-    __table_args__ = (UniqueConstraint("ticket_id", "kind", "seq", name="uq_sla_clocks_ticket_kind_seq"),)
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "kind", "seq", name="uq_sla_clocks_ticket_kind_seq"),
+        # The reports read the clocks stopped in a period, and the breaches in it, from these alone: migration 0006.
+        Index("ix_sla_clocks_report", "achieved_at", "kind", "business_s", "wall_s", "breached", "ticket_id"),
+        Index("ix_sla_clocks_breached_at", "breached_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="tickets.id", index=True)
