@@ -370,16 +370,25 @@ class Daemon:
         if intake is not None:
             await finish_listeners(left_s())
         if self.timers is not None:
-            await self.timers.stop()
+            await self.timers.stop(timeout_s=left_s())
             self.timers = None
         if self.summaries is not None:
             await self.summaries.stop()
             self.summaries = None
-        watchers = [t for t in self._tasks if t is not self._sender_task]
+        ingest = [t for t in self._tasks if t.get_name() == "ingest"]
+        watchers = [t for t in self._tasks if t is not self._sender_task and t not in ingest]
         for task in watchers:
             task.cancel()
         if watchers:
             await asyncio.wait(watchers, timeout=left_s())
+        if self.pipeline is not None:
+            # The batch being written commits (or fails) rather than being cut off mid-transaction; what is still
+            # queued is read again by the next start's poll.
+            await self.pipeline.close(timeout_s=left_s())
+        for task in ingest:
+            task.cancel()
+        if ingest:
+            await asyncio.wait(ingest, timeout=left_s())
         if self.sender is not None and self._sender_task is not None:
             self.sender.stop()
             _, pending = await asyncio.wait([self._sender_task], timeout=left_s())

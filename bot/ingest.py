@@ -11,6 +11,7 @@ A full queue makes `submit` wait: the feeds slow down, nothing is dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ class IngestPipeline:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=capacity)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._between_batches = asyncio.Event()
+        self._between_batches.set()
+        self._closing = False
         self.batches = 0  # batches handled since the start (what tests and the benchmark watch)
         self.posts = 0
 
@@ -81,13 +85,15 @@ class IngestPipeline:
     async def run(self) -> None:
         """Take and handle batches until cancelled; items still queued then are cancelled (their feeds re-read them)."""
         try:
-            while True:
+            while not self._closing:
                 batch = [await self._queue.get()]
                 while len(batch) < self._batch_size and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
+                self._between_batches.clear()
                 try:
                     await self._handle(batch)
                 finally:
+                    self._between_batches.set()
                     for item in batch:
                         if not item.done.done():
                             item.done.cancel()
@@ -97,6 +103,12 @@ class IngestPipeline:
             while not self._queue.empty():
                 self._queue.get_nowait().done.cancel()
             self._idle.set()
+
+    async def close(self, timeout_s: float) -> None:
+        """Take no more batches; wait (up to timeout_s) for the one being written to commit or fail."""
+        self._closing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._between_batches.wait(), timeout_s)
 
     async def _handle(self, batch: list[_Item]) -> None:
         self.batches += 1

@@ -24,8 +24,9 @@ Tests drive it with a controllable clock (`now`) and call reconcile()/fire() dir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -69,6 +70,11 @@ class SlaTimers:
         self._scheduler: AsyncIOScheduler | None = None
         # One pass over the due alerts at a time in this daemon; other daemons are kept out by the alert rows.
         self._lock = asyncio.Lock()
+        # Jobs in flight, so that stop() lets their transactions finish before the database closes.
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
         self.sent = 0
 
     @property
@@ -92,11 +98,33 @@ class SlaTimers:
             self.reconcile, "interval", seconds=self._reconcile_s, id=_RECONCILE_JOB, replace_existing=True
         )
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Start no more jobs and let those in flight finish (within timeout_s) before the scheduler goes.
+
+        The scheduler's shutdown cancels coroutine jobs still running; cancelled mid-transaction, a job would leave
+        its database connection to be reset by the garbage collector after the engine is gone.
+        """
+        self._stopping = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
         if self._scheduler is not None:
-            # Jobs in flight finish their transaction on their own; nothing here is lost by not waiting.
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+
+    @contextlib.asynccontextmanager
+    async def _job(self) -> AsyncIterator[bool]:
+        """Count a job in flight; yields False when the timers are stopping and the job should do nothing."""
+        if self._stopping:
+            yield False
+            return
+        self._running += 1
+        self._idle.clear()
+        try:
+            yield True
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
 
     def poke(self) -> None:
         """Clocks changed: reconcile soon (once for a burst of pokes)."""
@@ -108,6 +136,10 @@ class SlaTimers:
 
     async def fire(self) -> int:
         """Send every alert due now; how many were sent."""
+        async with self._job() as going:
+            return await self._fire() if going else 0
+
+    async def _fire(self) -> int:
         async with self._lock:
             try:
                 sent = await send_due_alerts(self._sessions, self._book, now=self._now())
@@ -121,7 +153,11 @@ class SlaTimers:
 
     async def reconcile(self) -> int:
         """Send what is due, and schedule a job at each alert instant of the next horizon; returns how many sent."""
-        sent = await self.fire()
+        async with self._job() as going:
+            return await self._reconcile() if going else 0
+
+    async def _reconcile(self) -> int:
+        sent = await self._fire()
         now = self._now()
         try:
             async with self._sessions() as session:
