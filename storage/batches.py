@@ -13,24 +13,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.storage.db import core_connection, in_chunks, table_of
 from mentiondesk.storage.models import Mention, OutboxState, SlackOutbox, Ticket, TicketEvent
 
-# Well under SQLite's and asyncpg's limits on bound parameters per statement.
-_IN_CHUNK = 1000
-
-
-def _table(model: Any) -> Table:
-    table: Table = model.__table__
-    return table
-
-
-MENTIONS = _table(Mention)
-TICKETS = _table(Ticket)
-OUTBOX = _table(SlackOutbox)
-EVENTS = _table(TicketEvent)
+MENTIONS = table_of(Mention)
+TICKETS = table_of(Ticket)
+OUTBOX = table_of(SlackOutbox)
+EVENTS = table_of(TicketEvent)
 
 
 @dataclass(frozen=True)
@@ -43,22 +34,11 @@ class TicketSummary:
     resolved_at: datetime | None
 
 
-async def _connection(session: AsyncSession) -> AsyncConnection:
-    # Pending ORM changes (a reopen's event row) go first, so the Core statements below see them.
-    await session.flush()
-    return await session.connection()
-
-
-def _chunks(values: Collection[str]) -> list[list[str]]:
-    ordered = sorted(set(values))
-    return [ordered[i : i + _IN_CHUNK] for i in range(0, len(ordered), _IN_CHUNK)]
-
-
 async def stored_uris(session: AsyncSession, uris: Collection[str]) -> set[str]:
     """Which of these status URIs are stored already."""
-    conn = await _connection(session)
+    conn = await core_connection(session)
     found: set[str] = set()
-    for chunk in _chunks(uris):
+    for chunk in in_chunks(uris):
         rows = await conn.execute(select(MENTIONS.c.status_uri).where(MENTIONS.c.status_uri.in_(chunk)))
         found.update(row[0] for row in rows)
     return found
@@ -66,9 +46,9 @@ async def stored_uris(session: AsyncSession, uris: Collection[str]) -> set[str]:
 
 async def stored_status_ids(session: AsyncSession, status_ids: Collection[str]) -> set[str]:
     """Which of these status ids are stored already (by id: all a reply knows of its parent)."""
-    conn = await _connection(session)
+    conn = await core_connection(session)
     found: set[str] = set()
-    for chunk in _chunks(status_ids):
+    for chunk in in_chunks(status_ids):
         rows = await conn.execute(select(MENTIONS.c.status_id).where(MENTIONS.c.status_id.in_(chunk)).distinct())
         found.update(row[0] for row in rows)
     return found
@@ -76,10 +56,10 @@ async def stored_status_ids(session: AsyncSession, status_ids: Collection[str]) 
 
 async def customer_tickets(session: AsyncSession, account_ids: Collection[str]) -> list[TicketSummary]:
     """Every ticket of these customers, oldest first."""
-    conn = await _connection(session)
+    conn = await core_connection(session)
     found: list[TicketSummary] = []
     columns = (TICKETS.c.id, TICKETS.c.customer_account_id, TICKETS.c.state, TICKETS.c.resolved_at)
-    for chunk in _chunks(account_ids):
+    for chunk in in_chunks(account_ids):
         rows = await conn.execute(select(*columns).where(TICKETS.c.customer_account_id.in_(chunk)))
         found.extend(TicketSummary(*row) for row in rows)
     return sorted(found, key=lambda t: t.id)
@@ -87,12 +67,12 @@ async def customer_tickets(session: AsyncSession, account_ids: Collection[str]) 
 
 async def tickets_holding(session: AsyncSession, status_ids: Collection[str]) -> dict[str, list[tuple[int, str]]]:
     """For each of these status ids that is stored in a ticket: (ticket id, the ticket's customer) pairs."""
-    conn = await _connection(session)
+    conn = await core_connection(session)
     found: dict[str, list[tuple[int, str]]] = {}
     stmt = select(MENTIONS.c.status_id, TICKETS.c.id, TICKETS.c.customer_account_id).join(
         TICKETS, TICKETS.c.id == MENTIONS.c.ticket_id
     )
-    for chunk in _chunks(status_ids):
+    for chunk in in_chunks(status_ids):
         for status_id, ticket_id, account_id in await conn.execute(stmt.where(MENTIONS.c.status_id.in_(chunk))):
             found.setdefault(status_id, []).append((ticket_id, account_id))
     return found
@@ -101,7 +81,7 @@ async def tickets_holding(session: AsyncSession, status_ids: Collection[str]) ->
 async def _insert_returning_ids(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> list[int]:
     if not rows:
         return []
-    conn = await _connection(session)
+    conn = await core_connection(session)
     stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
     result = await conn.execute(stmt, list(rows))
     return [int(row[0]) for row in result]
@@ -119,7 +99,7 @@ async def insert_mentions(session: AsyncSession, rows: Sequence[Mapping[str, Any
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
-        conn = await _connection(session)
+        conn = await core_connection(session)
         await conn.execute(insert(table), list(rows))
 
 
@@ -127,7 +107,7 @@ async def record_customer_posts(session: AsyncSession, latest: Mapping[int, date
     """Stamp each ticket's latest customer activity (ticket id -> time) and bump its version, as agents' changes do."""
     if not latest:
         return
-    conn = await _connection(session)
+    conn = await core_connection(session)
     stmt = (
         update(TICKETS)
         .where(TICKETS.c.id == bindparam("ticket_id"))

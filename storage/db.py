@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import Table, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.base import Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -111,6 +111,29 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """A session whose work commits on success and rolls back on error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+# Well under SQLite's and asyncpg's limits on bound parameters per statement.
+IN_CHUNK = 1000
+_Key = TypeVar("_Key", str, int)
+
+
+def table_of(model: Any) -> Table:
+    """A model's table, for SQLAlchemy Core statements where the ORM costs a round trip and an object per row."""
+    table: Table = model.__table__
+    return table
+
+
+async def core_connection(session: AsyncSession) -> AsyncConnection:
+    """The session's connection, after its pending ORM changes are flushed so Core statements see them."""
+    await session.flush()
+    return await session.connection()
+
+
+def in_chunks(values: Collection[_Key]) -> list[list[_Key]]:
+    """The distinct values, sorted, in chunks of IN_CHUNK: one IN (...) list each."""
+    ordered = sorted(set(values))
+    return [ordered[i : i + IN_CHUNK] for i in range(0, len(ordered), IN_CHUNK)]
 
 
 async def execute(session: AsyncSession, statement: Executable) -> int:

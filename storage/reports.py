@@ -27,20 +27,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, and_, case, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mentiondesk.storage.db import table_of
 from mentiondesk.storage.models import Reply, ReplyState, SlaClock, SlaClockKind, Ticket, TicketState
 
-
-def _table(model: Any) -> Table:
-    table: Table = model.__table__
-    return table
-
-
-TICKETS = _table(Ticket)
-CLOCKS = _table(SlaClock)
-REPLIES = _table(Reply)
+TICKETS = table_of(Ticket)
+CLOCKS = table_of(SlaClock)
+REPLIES = table_of(Reply)
 
 ON_DESK = (TicketState.OPEN, TicketState.WAITING)
 

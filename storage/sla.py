@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.storage.db import core_connection, in_chunks, table_of
 from mentiondesk.storage.models import (
     SlaAlert,
     SlaAlertLevel,
@@ -35,19 +35,10 @@ from mentiondesk.storage.models import (
     TicketState,
 )
 
-# Well under SQLite's and asyncpg's limits on bound parameters per statement.
-_IN_CHUNK = 1000
-
-
-def _table(model: Any) -> Table:
-    table: Table = model.__table__
-    return table
-
-
-CLOCKS = _table(SlaClock)
-PAUSES = _table(SlaPause)
-TICKETS = _table(Ticket)
-ALERTS = _table(SlaAlert)
+CLOCKS = table_of(SlaClock)
+PAUSES = table_of(SlaPause)
+TICKETS = table_of(Ticket)
+ALERTS = table_of(SlaAlert)
 
 # A closed ticket keeps its clocks as they stood; a resolved one's running clocks are paused until a reopen.
 NOT_CLOSED = (TicketState.OPEN, TicketState.WAITING, TicketState.RESOLVED)
@@ -134,22 +125,11 @@ def _clock(values: RowMapping, paused: str | None) -> ClockState:
     )
 
 
-async def _connection(session: AsyncSession) -> AsyncConnection:
-    # Pending ORM changes (the ticket update before a clock change) go first, so these statements see them.
-    await session.flush()
-    return await session.connection()
-
-
-def _chunks(values: Collection[int]) -> list[list[int]]:
-    ordered = sorted(set(values))
-    return [ordered[i : i + _IN_CHUNK] for i in range(0, len(ordered), _IN_CHUNK)]
-
-
 async def open_pauses(session: AsyncSession, ticket_ids: Collection[int]) -> dict[int, PauseSpan]:
     """The open pause of each of these tickets that is paused now."""
-    conn = await _connection(session)
+    conn = await core_connection(session)
     found: dict[int, PauseSpan] = {}
-    for chunk in _chunks(ticket_ids):
+    for chunk in in_chunks(ticket_ids):
         stmt = select(PAUSES.c.ticket_id, PAUSES.c.started_at, PAUSES.c.reason).where(
             PAUSES.c.ticket_id.in_(chunk), PAUSES.c.ended_at.is_(None)
         )
@@ -165,7 +145,7 @@ async def open_pause(session: AsyncSession, ticket_id: int) -> PauseSpan | None:
 async def ticket_clocks(session: AsyncSession, ticket_id: int) -> list[ClockState]:
     """Every clock of the ticket, in the order they started."""
     paused = await open_pause(session, ticket_id)
-    conn = await _connection(session)
+    conn = await core_connection(session)
     rows = (await conn.execute(select(*_CLOCK_COLUMNS).where(CLOCKS.c.ticket_id == ticket_id))).mappings()
     clocks = [_clock(row, paused.reason if paused else None) for row in rows]
     return sorted(clocks, key=_started_order)
@@ -206,7 +186,7 @@ async def running_clocks(
     A paused clock has None for each instant it had not reached when the pause began: its warning and breach wait
     for the ticket to resume. Timers want include_paused=False: the clocks with something ahead to watch for.
     """
-    conn = await _connection(session)
+    conn = await core_connection(session)
     stmt = (
         select(*_CLOCK_COLUMNS)
         .join(TICKETS, TICKETS.c.id == CLOCKS.c.ticket_id)
@@ -219,7 +199,7 @@ async def running_clocks(
     if ticket_ids is None:
         rows.extend((await conn.execute(stmt)).mappings())
     else:
-        for chunk in _chunks(ticket_ids):
+        for chunk in in_chunks(ticket_ids):
             rows.extend((await conn.execute(stmt.where(CLOCKS.c.ticket_id.in_(chunk)))).mappings())
     paused = await open_pauses(session, {row["ticket_id"] for row in rows})
     clocks = [_clock(row, p.reason if (p := paused.get(row["ticket_id"])) else None) for row in rows]
@@ -228,9 +208,9 @@ async def running_clocks(
 
 async def ticket_pauses(session: AsyncSession, ticket_ids: Collection[int]) -> dict[int, list[PauseSpan]]:
     """Each ticket's pauses, oldest first (tickets without any are left out)."""
-    conn = await _connection(session)
+    conn = await core_connection(session)
     found: dict[int, list[PauseSpan]] = {}
-    for chunk in _chunks(ticket_ids):
+    for chunk in in_chunks(ticket_ids):
         stmt = (
             select(PAUSES.c.ticket_id, PAUSES.c.started_at, PAUSES.c.ended_at, PAUSES.c.reason)
             .where(PAUSES.c.ticket_id.in_(chunk))
@@ -255,7 +235,7 @@ class ClockGap:
 
 async def clock_kinds(session: AsyncSession) -> list[ClockGap]:
     """Every ticket on the desk (open, or waiting on the customer) with the kinds of clock it has."""
-    conn = await _connection(session)
+    conn = await core_connection(session)
     stmt = (
         select(
             TICKETS.c.id,
@@ -283,10 +263,10 @@ async def clock_kinds(session: AsyncSession) -> list[ClockGap]:
 
 async def response_clocks(session: AsyncSession, ticket_ids: Collection[int]) -> dict[int, list[tuple[str, int, bool]]]:
     """Each ticket's response clocks (first and next) as (kind, seq, running)."""
-    conn = await _connection(session)
+    conn = await core_connection(session)
     found: dict[int, list[tuple[str, int, bool]]] = {}
     kinds = [SlaClockKind.FIRST_RESPONSE, SlaClockKind.NEXT_RESPONSE]
-    for chunk in _chunks(ticket_ids):
+    for chunk in in_chunks(ticket_ids):
         stmt = select(CLOCKS.c.ticket_id, CLOCKS.c.kind, CLOCKS.c.seq, CLOCKS.c.achieved_at).where(
             CLOCKS.c.ticket_id.in_(chunk), CLOCKS.c.kind.in_(kinds)
         )
@@ -306,10 +286,10 @@ class TicketFacts:
 
 
 async def ticket_facts(session: AsyncSession, ticket_ids: Collection[int]) -> dict[int, TicketFacts]:
-    conn = await _connection(session)
+    conn = await core_connection(session)
     found: dict[int, TicketFacts] = {}
     columns = (TICKETS.c.id, TICKETS.c.priority, TICKETS.c.channel, TICKETS.c.state, TICKETS.c.first_response_at)
-    for chunk in _chunks(ticket_ids):
+    for chunk in in_chunks(ticket_ids):
         for ticket_id, priority, channel, state, answered in await conn.execute(
             select(*columns).where(TICKETS.c.id.in_(chunk))
         ):
@@ -323,7 +303,7 @@ async def ticket_facts(session: AsyncSession, ticket_ids: Collection[int]) -> di
 async def insert_clocks(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert clock rows (every column but id given) in one statement."""
     if rows:
-        conn = await _connection(session)
+        conn = await core_connection(session)
         await conn.execute(insert(CLOCKS), list(rows))
 
 
@@ -331,7 +311,7 @@ async def update_clocks(session: AsyncSession, changes: Sequence[Mapping[str, An
     """Apply changes to clocks: each mapping holds "clock_id" and the same set of columns to set."""
     if not changes:
         return
-    conn = await _connection(session)
+    conn = await core_connection(session)
     columns = sorted(set(changes[0]) - {"clock_id"})
     stmt = update(CLOCKS).where(CLOCKS.c.id == bindparam("clock_id")).values({c: bindparam(c) for c in columns})
     # Sorted, so two writers touching the same clocks take their row locks in one order.
@@ -342,13 +322,13 @@ async def set_first_response_due(session: AsyncSession, due: Mapping[int, dateti
     """Mirror first-response clocks' due times on their tickets (ticket id -> due), which cards and reports read."""
     if not due:
         return
-    conn = await _connection(session)
+    conn = await core_connection(session)
     stmt = update(TICKETS).where(TICKETS.c.id == bindparam("ticket_id")).values(first_response_due_at=bindparam("due"))
     await conn.execute(stmt, [{"ticket_id": ticket_id, "due": at} for ticket_id, at in sorted(due.items())])
 
 
 async def start_pause(session: AsyncSession, ticket_id: int, *, at: datetime, reason: str) -> None:
-    conn = await _connection(session)
+    conn = await core_connection(session)
     await conn.execute(insert(PAUSES).values(ticket_id=ticket_id, started_at=at, ended_at=None, reason=reason))
 
 
@@ -358,7 +338,7 @@ async def end_pause(session: AsyncSession, ticket_id: int, *, at: datetime) -> P
     if paused is None:
         return None
     ended = max(at, paused.started_at)
-    conn = await _connection(session)
+    conn = await core_connection(session)
     stmt = update(PAUSES).where(PAUSES.c.ticket_id == ticket_id, PAUSES.c.ended_at.is_(None)).values(ended_at=ended)
     await conn.execute(stmt)
     return PauseSpan(paused.started_at, ended, paused.reason)
@@ -389,7 +369,7 @@ async def due_alerts(session: AsyncSession, *, until: datetime) -> list[DueAlert
     """The alerts not yet sent whose instant is at or before `until`, of running clocks of open tickets that are
     not paused, soonest first: what the timers watch for. Alerts already sent are left out by their row, so
     however long ago an instant passed it is read only until its alert goes."""
-    conn = await _connection(session)
+    conn = await core_connection(session)
     found: list[DueAlert] = []
     open_pause = select(PAUSES.c.id).where(PAUSES.c.ticket_id == CLOCKS.c.ticket_id, PAUSES.c.ended_at.is_(None))
     for level, instant in ALERT_INSTANTS:
@@ -416,7 +396,7 @@ async def record_alert(session: AsyncSession, *, ticket_id: int, clock_id: int, 
     One statement that never fails on the unique key: two daemons claiming the same alert at once both get an
     answer, and exactly one gets True (the other waits for its commit, then finds the row).
     """
-    conn = await _connection(session)
+    conn = await core_connection(session)
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = (
         dialect_insert(ALERTS)
@@ -430,14 +410,14 @@ async def record_alert(session: AsyncSession, *, ticket_id: int, clock_id: int, 
 async def lock_ticket(session: AsyncSession, ticket_id: int) -> RowMapping | None:
     """The ticket's row, locked until the transaction ends (on Postgres): a concurrent reply, resolve or pause,
     which changes the ticket before its clocks, then waits for this transaction, or this one for it."""
-    conn = await _connection(session)
+    conn = await core_connection(session)
     stmt = select(TICKETS).where(TICKETS.c.id == ticket_id).with_for_update()
     return (await conn.execute(stmt)).mappings().first()
 
 
 async def mark_breached(session: AsyncSession, *, clock_id: int, at: datetime) -> None:
     """A running clock's breach, as the timers saw it: recorded on the clock (a stop later keeps the flag)."""
-    conn = await _connection(session)
+    conn = await core_connection(session)
     stmt = (
         update(CLOCKS)
         .where(CLOCKS.c.id == clock_id, CLOCKS.c.achieved_at.is_(None))
@@ -448,9 +428,9 @@ async def mark_breached(session: AsyncSession, *, clock_id: int, at: datetime) -
 
 async def shown_clocks(session: AsyncSession, ticket_ids: Collection[int]) -> dict[int, ClockState]:
     """The clock each of these tickets shows (see shown_clock); tickets without any are left out."""
-    conn = await _connection(session)
+    conn = await core_connection(session)
     rows: list[RowMapping] = []
-    for chunk in _chunks(ticket_ids):
+    for chunk in in_chunks(ticket_ids):
         rows.extend((await conn.execute(select(*_CLOCK_COLUMNS).where(CLOCKS.c.ticket_id.in_(chunk)))).mappings())
     paused = await open_pauses(session, {row["ticket_id"] for row in rows})
     by_ticket: dict[int, list[ClockState]] = {}
