@@ -585,12 +585,16 @@ class DatabaseSettings(_Section):
 
 
 class HttpSettings(_Section):
-    """The daemon's one HTTP server: Slack's endpoints in HTTP mode and the dashboard."""
+    """The daemon's one HTTP server: health probes, Slack's endpoints in HTTP mode and the dashboard."""
 
+    # On by default, on loopback: ops get /healthz and /readyz without writing anything.
+    enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8089, ge=0, le=65535)  # 0: any free port (tests)
     # The name of the environment variable holding the dashboard's bearer token (the token never goes in the file).
     token_env: str | None = None
+    # /readyz fails when a message has waited in the outbox (pending, not parked) longer than this.
+    outbox_stuck_after_s: float = Field(default=300.0, gt=0)
 
     @field_validator("host")
     @classmethod
@@ -639,14 +643,20 @@ class Settings(_Section):
     # Built per load, not once at import: its SQLite path is resolved against the working directory then.
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     daemon: DaemonSettings = DaemonSettings()
-    # None: no HTTP server, unless Slack's HTTP mode needs one (then on the defaults).
-    http: HttpSettings | None = None
+    http: HttpSettings = HttpSettings()
 
     def http_server(self) -> HttpSettings | None:
-        """Where the daemon's HTTP server listens; None when nothing needs one (no [http], Slack not in HTTP mode)."""
-        if self.http is not None:
-            return self.http
-        return HttpSettings() if self.slack.mode == "http" and not self.slack.dry_run else None
+        """Where the daemon's HTTP server listens; None when it is turned off (http.enabled = false)."""
+        return self.http if self.http.enabled else None
+
+    @model_validator(mode="after")
+    def _http_mode_needs_the_server(self) -> Settings:
+        if self.slack.mode == "http" and not self.slack.dry_run and not self.http.enabled:
+            raise ValueError(
+                'http.enabled = false, but slack.mode = "http" needs the HTTP server (Slack posts to /slack/*): '
+                'remove http.enabled, or use slack.mode = "socket"'
+            )
+        return self
 
     @model_validator(mode="after")
     def _policies_name_ticket_channels(self) -> Settings:
@@ -686,7 +696,7 @@ class Config(BaseModel):
             # Never run HTTP mode unverified: anyone who finds the URL could act as an agent.
             missing.append("MENTIONDESK_SLACK_SIGNING_SECRET (HTTP mode)")
         http = self.settings.http
-        if http is not None and http.token_env is not None and not self.secrets.dashboard_token:
+        if http.token_env is not None and not self.secrets.dashboard_token:
             # Named but empty: serving the dashboard to anyone would not be what was asked for.
             missing.append(f"{http.token_env} (named by http.token_env, the dashboard's token)")
         if missing:
@@ -788,8 +798,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     settings = parse_settings(data, source=str(path))
-    token_env = settings.http.token_env if settings.http is not None else None
-    secrets = read_secrets(os.environ if environ is None else environ, dashboard_token_env=token_env)
+    secrets = read_secrets(os.environ if environ is None else environ, dashboard_token_env=settings.http.token_env)
     return Config(settings=settings, secrets=secrets, source=str(path))
 
 

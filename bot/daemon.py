@@ -38,6 +38,8 @@ from mentiondesk.bot.slack.preflight import channel_keys, configured_channels, v
 from mentiondesk.bot.slack.problems import DEFAULT_BOT_NAME, SlackUnavailable
 from mentiondesk.bot.slack.sender import SlackSender
 from mentiondesk.bot.web.dashboard import dashboard_routes
+from mentiondesk.bot.web.health import HealthProbes, LoopLag
+from mentiondesk.bot.web.readiness import database_check, mastodon_check, outbox_check, slack_check
 from mentiondesk.bot.web.server import WebServer
 from mentiondesk.handlers import build_router, slack_listeners, slack_payload_rules
 from mentiondesk.storage.db import (
@@ -51,6 +53,9 @@ from mentiondesk.storage.db import (
 from mentiondesk.storage.urls import describe_database
 
 logger = logging.getLogger(__name__)
+
+# Tasks that end once their job is done (connected, listening); every other task must run as long as the daemon.
+_ONE_SHOT_TASKS = frozenset({"slack intake", "http server"})
 
 
 class Daemon:
@@ -164,8 +169,10 @@ class Daemon:
             capacity=settings.ingest.queue_size,
         )
         http = settings.http_server()
+        loop_lag = LoopLag()
         if http is not None:
             self.web = WebServer(http, max_body_bytes=settings.slack.max_body_bytes)
+            self.web.add_routes(self._health_probes(loop_lag, http.outbox_stuck_after_s).routes())
             self.web.add_routes(dashboard_routes(sessions, token=secrets.dashboard_token))
         if slack is not None:
             app = build_app(self.context, Permissions(settings.slack, slack), slack, slack_listeners())
@@ -173,6 +180,7 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self._connect_slack(), name="slack intake"))
         if self.web is not None:
             self._tasks.append(asyncio.create_task(self._serve_http(self.web), name="http server"))
+            self._tasks.append(asyncio.create_task(loop_lag.run(), name="loop lag"))
 
         stream_base = await mastodon.streaming_base_url() if settings.mastodon.streaming else mastodon.base_url
         feeds = [notification_feed(mastodon)] + [hashtag_feed(mastodon, tag) for tag in settings.mastodon.hashtags]
@@ -204,6 +212,22 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
         self._tasks.extend(asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers)
         self._tasks.append(asyncio.create_task(self.sweeper.run(), name="refresh posts"))
+
+    def _health_probes(self, loop_lag: LoopLag, outbox_stuck_after_s: float) -> HealthProbes:
+        assert self._engine is not None and self.context is not None
+        reachability = self.sender.reachability if isinstance(self.sender, SlackSender) else None
+        checks = {
+            "database": database_check(self._engine),
+            # Read at each probe: the watchers are made after the server's routes.
+            "mastodon": mastodon_check(lambda: self.watchers, self.config.settings.mastodon),
+            "slack": slack_check(reachability),
+            "outbox": outbox_check(self.context.sessions, stuck_after_s=outbox_stuck_after_s),
+        }
+        return HealthProbes(dead_workers=self.dead_workers, loop_lag=loop_lag, checks=checks)
+
+    def dead_workers(self) -> list[str]:
+        """Names of the background tasks that must run as long as the daemon but have ended (crashed or cancelled)."""
+        return [t.get_name() for t in self._tasks if t.done() and t.get_name() not in _ONE_SHOT_TASKS]
 
     async def _outbox_sender(
         self, sessions: async_sessionmaker[AsyncSession], slack: AsyncWebClient | None, bot_name: str

@@ -66,6 +66,8 @@ def _config(mastodon_url: str, folder: Path) -> Config:
             "slack": {"default_channel": "#support", "dry_run": True},
             "routing": {"rules": [{"channel": "#billing", "keywords": ["refund", "charged", "invoice"]}]},
             "database": {"url": f"sqlite+aiosqlite:///{folder / 'demo.db'}"},
+            # A demo next to a real daemon must not take (or wait for) its port.
+            "http": {"enabled": False},
         },
         source="demo",
     )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -177,3 +178,25 @@ def in_doubt(row: SlackOutbox) -> bool:
 async def pending_count(session: AsyncSession) -> int:
     stmt = select(SlackOutbox.id).where(SlackOutbox.state == OutboxState.PENDING)
     return len(list(await session.exec(stmt)))
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    """What waits in the outbox: pending messages (the oldest's queue time) and parked ones."""
+
+    pending: int
+    oldest_pending_at: datetime | None
+    parked: int
+
+
+async def outbox_backlog(session: AsyncSession) -> OutboxBacklog:
+    """Counts by state over the unsent rows only (the state index bounds it), with the oldest pending row's age."""
+    stmt = (
+        select(SlackOutbox.state, func.count(), func.min(SlackOutbox.created_at))
+        .where(col(SlackOutbox.state).in_(_UNSENT))
+        .group_by(col(SlackOutbox.state))
+    )
+    found = {state: (count, oldest) for state, count, oldest in await session.exec(stmt)}
+    pending, oldest = found.get(OutboxState.PENDING, (0, None))
+    parked, _ = found.get(OutboxState.PARKED, (0, None))
+    return OutboxBacklog(pending=pending, oldest_pending_at=oldest, parked=parked)

@@ -241,6 +241,8 @@ def settings_dict(*, mastodon_url: str, slack_url: str, db_url: str, **sections:
             "post_interval_s": 1.0,
         },
         "database": {"url": db_url},
+        # Any free port: tests run daemons side by side, and the server is on by default.
+        "http": {"port": 0},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)

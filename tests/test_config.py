@@ -206,9 +206,16 @@ def test_the_dashboard_token_is_read_from_the_variable_http_token_env_names(tmp_
         unset.require_secrets()
 
 
-def test_without_an_http_section_nothing_listens_unless_slack_is_in_http_mode(tmp_path: Path) -> None:
-    assert load_config(write(tmp_path, MINIMAL), environ={}).settings.http_server() is None
-    http_mode = load_config(write(tmp_path, MINIMAL + 'mode = "http"\n'), environ={}).settings.http_server()
-    assert http_mode is not None and (http_mode.host, http_mode.port) == ("127.0.0.1", 8089)
+def test_the_http_server_listens_on_loopback_unless_turned_off(tmp_path: Path) -> None:
+    default = load_config(write(tmp_path, MINIMAL), environ={}).settings.http_server()
+    assert default is not None and (default.host, default.port) == ("127.0.0.1", 8089)
     given = load_config(write(tmp_path, MINIMAL + "[http]\nport = 9000\n"), environ={}).settings.http_server()
     assert given is not None and (given.host, given.port) == ("127.0.0.1", 9000)
+    off = load_config(write(tmp_path, MINIMAL + "[http]\nenabled = false\n"), environ={}).settings.http_server()
+    assert off is None
+
+
+def test_slack_http_mode_cannot_turn_the_http_server_off(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + 'mode = "http"\n[http]\nenabled = false\n')
+    with pytest.raises(ConfigError, match=r'http.enabled = false, but slack.mode = "http" needs the HTTP server'):
+        load_config(path, environ={})

@@ -109,12 +109,6 @@ async def send(
         return response.status, await response.text()
 
 
-async def test_health(serve: ServerFactory, http: aiohttp.ClientSession) -> None:
-    base, _ = await serve()
-    async with http.get(f"{base}/healthz") as response:
-        assert (response.status, await response.text()) == (200, "ok")
-
-
 async def test_signed_slash_command_reaches_bolt(
     serve: ServerFactory, http: aiohttp.ClientSession, slack: FakeSlack
 ) -> None:

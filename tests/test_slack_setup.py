@@ -35,6 +35,8 @@ def write_config(
 ) -> Path:
     """A config file; ``extra`` is TOML appended to it (lines for [slack] come right after its keys)."""
     path = tmp_path / "config.toml"
+    # Any free port: tests run daemons side by side, and the HTTP server is on by default.
+    http = "" if "[http]" in extra else "[http]\nport = 0"
     path.write_text(
         f"""
 [mastodon]
@@ -45,6 +47,7 @@ url = "{db_url}"
 base_url = "{slack_url}"
 default_channel = "{default_channel}"
 {extra}
+{http}
 """,
         encoding="utf-8",
     )

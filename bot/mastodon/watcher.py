@@ -122,6 +122,8 @@ class FeedWatcher:
         self._kick = asyncio.Event()
         self.stream_connected = asyncio.Event()
         self.polls_completed = 0
+        # Monotonic time of the last page read by a poll: while the stream is down, /readyz judges the feed by it.
+        self.last_poll_ok_at: float | None = None
         self.stream_items_read = 0
         self._hold = StreamHold(self._apply, name=feed.cursor_name)
         self.set_aside = SetAside(sessions, feed=feed.cursor_name)
@@ -152,6 +154,7 @@ class FeedWatcher:
                 await self._hold.release(connects)
                 attempt = 0
                 self.polls_completed += 1
+                self.last_poll_ok_at = time.monotonic()
                 wait_s = max(
                     self._rate_limit_pause_s(),
                     self._settings.poll_interval_s
@@ -219,6 +222,8 @@ class FeedWatcher:
             if fetching is None:
                 return read
             page = await fetching
+            # A long catch-up is a working feed too, not one that stopped polling.
+            self.last_poll_ok_at = time.monotonic()
 
     async def _first_start(self) -> int:
         # No cursor yet: take the latest `backfill` items rather than the account's whole history.

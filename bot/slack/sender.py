@@ -38,6 +38,7 @@ from mentiondesk.bot.retry import Verdict, backoff_delay, sort_slack_error
 from mentiondesk.bot.slack.card_view import render_card
 from mentiondesk.bot.slack.parking import Parking
 from mentiondesk.bot.slack.problems import DEFAULT_BOT_NAME
+from mentiondesk.bot.slack.reachability import SlackReachability
 from mentiondesk.storage.db import transaction
 from mentiondesk.storage.models import OutboxKind, SlackOutbox, Ticket
 from mentiondesk.storage.outbox import claim, due_messages, in_doubt, mark_retry, mark_sent, next_due_at
@@ -124,6 +125,8 @@ class SlackSender:
         self._parking = Parking(sessions, settings, channel_keys=channel_keys, bot_name=bot_name)
         self._stopping = False
         self._idle = False
+        # What /readyz reports about Slack: every call below records its outcome there.
+        self.reachability = SlackReachability(client.auth_test)
         # The inequality the outbox's exactly-once rests on: a lease outlasts the longest attempt.
         assert lease_s(settings) > send_budget_s(settings) >= CALLS_PER_SEND * settings.request_timeout_s
 
@@ -291,8 +294,16 @@ class SlackSender:
 
     async def _bounded(self, call: Awaitable[T]) -> T:
         """One Slack call, given up after request_timeout_s whatever timeout the client was built with."""
-        async with asyncio.timeout(self._settings.request_timeout_s):
-            return await call
+        # slack-sdk's coroutine is named after its method: chat_postMessage is chat.postMessage.
+        method = getattr(call, "__name__", "a Slack call").replace("_", ".", 1)
+        try:
+            async with asyncio.timeout(self._settings.request_timeout_s):
+                result = await call
+        except Exception as exc:
+            self.reachability.saw(method, exc)
+            raise
+        self.reachability.saw(method, None)
+        return result
 
     async def _record_sent(self, row: SlackOutbox, channel: str, posted_channel: str, ts: str) -> None:
         assert row.id is not None

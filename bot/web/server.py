@@ -1,4 +1,4 @@
-"""The daemon's one aiohttp server: parts of the daemon (Slack's HTTP mode, the dashboard) contribute routes."""
+"""The daemon's one aiohttp server: parts of the daemon (health probes, Slack's HTTP mode, the dashboard) add routes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from mentiondesk.bot.config import HttpSettings
 
 logger = logging.getLogger(__name__)
 
-HEALTH_PATH = "/healthz"
 # Slack's handlers answer within Slack's 3 s (listeners ack first) and a dashboard query within a second or
 # two, so a short grace is enough to finish them.
 SHUTDOWN_GRACE_S = 5.0
@@ -25,7 +24,7 @@ class WebServer:
     def __init__(self, settings: HttpSettings, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self._settings = settings
         self._max_body_bytes = max_body_bytes
-        self._routes: list[web.RouteDef] = [web.get(HEALTH_PATH, _health)]
+        self._routes: list[web.RouteDef] = []
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -62,8 +61,3 @@ class WebServer:
             await self._runner.cleanup()
             self._runner = None
             self._port = None
-
-
-async def _health(request: web.Request) -> web.Response:
-    """Liveness for a load balancer in front of the server."""
-    return web.Response(text="ok")
