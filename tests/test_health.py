@@ -330,6 +330,26 @@ async def test_readyz_fails_while_slack_does_not_answer(
     assert re.fullmatch(r"chat\.postMessage answered \d+s ago", body["checks"]["slack"]["detail"])
 
 
+async def test_readyz_fails_when_slack_refuses_the_bot_token(
+    mastodon: MockServer,
+    slack: FakeSlack,
+    make_config: Callable[..., Config],
+    start_daemon: Start,
+    http: aiohttp.ClientSession,
+) -> None:
+    daemon = await start_daemon(make_config())
+    await eventually(lambda: _connected(daemon), what="stream connected")
+    await until_ready(http, daemon)
+
+    slack.revoke_token(slack.bot_token)  # Slack answers, but will take nothing from this bot
+    await post(mastodon, "alice", COMPLAINT)
+    body = await until_failing(http, daemon, "slack")
+    assert re.fullmatch(
+        r"chat\.postMessage failed \d+s ago: Slack refuses the bot token \(token_revoked\)",
+        body["checks"]["slack"]["detail"],
+    )
+
+
 async def test_readyz_fails_when_a_message_waits_in_the_outbox_past_the_threshold(
     mastodon: MockServer,
     slack: FakeSlack,

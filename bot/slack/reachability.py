@@ -35,6 +35,8 @@ def refused_or_unreachable(exc: BaseException) -> str | None:
 
     A channel the bot is not in, a message Slack will not take or a rate limit are answers: Slack is there.
     """
+    if isinstance(exc, TimeoutError):
+        return "no answer within slack.request_timeout_s"
     sorted_ = sort_slack_error(exc)
     if sorted_.verdict is Verdict.TRANSIENT:
         return sorted_.reason
