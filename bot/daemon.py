@@ -48,9 +48,13 @@ from mentiondesk.storage.db import (
     session_factory,
     upgrade,
 )
+from mentiondesk.storage.outbox import unsent_count
 from mentiondesk.storage.urls import describe_database
 
 logger = logging.getLogger(__name__)
+
+# Of daemon.shutdown_timeout_s (a quarter at most), what the outbox flush leaves for closing connections.
+CLOSE_RESERVE_S = 1.0
 
 
 class Daemon:
@@ -350,11 +354,13 @@ class Daemon:
                     raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
 
     async def stop(self) -> None:
-        # Reverse order of start: stop intake, let the sender finish its message in flight, then close
+        # Reverse order of start: stop intake, finish the mentions in flight, flush the outbox, then close
         # clients, then the database. One deadline covers every wait, so the whole stop takes at most
         # shutdown_timeout_s (plus closing connections), whatever is hung.
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.settings.daemon.shutdown_timeout_s
+        timeout_s = self.config.settings.daemon.shutdown_timeout_s
+        deadline = loop.time() + timeout_s
+        sent_before = self.sender.sent if self.sender is not None else 0
 
         def left_s() -> float:
             return max(0.0, deadline - loop.time())
@@ -390,11 +396,15 @@ class Daemon:
         if ingest:
             await asyncio.wait(ingest, timeout=left_s())
         if self.sender is not None and self._sender_task is not None:
-            self.sender.stop()
-            _, pending = await asyncio.wait([self._sender_task], timeout=left_s())
+            # Flush: what is due goes out, paced and within rate limits, until the deadline is near; the rest
+            # waits in the outbox for the next start. Time is kept back for closing what follows.
+            flush_by = deadline - min(CLOSE_RESERVE_S, timeout_s / 4)
+            self.sender.finish(flush_by)
+            _, pending = await asyncio.wait([self._sender_task], timeout=max(0.0, flush_by - loop.time()))
             for task in pending:
                 task.cancel()  # the claimed row stays in doubt; the next sender checks Slack before reposting
             await asyncio.wait([self._sender_task])
+            await self._log_stopped(self.sender.sent - sent_before)
         self._tasks.clear()
         self._sender_task = None
         if self._mastodon is not None:
@@ -409,6 +419,16 @@ class Daemon:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+
+    async def _log_stopped(self, sent: int) -> None:
+        left: int | str = "an unknown number of"
+        if self.context is not None:
+            try:
+                async with asyncio.timeout(CLOSE_RESERVE_S), self.context.sessions() as session:
+                    left = await unsent_count(session)
+            except (TimeoutError, SQLAlchemyError, OSError):
+                pass  # the database is away: the count is all that is missing
+        logger.info("stopped: %d messages sent while stopping, %s left in the outbox", sent, left)
 
     @staticmethod
     async def _stop_by(intake: SlackIntake | WebServer, deadline: float) -> None:

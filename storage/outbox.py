@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -177,3 +177,9 @@ def in_doubt(row: SlackOutbox) -> bool:
 async def pending_count(session: AsyncSession) -> int:
     stmt = select(SlackOutbox.id).where(SlackOutbox.state == OutboxState.PENDING)
     return len(list(await session.exec(stmt)))
+
+
+async def unsent_count(session: AsyncSession) -> int:
+    """Messages still to send: pending ones and those parked until a person fixes their cause."""
+    stmt = select(func.count()).select_from(SlackOutbox).where(col(SlackOutbox.state).in_(_UNSENT))
+    return int((await session.exec(stmt)).one())
