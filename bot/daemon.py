@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.classify.model import ComplaintClassifier
-from mentiondesk.bot.config import Config, ConfigError
-from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.config import Config, ConfigError, Settings
+from mentiondesk.bot.context import AppContext, Tuning
 from mentiondesk.bot.dispatch import Dispatcher
 from mentiondesk.bot.events import MentionReceived, MentionsReceived, Post, PostChange, PostEdited
 from mentiondesk.bot.ingest import IngestPipeline
@@ -26,6 +26,7 @@ from mentiondesk.bot.mastodon.client import MastodonClient
 from mentiondesk.bot.mastodon.post_sweeper import PostSweeper
 from mentiondesk.bot.mastodon.set_aside import failure_reason, is_transient
 from mentiondesk.bot.mastodon.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
+from mentiondesk.bot.reload import Reload, plan_reload
 from mentiondesk.bot.reports.schedule import SummaryScheduler
 from mentiondesk.bot.retry import backoff_delay
 from mentiondesk.bot.sla.clocks import recompute_open_clocks
@@ -55,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 # Of daemon.shutdown_timeout_s (a quarter at most), what the outbox flush leaves for closing connections.
 CLOSE_RESERVE_S = 1.0
+# How long a reload waits for batches begun under the old settings before recomputing SLA clocks.
+RELOAD_WAIT_S = 30.0
 
 
 class Daemon:
@@ -310,10 +313,12 @@ class Daemon:
 
     async def _store_posts(self, mentions: Sequence[MentionReceived]) -> list[BaseException | None]:
         """The unit of work for a batch of posts: one IngestError per post that was not stored."""
-        assert self._dispatcher is not None
+        assert self._dispatcher is not None and self.context is not None
         batch = MentionsReceived(mentions=tuple(mentions))
         try:
-            await self._dispatcher.dispatch(batch)
+            # One batch, one set of settings: a reload meanwhile applies from the next batch on.
+            with self.context.pinned() as ctx:
+                await self._dispatcher.dispatch(batch, ctx)
         except Exception as exc:
             return [self._ingest_error(m.post, exc) for m in mentions]
         return [
@@ -332,14 +337,66 @@ class Daemon:
 
     async def _apply_change(self, change: PostChange) -> None:
         """The unit of work for one edit or delete, with the same error boundary as posts."""
-        assert self._dispatcher is not None
+        assert self._dispatcher is not None and self.context is not None
         what = f"edit of {change.post.url}" if isinstance(change, PostEdited) else f"delete of {change.status_id}"
         try:
-            await self._dispatcher.dispatch(change)
+            with self.context.pinned() as ctx:
+                await self._dispatcher.dispatch(change, ctx)
         except (SQLAlchemyError, OSError, MastodonError) as exc:
             raise IngestError(f"{what} not applied yet: {exc}") from exc
         except Exception:
             logger.exception("%s could not be processed and was skipped", what)
+
+    async def reload(self, config: Config) -> Reload:
+        """Put a new config in force without dropping the Mastodon stream or the Slack connection (SIGHUP).
+
+        Routing, thresholds, SLA policies and calendars, alert and escalation settings and report schedules apply
+        to the work that starts from now on; open tickets' due times follow the new policies. Keys only a restart
+        can change keep their running values and are listed in the result. Secrets are never taken from config.
+        """
+        if self.context is None:
+            raise RuntimeError("daemon not started")
+        plan = plan_reload(self.config.settings, config.settings)
+        settings = plan.settings
+        classifier = settings.classifier
+        threshold = classifier.threshold if classifier.threshold is not None else self.context.classifier.threshold
+        # Everything built before anything is swapped: a failure leaves the running config whole.
+        tuning = Tuning.of(settings, threshold)
+        old = self.context.swap(tuning)
+        self.config = Config(settings=settings, secrets=self.config.secrets, source=config.source)
+        if "sla" in plan.changed:
+            await self._follow_sla(old, tuning)
+        if "reports" in plan.changed:
+            await self._apply_reports(settings)
+        return plan
+
+    async def _follow_sla(self, old: Tuning, tuning: Tuning) -> None:
+        """New SLA book: alerts follow it, and so do open tickets' clocks, once no batch still uses the old one."""
+        assert self.context is not None
+        if self.timers is not None:
+            self.timers.use_book(tuning.sla)
+        if not await self.context.retired(old, timeout_s=RELOAD_WAIT_S):
+            logger.warning("work begun before the reload still runs; recomputing open tickets' clocks anyway")
+        try:
+            changed = await recompute_open_clocks(self.context.sessions, tuning.sla)
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning("open tickets' due times were not recomputed (%s); the next start does it", exc)
+            return
+        if changed:
+            logger.info("SLA clocks of open tickets recomputed for the new policies: %d changed", changed)
+        self.context.wake_outbox()  # refreshed cards, and alerts that are due now
+
+    async def _apply_reports(self, settings: Settings) -> None:
+        assert self.context is not None
+        if not settings.reports.schedules():
+            if self.summaries is not None:
+                await self.summaries.stop()
+                self.summaries = None
+        elif self.summaries is not None:
+            self.summaries.reschedule(settings.reports)
+        elif self.context.slack is not None:
+            self.summaries = SummaryScheduler(self.context.sessions, settings.reports, self.context.slack)
+            await self.summaries.start()
 
     async def wait(self) -> None:
         """Run until a background task fails (which is a bug) or the daemon is stopped."""
