@@ -165,18 +165,29 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
 
 async def _run_daemon(config: Config) -> None:
     from mentiondesk.bot.daemon import Daemon
+    from mentiondesk.bot.reload import Reloader
 
     stop = _stop_on_signals()
     daemon = Daemon(config)
-    # A signal during the start ends it too: a start stuck on a call must not outlast the shutdown timeout.
-    if not await _until_stopped(daemon.start(), stop):
-        logger.info("stopped while starting")
-        return
+    # SIGHUP (systemctl reload) re-reads the file the daemon started with; from the start on, since its default
+    # action would end the process.
+    reloader = Reloader(daemon, Path(config.source))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
     try:
-        await _until_stopped(daemon.wait(), stop)
+        # A signal during the start ends it too: a start stuck on a call must not outlast the shutdown timeout.
+        if not await _until_stopped(daemon.start(), stop):
+            logger.info("stopped while starting")
+            return
+        reloader.start()
+        try:
+            await _until_stopped(daemon.wait(), stop)
+        finally:
+            await reloader.close()
+            logger.info("stopping")
+            await daemon.stop()
     finally:
-        logger.info("stopping")
-        await daemon.stop()
+        loop.remove_signal_handler(signal.SIGHUP)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -787,6 +787,13 @@ def parse_settings(data: Mapping[str, Any], *, source: str) -> Settings:
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Load and validate the TOML file at path, and read secrets from environ."""
+    settings = load_settings(path)
+    secrets = read_secrets(os.environ if environ is None else environ, dashboard_token_env=settings.http.token_env)
+    return Config(settings=settings, secrets=secrets, source=str(path))
+
+
+def load_settings(path: Path) -> Settings:
+    """Load and validate the TOML file at path, without the secrets (a reload keeps those it started with)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -797,9 +804,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    settings = parse_settings(data, source=str(path))
-    secrets = read_secrets(os.environ if environ is None else environ, dashboard_token_env=settings.http.token_env)
-    return Config(settings=settings, secrets=secrets, source=str(path))
+    return parse_settings(data, source=str(path))
 
 
 SYSTEM_CONFIG = Path("/etc/mentiondesk/config.toml")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import asyncio
+import contextlib
+import copy
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -19,21 +23,95 @@ from mentiondesk.bot.sla.policy import SlaBook, sla_book
 DEFAULT_LIMITS = StatusLimits(max_characters=500, characters_reserved_per_url=23)
 
 
-@dataclass
-class AppContext:
-    settings: Settings
-    sessions: async_sessionmaker[AsyncSession]
-    classifier: ComplaintClassifier
-    threshold: float
-    mastodon: MastodonClient
-    brand: AccountRef
-    # Nudges the Slack sender after a commit so a new card goes out at once instead of at the next poll.
-    wake_outbox: Callable[[], None]
-    limits: StatusLimits = DEFAULT_LIMITS
-    # For answering agents directly (modals, ephemeral messages); None in dry-run mode.
-    slack: AsyncWebClient | None = None
-    # The SLA policies and calendars, built from settings.sla.
-    sla: SlaBook = field(init=False)
+@dataclass(frozen=True, eq=False)
+class Tuning:
+    """The settings in force and what is built from them; a reload replaces the whole object, never a part."""
 
-    def __post_init__(self) -> None:
-        self.sla = sla_book(self.settings.sla)
+    settings: Settings
+    threshold: float
+    # The SLA policies and calendars, built from settings.sla.
+    sla: SlaBook
+
+    @classmethod
+    def of(cls, settings: Settings, threshold: float) -> Tuning:
+        return cls(settings=settings, threshold=threshold, sla=sla_book(settings.sla))
+
+
+class AppContext:
+    """The shared resources, and the current Tuning (settings, threshold, SLA book), which a reload swaps.
+
+    A unit of work that reads settings more than once takes a pinned() view, so it sees one Tuning throughout.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        classifier: ComplaintClassifier,
+        threshold: float,
+        mastodon: MastodonClient,
+        brand: AccountRef,
+        # Nudges the Slack sender after a commit so a new card goes out at once instead of at the next poll.
+        wake_outbox: Callable[[], None],
+        limits: StatusLimits = DEFAULT_LIMITS,
+        # For answering agents directly (modals, ephemeral messages); None in dry-run mode.
+        slack: AsyncWebClient | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.classifier = classifier
+        self.mastodon = mastodon
+        self.brand = brand
+        self.wake_outbox = wake_outbox
+        self.limits = limits
+        self.slack = slack
+        self._tuning = Tuning.of(settings, threshold)
+        # Pinned views in use, by the Tuning they pinned: a reload waits for the old one's to end.
+        self._pins: Counter[Tuning] = Counter()
+        self._unpinned = asyncio.Event()
+
+    @property
+    def tuning(self) -> Tuning:
+        return self._tuning
+
+    @property
+    def settings(self) -> Settings:
+        return self._tuning.settings
+
+    @property
+    def threshold(self) -> float:
+        return self._tuning.threshold
+
+    @property
+    def sla(self) -> SlaBook:
+        return self._tuning.sla
+
+    def swap(self, tuning: Tuning) -> Tuning:
+        """Put tuning in force for the work that starts from now on; returns the one it replaces."""
+        old, self._tuning = self._tuning, tuning
+        return old
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[AppContext]:
+        """A view of this context whose Tuning stays the one in force now, for one unit of work (a batch)."""
+        view = copy.copy(self)
+        tuning = self._tuning
+        self._pins[tuning] += 1
+        try:
+            yield view
+        finally:
+            self._pins[tuning] -= 1
+            if self._pins[tuning] <= 0:
+                del self._pins[tuning]
+                self._unpinned.set()
+
+    async def retired(self, tuning: Tuning, timeout_s: float) -> bool:
+        """Wait (up to timeout_s) until no unit of work still uses tuning; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while tuning in self._pins:
+                    self._unpinned.clear()
+                    await self._unpinned.wait()
+        except TimeoutError:
+            return False
+        return True

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.classify.model import ComplaintClassifier
-from mentiondesk.bot.config import Config, ConfigError
-from mentiondesk.bot.context import AppContext
+from mentiondesk.bot.config import Config, ConfigError, Settings
+from mentiondesk.bot.context import AppContext, Tuning
 from mentiondesk.bot.dispatch import Dispatcher
 from mentiondesk.bot.events import MentionReceived, MentionsReceived, Post, PostChange, PostEdited
 from mentiondesk.bot.ingest import IngestPipeline
@@ -26,6 +26,7 @@ from mentiondesk.bot.mastodon.client import MastodonClient
 from mentiondesk.bot.mastodon.post_sweeper import PostSweeper
 from mentiondesk.bot.mastodon.set_aside import failure_reason, is_transient
 from mentiondesk.bot.mastodon.watcher import FeedWatcher, IngestError, hashtag_feed, notification_feed
+from mentiondesk.bot.reload import Reload, plan_reload
 from mentiondesk.bot.reports.schedule import SummaryScheduler
 from mentiondesk.bot.retry import backoff_delay
 from mentiondesk.bot.sla.clocks import recompute_open_clocks
@@ -50,12 +51,17 @@ from mentiondesk.storage.db import (
     session_factory,
     upgrade,
 )
+from mentiondesk.storage.outbox import unsent_count
 from mentiondesk.storage.urls import describe_database
 
 logger = logging.getLogger(__name__)
 
 # Tasks that end once their job is done (connected, listening); every other task must run as long as the daemon.
 _ONE_SHOT_TASKS = frozenset({"slack intake", "http server"})
+# Of daemon.shutdown_timeout_s (a quarter at most), what the outbox flush leaves for closing connections.
+CLOSE_RESERVE_S = 1.0
+# How long a reload waits for batches begun under the old settings before recomputing SLA clocks.
+RELOAD_WAIT_S = 30.0
 
 
 class Daemon:
@@ -330,10 +336,12 @@ class Daemon:
 
     async def _store_posts(self, mentions: Sequence[MentionReceived]) -> list[BaseException | None]:
         """The unit of work for a batch of posts: one IngestError per post that was not stored."""
-        assert self._dispatcher is not None
+        assert self._dispatcher is not None and self.context is not None
         batch = MentionsReceived(mentions=tuple(mentions))
         try:
-            await self._dispatcher.dispatch(batch)
+            # One batch, one set of settings: a reload meanwhile applies from the next batch on.
+            with self.context.pinned() as ctx:
+                await self._dispatcher.dispatch(batch, ctx)
         except Exception as exc:
             return [self._ingest_error(m.post, exc) for m in mentions]
         return [
@@ -352,14 +360,66 @@ class Daemon:
 
     async def _apply_change(self, change: PostChange) -> None:
         """The unit of work for one edit or delete, with the same error boundary as posts."""
-        assert self._dispatcher is not None
+        assert self._dispatcher is not None and self.context is not None
         what = f"edit of {change.post.url}" if isinstance(change, PostEdited) else f"delete of {change.status_id}"
         try:
-            await self._dispatcher.dispatch(change)
+            with self.context.pinned() as ctx:
+                await self._dispatcher.dispatch(change, ctx)
         except (SQLAlchemyError, OSError, MastodonError) as exc:
             raise IngestError(f"{what} not applied yet: {exc}") from exc
         except Exception:
             logger.exception("%s could not be processed and was skipped", what)
+
+    async def reload(self, config: Config) -> Reload:
+        """Put a new config in force without dropping the Mastodon stream or the Slack connection (SIGHUP).
+
+        Routing, thresholds, SLA policies and calendars, alert and escalation settings and report schedules apply
+        to the work that starts from now on; open tickets' due times follow the new policies. Keys only a restart
+        can change keep their running values and are listed in the result. Secrets are never taken from config.
+        """
+        if self.context is None:
+            raise RuntimeError("daemon not started")
+        plan = plan_reload(self.config.settings, config.settings)
+        settings = plan.settings
+        classifier = settings.classifier
+        threshold = classifier.threshold if classifier.threshold is not None else self.context.classifier.threshold
+        # Everything built before anything is swapped: a failure leaves the running config whole.
+        tuning = Tuning.of(settings, threshold)
+        old = self.context.swap(tuning)
+        self.config = Config(settings=settings, secrets=self.config.secrets, source=config.source)
+        if "sla" in plan.changed:
+            await self._follow_sla(old, tuning)
+        if "reports" in plan.changed:
+            await self._apply_reports(settings)
+        return plan
+
+    async def _follow_sla(self, old: Tuning, tuning: Tuning) -> None:
+        """New SLA book: alerts follow it, and so do open tickets' clocks, once no batch still uses the old one."""
+        assert self.context is not None
+        if self.timers is not None:
+            self.timers.use_book(tuning.sla)
+        if not await self.context.retired(old, timeout_s=RELOAD_WAIT_S):
+            logger.warning("work begun before the reload still runs; recomputing open tickets' clocks anyway")
+        try:
+            changed = await recompute_open_clocks(self.context.sessions, tuning.sla)
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning("open tickets' due times were not recomputed (%s); the next start does it", exc)
+            return
+        if changed:
+            logger.info("SLA clocks of open tickets recomputed for the new policies: %d changed", changed)
+        self.context.wake_outbox()  # refreshed cards, and alerts that are due now
+
+    async def _apply_reports(self, settings: Settings) -> None:
+        assert self.context is not None
+        if not settings.reports.schedules():
+            if self.summaries is not None:
+                await self.summaries.stop()
+                self.summaries = None
+        elif self.summaries is not None:
+            self.summaries.reschedule(settings.reports)
+        elif self.context.slack is not None:
+            self.summaries = SummaryScheduler(self.context.sessions, settings.reports, self.context.slack)
+            await self.summaries.start()
 
     async def wait(self) -> None:
         """Run until a background task fails (which is a bug) or the daemon is stopped."""
@@ -374,11 +434,13 @@ class Daemon:
                     raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
 
     async def stop(self) -> None:
-        # Reverse order of start: stop intake, let the sender finish its message in flight, then close
+        # Reverse order of start: stop intake, finish the mentions in flight, flush the outbox, then close
         # clients, then the database. One deadline covers every wait, so the whole stop takes at most
         # shutdown_timeout_s (plus closing connections), whatever is hung.
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.settings.daemon.shutdown_timeout_s
+        timeout_s = self.config.settings.daemon.shutdown_timeout_s
+        deadline = loop.time() + timeout_s
+        sent_before = self.sender.sent if self.sender is not None else 0
 
         def left_s() -> float:
             return max(0.0, deadline - loop.time())
@@ -414,11 +476,15 @@ class Daemon:
         if ingest:
             await asyncio.wait(ingest, timeout=left_s())
         if self.sender is not None and self._sender_task is not None:
-            self.sender.stop()
-            _, pending = await asyncio.wait([self._sender_task], timeout=left_s())
+            # Flush: what is due goes out, paced and within rate limits, until the deadline is near; the rest
+            # waits in the outbox for the next start. Time is kept back for closing what follows.
+            flush_by = deadline - min(CLOSE_RESERVE_S, timeout_s / 4)
+            self.sender.finish(flush_by)
+            _, pending = await asyncio.wait([self._sender_task], timeout=max(0.0, flush_by - loop.time()))
             for task in pending:
                 task.cancel()  # the claimed row stays in doubt; the next sender checks Slack before reposting
             await asyncio.wait([self._sender_task])
+            await self._log_stopped(self.sender.sent - sent_before)
         self._tasks.clear()
         self._sender_task = None
         if self._mastodon is not None:
@@ -433,6 +499,16 @@ class Daemon:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+
+    async def _log_stopped(self, sent: int) -> None:
+        left: int | str = "an unknown number of"
+        if self.context is not None:
+            try:
+                async with asyncio.timeout(CLOSE_RESERVE_S), self.context.sessions() as session:
+                    left = await unsent_count(session)
+            except (TimeoutError, SQLAlchemyError, OSError):
+                pass  # the database is away: the count is all that is missing
+        logger.info("stopped: %d messages sent while stopping, %s left in the outbox", sent, left)
 
     @staticmethod
     async def _stop_by(intake: SlackIntake | WebServer, deadline: float) -> None:

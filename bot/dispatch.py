@@ -48,6 +48,7 @@ class Dispatcher:
         self._router = router
         self._context = context
 
-    async def dispatch(self, event: object) -> None:
+    async def dispatch(self, event: object, context: object | None = None) -> None:
+        """Deliver event; ``context`` replaces the dispatcher's own for this event (a pinned view of it)."""
         for handler in self._router.handlers_for(event):
-            await handler(event, self._context)
+            await handler(event, self._context if context is None else context)

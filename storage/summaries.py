@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,6 +25,16 @@ async def latest_due(session: AsyncSession, kind: str) -> datetime | None:
     result = await session.exec(select(func.max(ReportSummary.due_at)).where(col(ReportSummary.kind) == kind))
     # max() keeps the column's type, so the value comes back as an aware UTC datetime on SQLite too.
     return result.first()
+
+
+async def drop_upcoming(session: AsyncSession, *, kinds: list[str], now: datetime) -> int:
+    """Delete the rows of these kinds not due yet and not claimed (their schedule changed); how many."""
+    stmt = delete(ReportSummary).where(
+        col(ReportSummary.kind).in_(kinds),
+        col(ReportSummary.state) == SummaryState.SCHEDULED,
+        col(ReportSummary.due_at) > now,
+    )
+    return await execute(session, stmt)
 
 
 async def add_scheduled(

@@ -142,9 +142,9 @@ class SummaryScheduler:
         self._sleep = sleep
         self._compute = compute
         self._zone = ZoneInfo(settings.timezone)
-        self._triggers = {
-            kind: CronTrigger(**fields, timezone=self._zone) for kind, fields in settings.schedules().items()
-        }
+        self._triggers = _triggers(settings, self._zone)
+        # Kinds whose schedule a reload changed: the next pass drops their rows not due yet before writing new ones.
+        self._rescheduled: set[str] = set()
         self._scheduler: AsyncIOScheduler | None = None
         # One pass at a time in this daemon; other daemons are kept out by the claims.
         self._lock = asyncio.Lock()
@@ -162,6 +162,29 @@ class SummaryScheduler:
         self._scheduler.add_job(self._pass, "interval", seconds=RECONCILE_S, id="summary-reconcile")
         self._scheduler.start()
         self._passes.add(asyncio.create_task(self._pass(retry_parked=True), name="summaries at start"))
+
+    def reschedule(self, settings: ReportSettings) -> None:
+        """Put new [reports] settings in force (a config reload): jobs replaced, upcoming rows written again.
+
+        A summary already due is still posted; one not due yet follows the new schedule. At least one summary
+        must stay scheduled (the daemon stops the scheduler otherwise).
+        """
+        assert settings.channel is not None, "the config requires a channel when a summary is scheduled"
+        zone = ZoneInfo(settings.timezone)
+        triggers = _triggers(settings, zone)
+        self._rescheduled |= {
+            kind
+            for kind in self._triggers.keys() | triggers.keys()
+            if zone != self._zone or str(self._triggers.get(kind)) != str(triggers.get(kind))
+        }
+        self._settings, self._channel, self._zone, self._triggers = settings, settings.channel, zone, triggers
+        if self._scheduler is not None:
+            for job in self._scheduler.get_jobs():
+                if job.id.startswith("summary-") and job.id.removeprefix("summary-") in PERIOD_DAYS:
+                    job.remove()
+            for kind, trigger in triggers.items():
+                self._scheduler.add_job(self._pass, trigger, id=f"summary-{kind}", replace_existing=True)
+        self._passes.add(asyncio.create_task(self._pass(), name="summaries after reload"))
 
     async def stop(self) -> None:
         if self._scheduler is not None:
@@ -186,6 +209,7 @@ class SummaryScheduler:
         """Write the rows of the summaries due by now and the next ones, post every one due; how many posted."""
         async with self._lock:
             try:
+                await self._drop_rescheduled(self._now())
                 await self._schedule(self._now())
                 async with self._sessions() as session:
                     rows = await summaries.due(
@@ -199,6 +223,15 @@ class SummaryScheduler:
                 assert row.id is not None
                 posted += await self._post(row.id, retry_parked=retry_parked)
             return posted
+
+    async def _drop_rescheduled(self, now: datetime) -> None:
+        # Under the pass lock: a pass of the old schedule in flight has written its rows before these go.
+        if not self._rescheduled:
+            return
+        kinds = sorted(self._rescheduled)
+        async with transaction(self._sessions) as session:
+            await summaries.drop_upcoming(session, kinds=kinds, now=now)
+        self._rescheduled.clear()
 
     async def _schedule(self, now: datetime) -> None:
         for kind, trigger in self._triggers.items():
@@ -367,6 +400,10 @@ class SummaryScheduler:
             else:
                 await self._sleep(backoff_delay(attempt, cap_s=MAX_RETRY_WAIT_S))
         raise _TryLater(reason)
+
+
+def _triggers(settings: ReportSettings, zone: ZoneInfo) -> dict[str, CronTrigger]:
+    return {kind: CronTrigger(**fields, timezone=zone) for kind, fields in settings.schedules().items()}
 
 
 def summaries_configured(settings: ReportSettings) -> bool:

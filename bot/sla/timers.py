@@ -126,6 +126,14 @@ class SlaTimers:
             if self._running == 0:
                 self._idle.set()
 
+    def use_book(self, book: SlaBook) -> None:
+        """Reload: send by these policies and escalation settings from now on, and look again soon.
+
+        Jobs already scheduled only ask the database what is due, so those of the old book cost nothing.
+        """
+        self._book = book
+        self.poke()
+
     def poke(self) -> None:
         """Clocks changed: reconcile soon (once for a burst of pokes)."""
         scheduler = self._scheduler

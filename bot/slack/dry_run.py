@@ -37,6 +37,7 @@ class DryRunSender:
         # Every pending row can be printed and rows are printed in id order, so the last id printed is all
         # the memory needed: no row is ever marked, and none is printed twice.
         self._printed_up_to = 0
+        self.sent = 0  # a dry run sends nothing; the outbox keeps every message
 
     def wake(self) -> None:
         self._wake.set()
@@ -44,6 +45,10 @@ class DryRunSender:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+
+    def finish(self, until: float) -> None:
+        """As SlackSender.finish: here, print what is queued and return (nothing waits to be due)."""
+        self.stop()
 
     async def announce(self) -> None:
         """Say at start what a dry run does with the outbox, and how much is already waiting in it."""

@@ -124,9 +124,12 @@ class SlackSender:
         self._channel_free_at: dict[str, float] = {}
         self._parking = Parking(sessions, settings, channel_keys=channel_keys, bot_name=bot_name)
         self._stopping = False
+        # Loop time by which run() returns once the daemon is stopping (finish()); None while it runs.
+        self._finish_by: float | None = None
         self._idle = False
         # What /readyz reports about Slack: every call below records its outcome there.
         self.reachability = SlackReachability(client.auth_test)
+        self.sent = 0  # messages Slack accepted since the start (posts and card refreshes)
         # The inequality the outbox's exactly-once rests on: a lease outlasts the longest attempt.
         assert lease_s(settings) > send_budget_s(settings) >= CALLS_PER_SEND * settings.request_timeout_s
 
@@ -147,9 +150,19 @@ class SlackSender:
         self._stopping = True
         self._wake.set()
 
+    def finish(self, until: float) -> None:
+        """Flush, then return from run(): keep sending what is due (paced, rate limits obeyed) until nothing more
+        can go out before ``until`` (loop time).
+
+        A send still in flight at ``until`` is the caller's to cancel; its row stays in doubt (see ``claim``).
+        """
+        self._finish_by = until
+        self._wake.set()
+
     async def run(self) -> None:
         await self._parking.retry_all_now()
         failures = 0
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             self._wake.clear()
             self._idle = False
@@ -161,6 +174,8 @@ class SlackSender:
                 wait_s = backoff_delay(failures, base_s=0.5, cap_s=self._settings.max_retry_delay_s)
                 logger.warning("Slack outbox: cannot read the queue: %s; trying again in %.1fs", exc, wait_s)
             self._idle = True
+            if self._finish_by is not None and loop.time() + max(0.0, wait_s) >= self._finish_by:
+                return  # flushed: what is left is not due (parked, paced or backing off) before the deadline
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
 
@@ -274,6 +289,7 @@ class SlackSender:
         async with transaction(self._sessions) as session:
             await mark_sent(session, row_id=row.id, channel=channel, ts=ts)
             await self._parking.went_through(session, channel)
+        self.sent += 1
 
     async def _render(self, row: SlackOutbox) -> tuple[str, list[dict[str, Any]]]:
         """A card is rendered from the ticket as it is now; thread messages and alerts were fixed when queued."""
@@ -310,6 +326,7 @@ class SlackSender:
         async with transaction(self._sessions) as session:
             await mark_sent(session, row_id=row.id, channel=posted_channel, ts=ts)
             await self._parking.went_through(session, channel, posted_channel)
+        self.sent += 1
         self._channel_free_at.setdefault(posted_channel, self._channel_free_at[channel])
         if row.kind == OutboxKind.CARD:
             logger.info("CardPosted ticket #%d in %s ts=%s", row.ticket_id, posted_channel, ts)
