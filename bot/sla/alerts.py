@@ -120,6 +120,8 @@ def _instant(clock: ClockState, level: str) -> datetime | None:
 async def _send_in(
     session: AsyncSession, book: SlaBook, alert: DueAlert, now: datetime, *, counted: list[ClockState]
 ) -> bool:
+    """Record and queue one alert; a warning sent or a breach recorded adds its clock to `counted`, which the
+    caller counts for /metrics once the transaction has committed."""
     if not await sla.record_alert(
         session, ticket_id=alert.ticket_id, clock_id=alert.clock_id, level=alert.level, at=now
     ):
