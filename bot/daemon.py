@@ -34,12 +34,14 @@ from mentiondesk.bot.sla.policy import sla_book
 from mentiondesk.bot.sla.timers import SlaTimers
 from mentiondesk.bot.slack.app import SlackIntake, SocketModeConnection, build_app, finish_listeners
 from mentiondesk.bot.slack.dry_run import DryRunSender
+from mentiondesk.bot.slack.metered import MeteredWebClient
 from mentiondesk.bot.slack.permissions import Permissions
 from mentiondesk.bot.slack.preflight import channel_keys, configured_channels, verify_app_token, verify_bot_token
 from mentiondesk.bot.slack.problems import DEFAULT_BOT_NAME, SlackUnavailable
 from mentiondesk.bot.slack.sender import SlackSender
 from mentiondesk.bot.web.dashboard import dashboard_routes
 from mentiondesk.bot.web.health import HealthProbes, LoopLag
+from mentiondesk.bot.web.metrics import metrics_routes
 from mentiondesk.bot.web.readiness import database_check, mastodon_check, outbox_check, slack_check
 from mentiondesk.bot.web.server import WebServer
 from mentiondesk.handlers import build_router, slack_listeners, slack_payload_rules
@@ -93,6 +95,16 @@ class Daemon:
         """How Slack reaches this daemon (Socket Mode or the HTTP server); None in dry-run mode."""
         return self._slack_intake
 
+    @property
+    def is_leader(self) -> bool:
+        """Whether this process consumes the Mastodon feeds and runs the scheduled jobs (/metrics reports it)."""
+        return True
+
+    def _streams(self) -> dict[str, bool]:
+        if not self.config.settings.mastodon.streaming:
+            return {}
+        return {w.feed.cursor_name: w.stream_connected.is_set() for w in self.watchers}
+
     async def __aenter__(self) -> Daemon:
         await self.start()
         return self
@@ -137,7 +149,7 @@ class Daemon:
             )
             # No retry handlers: slack-sdk's default re-sends after a dropped connection, which can post a card
             # twice; the sender retries itself and looks in Slack first when an answer was lost.
-            slack = AsyncWebClient(
+            slack = MeteredWebClient(
                 token=secrets.slack_bot_token,
                 base_url=settings.slack.base_url,
                 timeout=int(settings.slack.request_timeout_s),
@@ -180,6 +192,15 @@ class Daemon:
             self.web = WebServer(http, max_body_bytes=settings.slack.max_body_bytes)
             self.web.add_routes(self._health_probes(loop_lag, http.outbox_stuck_after_s).routes())
             self.web.add_routes(dashboard_routes(sessions, token=secrets.dashboard_token))
+            self.web.add_routes(
+                metrics_routes(
+                    sessions,
+                    is_leader=lambda: self.is_leader,
+                    mastodon_remaining=lambda: mastodon.ratelimit_remaining,
+                    streams=self._streams,
+                    channels=[c.channel for c in configured_channels(settings)],
+                )
+            )
         if slack is not None:
             app = build_app(self.context, Permissions(settings.slack, slack), slack, slack_listeners())
             self._slack_intake = self._slack_connection(app)

@@ -16,6 +16,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.bot import metrics
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.mastodon.compose import allowed_visibilities, mastodon_length, with_mention
 from mentiondesk.bot.retry import wait_out_slack_rate_limit
@@ -108,7 +109,9 @@ async def publish(ctx: AppContext, *, reply_id: int, approver: str | None = None
         await _record_failure(ctx, reply, f"Mastodon did not accept the reply: {exc}")
         raise ReplyError(f"Mastodon did not accept the reply: {exc}") from exc
     async with transaction(ctx.sessions) as session:
-        reply = await _record_published(session, reply, status_id=posted.id, url=posted.url, book=ctx.sla)
+        reply, waited_s = await _record_published(session, reply, status_id=posted.id, url=posted.url, book=ctx.sla)
+    if waited_s is not None:
+        metrics.FIRST_RESPONSE_SECONDS.observe(waited_s)
     ctx.wake_outbox()
     logger.info("ReplySent ticket #%d by %s: %s", reply.ticket_id, reply.author_slack_id, posted.url)
     return reply
@@ -201,7 +204,10 @@ async def _record_failure(ctx: AppContext, reply: Reply, error: str) -> None:
         )
 
 
-async def _record_published(session: AsyncSession, reply: Reply, *, status_id: str, url: str, book: SlaBook) -> Reply:
+async def _record_published(
+    session: AsyncSession, reply: Reply, *, status_id: str, url: str, book: SlaBook
+) -> tuple[Reply, float | None]:
+    """Record the published reply; with how long the customer waited, when it is the ticket's first response."""
     stored = await session.get(Reply, reply.id)
     assert stored is not None
     now = utcnow()
@@ -214,15 +220,16 @@ async def _record_published(session: AsyncSession, reply: Reply, *, status_id: s
     session.add(stored)
     log_event(session, ticket_id=stored.ticket_id, actor=stored.author_slack_id, action="replied", detail=url)
     # The SLA clock stops when Mastodon accepted the post, not when the agent pressed Send.
-    await record_first_response(session, ticket_id=stored.ticket_id, at=now, actor=stored.author_slack_id)
+    first = await record_first_response(session, ticket_id=stored.ticket_id, at=now, actor=stored.author_slack_id)
     await clocks.replied(session, book, stored.ticket_id, at=now)
     ticket = await session.get(Ticket, stored.ticket_id)
     assert ticket is not None
+    waited_s = max(0.0, (now - ticket.posted_at).total_seconds()) if first else None
     text, blocks = replied_message(stored)
     enqueue(
         session, kind=OutboxKind.FOLLOWUP, ticket_id=stored.ticket_id, channel=ticket.channel, text=text, blocks=blocks
     )
-    return stored
+    return stored, waited_s
 
 
 def replied_message(reply: Reply) -> tuple[str, list[dict[str, Any]]]:

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
@@ -14,12 +15,15 @@ from typing import Protocol, TypeVar
 
 import aiohttp
 from mastodon.errors import (
+    MastodonAPIError,
     MastodonNetworkError,
     MastodonRatelimitError,
     MastodonServerError,
     MastodonUnauthorizedError,
 )
 from slack_sdk.errors import SlackApiError
+
+from mentiondesk.bot import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +104,69 @@ def sort_slack_error(exc: BaseException) -> Sorted:
     return Sorted(Verdict.FATAL, f"{type(exc).__name__}: {exc}")
 
 
+# Slack's answers that mean the token or the app is refused, not the request.
+SLACK_REFUSALS = frozenset(
+    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "missing_scope"}
+)
+
+
+def error_kind(exc: BaseException) -> str:
+    """A failed API call's kind, for the error counters; the same sorting as sort_*_error, a little finer.
+
+    rate_limited, timeout, server_error, network, refused (credentials or permissions), client_error (Slack or
+    Mastodon will not take this request), other.
+    """
+    if isinstance(exc, MastodonRatelimitError):
+        return "rate_limited"
+    if isinstance(exc, SlackApiError):
+        verdict = sort_slack_error(exc).verdict
+        error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+        if verdict is Verdict.RATE_LIMITED:
+            return "rate_limited"
+        if verdict is Verdict.TRANSIENT:
+            return "server_error"
+        return "refused" if error in SLACK_REFUSALS or exc.response.status_code in (401, 403) else "client_error"
+    if _timed_out(exc):
+        return "timeout"
+    if isinstance(exc, MastodonUnauthorizedError):
+        return "refused"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        if exc.status == 429:
+            return "rate_limited"
+        return "server_error" if exc.status >= 500 else "refused" if exc.status in (401, 403) else "client_error"
+    if isinstance(exc, MastodonServerError):
+        return "server_error"
+    if isinstance(exc, MastodonNetworkError | aiohttp.ClientError | OSError):
+        return "network"
+    if isinstance(exc, MastodonAPIError):
+        return "client_error"
+    return "other"
+
+
+@contextmanager
+def errors_counted(api: str, *, ignore: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Count an exception leaving the block as a failed call to `api` (but not the `ignore` ones); re-raise it."""
+    try:
+        yield
+    except ignore:
+        raise
+    except Exception as exc:
+        metrics.API_ERRORS.labels(api=api, kind=error_kind(exc)).inc()
+        raise
+
+
+def _timed_out(exc: BaseException) -> bool:
+    # Mastodon.py and our bounded calls wrap the timeout in a MastodonNetworkError: look down the chain.
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError) or type(seen).__name__ in ("ReadTimeout", "ConnectTimeout", "Timeout"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 # Slack's rate limits are counted per minute: no 429 asks for a longer wait than that.
 SLACK_LIMIT_WINDOW_S = 60.0
 SLACK_CALL_ATTEMPTS = 3
@@ -128,6 +195,7 @@ async def wait_out_slack_rate_limit(
             if wait_s is None or wait_s > max_wait_s or attempt >= attempts:
                 raise
         logger.info("Slack rate limit on %s: trying again in %.1fs", what, wait_s)
+        metrics.rate_limit_waited("slack", wait_s)
         await asyncio.sleep(wait_s)
         attempt += 1
 
@@ -143,5 +211,6 @@ def rate_limit_pause_s(client: RateLimited, *, cap_s: float, what: str) -> float
         return 0.0
     pause_s = min(max(0.0, reset - time.time()), cap_s)
     if pause_s > 0:
+        metrics.rate_limit_waited("mastodon", pause_s)
         logger.warning("%d Mastodon requests left in this window; pausing %s %.0fs", remaining, what, pause_s)
     return pause_s

@@ -19,6 +19,7 @@ from mastodon.errors import MastodonError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.bot import metrics
 from mentiondesk.bot.classify.model import Classification
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.dispatch import Router
@@ -146,7 +147,8 @@ async def _record_batch(mentions: list[MentionReceived], outcomes: list[BaseExce
         entries = await _not_stored(session, entries)
     if not entries:
         return
-    results = await asyncio.to_thread(ctx.classifier.classify_many, [e.post.text for e in entries], ctx.threshold)
+    with metrics.CLASSIFY_SECONDS.time():
+        results = await asyncio.to_thread(ctx.classifier.classify_many, [e.post.text for e in entries], ctx.threshold)
     for entry, result in zip(entries, results, strict=True):
         entry.result = result
     async with ctx.sessions() as session:
@@ -160,6 +162,7 @@ async def _record_batch(mentions: list[MentionReceived], outcomes: list[BaseExce
     now = utcnow()
     async with transaction(ctx.sessions) as session:
         filed = await _file_all(session, entries, book, ctx, now=now)
+    _count(filed)
     if filed.tickets_touched:
         ctx.wake_outbox()
     for entry, ticket_id in filed.placed:
@@ -172,6 +175,18 @@ async def _record_batch(mentions: list[MentionReceived], outcomes: list[BaseExce
             entry.result.score,
             f" -> ticket #{ticket_id}" if ticket_id is not None else "",
         )
+
+
+def _count(filed: _Filed) -> None:
+    """The batch is committed: count it for /metrics."""
+    stored_at = utcnow()
+    for entry, _ in filed.placed:
+        assert entry.result is not None
+        metrics.MENTIONS_INGESTED.labels(source=entry.mention.source, label=entry.result.label).inc()
+        if entry.post.created_at_known:
+            metrics.INGEST_LAG_SECONDS.observe(max(0.0, (stored_at - entry.post.created_at).total_seconds()))
+    metrics.TICKETS_OPENED.inc(filed.opened)
+    metrics.TICKETS_REOPENED.inc(filed.reopened)
 
 
 def _in_order(
@@ -437,6 +452,8 @@ async def _with_ancestors(
 class _Filed:
     placed: list[tuple[_Entry, int | None]] = field(default_factory=list)
     tickets_touched: bool = False
+    opened: int = 0
+    reopened: int = 0
 
 
 async def _file_all(
@@ -474,6 +491,7 @@ async def _file_all(
 
     # Reopens first: a customer post joining a resolved ticket is only a follow-up once it is open again. Its
     # clocks run again from the post's own time, as the customer's wait does.
+    reopens = 0
     for ticket, post in reopened:
         assert ticket.stored_id is not None
         if await reopen(
@@ -481,6 +499,7 @@ async def _file_all(
         ):
             await clocks.back_on_desk(session, ctx.sla, ticket.stored_id, at=post.created_at)
             logger.info("TicketReopened #%d by a new post from @%s", ticket.stored_id, post.account.acct)
+            reopens += 1
     for ticket, post in resumed:
         assert ticket.stored_id is not None
         if await resume(session, ticket_id=ticket.stored_id, actor="customer", detail=f"customer answered: {post.url}"):
@@ -562,6 +581,8 @@ async def _file_all(
     return _Filed(
         placed=[(entry, ticket.stored_id if ticket is not None else None) for (entry, ticket, _) in mentions],
         tickets_touched=bool(new_tickets or followups),
+        opened=len(new_tickets),
+        reopened=reopens,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.bot import metrics
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.sla import clocks
 from mentiondesk.bot.sla.policy import SlaBook
@@ -34,6 +35,8 @@ from mentiondesk.storage.types import utcnow
 logger = logging.getLogger(__name__)
 
 Change = Callable[[AsyncSession, int, str, SlaBook], Awaitable[bool]]
+# The changes /metrics counts, by verb (a customer's reopen is counted where mentions are filed).
+_COUNTED = {"resolve": metrics.TICKETS_RESOLVED, "reopen": metrics.TICKETS_REOPENED}
 
 
 def _state(ticket: Ticket) -> str:
@@ -57,6 +60,8 @@ async def _apply(body: dict[str, Any], ctx: AppContext, change: Change, verb: st
     ctx.wake_outbox()
     if done:
         logger.info("ticket #%d %s by %s", ticket_id, verb, user)
+        if verb in _COUNTED:
+            _COUNTED[verb].inc()
         return
     now = f"it is {_state(ticket)}" if ticket is not None else "it does not exist"
     await tell(ctx, body, f"Could not {verb} ticket #{ticket_id}: {now}.")

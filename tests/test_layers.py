@@ -24,6 +24,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "mentiondesk.bot",
             "mentiondesk.bot.config",
             "mentiondesk.bot.events",
+            # Imports nothing of mentiondesk: every layer above storage may count.
+            "mentiondesk.bot.metrics",
             "mentiondesk.bot.retry",
             "mentiondesk.bot.dispatch",
             "mentiondesk.bot.routing",

@@ -34,6 +34,7 @@ from mentiondesk.bot.mastodon.fields import (
 )
 from mentiondesk.bot.mastodon.paging import PageReader, RateLimitSeen
 from mentiondesk.bot.mastodon.text import MentionRef, clean_fields, status_to_text
+from mentiondesk.bot.retry import errors_counted
 from mentiondesk.storage.models import Cursor, Mention, Ticket, max_length
 
 T = TypeVar("T")
@@ -241,7 +242,9 @@ class MastodonClient:
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """One Mastodon.py call, given up after mastodon.request_timeout_s as a whole."""
-        return await self._calls.run(fn.__name__, fn, *args, **kwargs)
+        # A 404 is an answer (the post was deleted), not a failed call.
+        with errors_counted("mastodon", ignore=(MastodonNotFoundError,)):
+            return await self._calls.run(fn.__name__, fn, *args, **kwargs)
 
     def close(self) -> None:
         """Walk away from calls still running (each is logged): their threads are not waited for."""
@@ -313,13 +316,15 @@ class MastodonClient:
     async def mentions_after(self, cursor: str | None, *, limit: int = 40) -> list[FeedItem]:
         """Mention notifications newer than cursor, oldest first (the page adjacent to cursor)."""
         params = [("types[]", "mention"), ("limit", str(limit)), *_after(cursor)]
-        page = await self._pages.get("notifications", "/api/v1/notifications", params)
+        with errors_counted("mastodon"):
+            page = await self._pages.get("notifications", "/api/v1/notifications", params)
         return sorted(map(notification_item, page), key=_by_id)
 
     async def hashtag_after(self, tag: str, cursor: str | None, *, limit: int = 40) -> list[FeedItem]:
         """Posts under #tag newer than cursor, oldest first."""
         path = "/api/v1/timelines/tag/" + quote(tag, safe="")
-        page = await self._pages.get("timeline_hashtag", path, [("limit", str(limit)), *_after(cursor)])
+        with errors_counted("mastodon"):
+            page = await self._pages.get("timeline_hashtag", path, [("limit", str(limit)), *_after(cursor)])
         return sorted(map(status_item, page), key=_by_id)
 
     async def status_limits(self) -> StatusLimits:

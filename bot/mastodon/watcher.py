@@ -26,6 +26,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.bot import metrics
 from mentiondesk.bot.config import MastodonSettings
 from mentiondesk.bot.events import MentionReceived, Post, PostChange
 from mentiondesk.bot.ingest import IngestEvent, log_failure
@@ -41,7 +42,14 @@ from mentiondesk.bot.mastodon.pacing import POLL_SHARE, STREAM_SHARE, min_interv
 from mentiondesk.bot.mastodon.set_aside import MAX_TRIES, SetAside
 from mentiondesk.bot.mastodon.stream_hold import StreamEvent, StreamHold
 from mentiondesk.bot.mastodon.streaming import read_events
-from mentiondesk.bot.retry import Verdict, backoff_delay, parse_retry_after, rate_limit_pause_s, sort_mastodon_error
+from mentiondesk.bot.retry import (
+    Verdict,
+    backoff_delay,
+    error_kind,
+    parse_retry_after,
+    rate_limit_pause_s,
+    sort_mastodon_error,
+)
 from mentiondesk.storage.cursors import get_cursor, set_cursor
 from mentiondesk.storage.db import transaction
 
@@ -186,6 +194,7 @@ class FeedWatcher:
         sorted_ = sort_mastodon_error(exc, ratelimit_reset=self._client.ratelimit_reset)
         if sorted_.verdict is Verdict.RATE_LIMITED and sorted_.wait_s is not None:
             wait_s = min(sorted_.wait_s, self._settings.max_backoff_s)
+            metrics.rate_limit_waited("mastodon", wait_s)
         else:
             wait_s = backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
         log = logger.error if sorted_.verdict is Verdict.FATAL else logger.warning
@@ -307,8 +316,11 @@ class FeedWatcher:
                 wait_s = await self._stream_once()
             except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
                 logger.warning("%s: stream dropped: %s", self.feed.cursor_name, exc or type(exc).__name__)
+                if not isinstance(exc, ValueError):  # a garbled event is the stream's, not a failed call
+                    metrics.API_ERRORS.labels(api="mastodon", kind=error_kind(exc)).inc()
             finally:
                 self.stream_connected.clear()
+            metrics.STREAM_RECONNECTS.labels(feed=self.feed.cursor_name).inc()
             # A server that keeps ending the stream normally costs requests like one that keeps failing it.
             attempt = next_attempt(attempt, up_s=time.monotonic() - started)
             # Poll soon so the gap while the stream is down is covered.
@@ -333,6 +345,8 @@ class FeedWatcher:
                 if reset and "Retry-After" not in resp.headers:
                     wait_s = max(1.0, _reset_in_s(reset))
                 logger.warning("%s: stream rate-limited; waiting %.0fs", self.feed.cursor_name, wait_s)
+                metrics.API_ERRORS.labels(api="mastodon", kind="rate_limited").inc()
+                metrics.rate_limit_waited("mastodon", min(wait_s, self._settings.max_backoff_s))
                 return min(wait_s, self._settings.max_backoff_s)
             if resp.status >= 400:
                 raise aiohttp.ClientResponseError(

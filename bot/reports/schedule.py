@@ -46,6 +46,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.bot import metrics
 from mentiondesk.bot.config import ReportSettings
 from mentiondesk.bot.reports.chart import chart_png
 from mentiondesk.bot.reports.figures import Figures, Period, compute_figures
@@ -396,6 +397,7 @@ class SummaryScheduler:
             if attempt == SLACK_ATTEMPTS:
                 break
             if verdict is Verdict.RATE_LIMITED and wait_s is not None:
+                metrics.rate_limit_waited("slack", min(wait_s, MAX_RETRY_WAIT_S))
                 await self._sleep(min(wait_s, MAX_RETRY_WAIT_S))
             else:
                 await self._sleep(backoff_delay(attempt, cap_s=MAX_RETRY_WAIT_S))

@@ -30,6 +30,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.bot import metrics
 from mentiondesk.bot.sla.badge import CLOCK_NAMES, short, slack_date
 from mentiondesk.bot.sla.calendar import format_duration
 from mentiondesk.bot.sla.policy import SlaBook
@@ -116,7 +117,11 @@ def _instant(clock: ClockState, level: str) -> datetime | None:
     }.get(level)
 
 
-async def _send_in(session: AsyncSession, book: SlaBook, alert: DueAlert, now: datetime) -> bool:
+async def _send_in(
+    session: AsyncSession, book: SlaBook, alert: DueAlert, now: datetime, *, counted: list[ClockState]
+) -> bool:
+    """Record and queue one alert; a warning sent or a breach recorded adds its clock to `counted`, which the
+    caller counts for /metrics once the transaction has committed."""
     if not await sla.record_alert(
         session, ticket_id=alert.ticket_id, clock_id=alert.clock_id, level=alert.level, at=now
     ):
@@ -140,6 +145,8 @@ async def _send_in(session: AsyncSession, book: SlaBook, alert: DueAlert, now: d
     # A warning whose breach has come too says nothing the breach alert does not: recorded, not sent.
     late_warning = alert.level == SlaAlertLevel.WARNING and clock.due_at <= now
     queued = [] if late_warning else messages(book, alert.level, ticket, clock, now)
+    if alert.level == SlaAlertLevel.BREACH or (alert.level == SlaAlertLevel.WARNING and queued):
+        counted.append(clock)
     for message in queued:
         enqueue(
             session,
@@ -160,11 +167,17 @@ async def send_alert(
 ) -> bool:
     """Send one alert if it is still due and not sent yet; True when this call queued a message for it (a warning
     recorded after its breach has come is not sent)."""
+    counted: list[ClockState] = []
     try:
         async with sessions() as session, session.begin():
-            return await _send_in(session, book, alert, now)
+            sent = await _send_in(session, book, alert, now, counted=counted)
     except _NotNow:
         return False
+    # Committed: now it happened, for /metrics.
+    for clock in counted:
+        counter = metrics.SLA_BREACHES if alert.level == SlaAlertLevel.BREACH else metrics.SLA_WARNINGS
+        counter.labels(policy=clock.policy, kind=clock.kind).inc()
+    return sent
 
 
 async def send_due_alerts(sessions: async_sessionmaker[AsyncSession], book: SlaBook, *, now: datetime) -> int:

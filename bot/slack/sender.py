@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.bot import metrics
 from mentiondesk.bot.config import SlackSettings
 from mentiondesk.bot.events import CardPosted
 from mentiondesk.bot.retry import Verdict, backoff_delay, sort_slack_error
@@ -415,6 +416,7 @@ class SlackSender:
             wait_s = verdict.wait_s
             # The limit is per channel: hold the whole channel, not just this row.
             self._channel_free_at[channel] = time.monotonic() + wait_s
+            metrics.rate_limit_waited("slack", wait_s)
         else:
             wait_s = backoff_delay(attempt, cap_s=self._settings.max_retry_delay_s)
         log = logger.error if verdict.verdict is Verdict.FATAL else logger.warning
