@@ -199,6 +199,20 @@ async def test_sigterm_mid_work_finishes_flushes_and_loses_nothing(
     assert sorted(c["ts"] for c in cards) == sorted(t.slack_ts for t in tickets)
 
 
+async def test_stop_ends_the_flush_when_slack_is_failing(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
+    # Retried every half second (max_retry_delay_s), the card would keep the stop busy until its deadline.
+    daemon = await start_daemon(make_config(daemon={"shutdown_timeout_s": SHUTDOWN_TIMEOUT_S}))
+    slack.set_down(True)
+    await post(mastodon, "alice", COMPLAINT)
+    await slack.wait_for(lambda: slack.call_count("chat.postMessage") >= 1, timeout_s=20)
+    started = time.monotonic()
+    await daemon.stop()
+    assert time.monotonic() - started < SHUTDOWN_TIMEOUT_S / 2
+    assert slack.messages() == []
+
+
 # --- SIGHUP, in a real process ---------------------------------------------------------------------------------
 
 
