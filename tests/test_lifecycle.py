@@ -404,12 +404,15 @@ async def test_a_bad_file_is_refused_in_one_error_line_and_never_applied(
 ) -> None:
     path, config = _config_file(tmp_path)
     target = _SlowTarget(config)
-    reloader = Reloader(target, path)
+    told: list[str] = []
+    reloader = Reloader(target, path, before=lambda: told.append("RELOADING=1"), after=lambda: told.append("READY=1"))
     reloader.start()
     path.write_text(path.read_text(encoding="utf-8") + "[classifier]\nthreshold = 7\n", encoding="utf-8")
     with caplog.at_level(logging.INFO):
         assert await reloader.reload_once() is False
     assert target.applied == []
+    # A service manager told "reloading" hears "ready" again, whatever became of the reload.
+    assert told == ["RELOADING=1", "READY=1"]
     [record] = [r for r in caplog.records if r.name == "mentiondesk.bot.reload"]
     assert record.levelno == logging.ERROR
     assert "classifier.threshold" in record.getMessage() and str(path) in record.getMessage()
