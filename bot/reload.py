@@ -88,8 +88,8 @@ class Reloader:
     """Reloads the daemon's config file on request: one reload at a time, and a request during one queues one more
     (any number of them fold into that one).
 
-    ``before`` and ``after`` run around each reload that gets as far as applying a valid file (e.g. to tell a
-    service manager RELOADING=1, then READY=1).
+    ``before`` and ``after`` run around each reload, refused ones too (e.g. to tell a service manager
+    RELOADING=1, then READY=1: it waits for the second whatever the outcome).
     """
 
     def __init__(
@@ -139,6 +139,7 @@ class Reloader:
 
     async def reload_once(self) -> bool:
         """Read, validate and apply the file; True when applied. Refusals and failures are logged, not raised."""
+        self._before()
         try:
             return await self._reload()
         except ConfigError as exc:
@@ -149,16 +150,13 @@ class Reloader:
             return False
         finally:
             self.reloads += 1
+            self._after()
 
     async def _reload(self) -> bool:
         settings = await asyncio.to_thread(load_settings, self._path)
         running = self._target.config
         config = Config(settings=settings, secrets=running.secrets, source=str(self._path))
-        self._before()
-        try:
-            plan = await self._target.reload(config)
-        finally:
-            self._after()
+        plan = await self._target.reload(config)
         if plan.restart_needed:
             logger.warning(
                 "config reload: changes to %s in %s take effect after a restart; the rest is applied",

@@ -199,6 +199,20 @@ async def test_sigterm_mid_work_finishes_flushes_and_loses_nothing(
     assert sorted(c["ts"] for c in cards) == sorted(t.slack_ts for t in tickets)
 
 
+async def test_stop_ends_the_flush_when_slack_is_failing(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
+    # Retried every half second (max_retry_delay_s), the card would keep the stop busy until its deadline.
+    daemon = await start_daemon(make_config(daemon={"shutdown_timeout_s": SHUTDOWN_TIMEOUT_S}))
+    slack.set_down(True)
+    await post(mastodon, "alice", COMPLAINT)
+    await slack.wait_for(lambda: slack.call_count("chat.postMessage") >= 1, timeout_s=20)
+    started = time.monotonic()
+    await daemon.stop()
+    assert time.monotonic() - started < SHUTDOWN_TIMEOUT_S / 2
+    assert slack.messages() == []
+
+
 # --- SIGHUP, in a real process ---------------------------------------------------------------------------------
 
 
@@ -390,12 +404,15 @@ async def test_a_bad_file_is_refused_in_one_error_line_and_never_applied(
 ) -> None:
     path, config = _config_file(tmp_path)
     target = _SlowTarget(config)
-    reloader = Reloader(target, path)
+    told: list[str] = []
+    reloader = Reloader(target, path, before=lambda: told.append("RELOADING=1"), after=lambda: told.append("READY=1"))
     reloader.start()
     path.write_text(path.read_text(encoding="utf-8") + "[classifier]\nthreshold = 7\n", encoding="utf-8")
     with caplog.at_level(logging.INFO):
         assert await reloader.reload_once() is False
     assert target.applied == []
+    # A service manager told "reloading" hears "ready" again, whatever became of the reload.
+    assert told == ["RELOADING=1", "READY=1"]
     [record] = [r for r in caplog.records if r.name == "mentiondesk.bot.reload"]
     assert record.levelno == logging.ERROR
     assert "classifier.threshold" in record.getMessage() and str(path) in record.getMessage()

@@ -127,6 +127,8 @@ class SlackSender:
         self._stopping = False
         # Loop time by which run() returns once the daemon is stopping (finish()); None while it runs.
         self._finish_by: float | None = None
+        # Set when a send fails while finishing, other than for a rate limit: Slack is failing, so the flush ends.
+        self._flush_failed = False
         self._idle = False
         # What /readyz reports about Slack: every call below records its outcome there.
         self.reachability = SlackReachability(client.auth_test)
@@ -153,7 +155,8 @@ class SlackSender:
 
     def finish(self, until: float) -> None:
         """Flush, then return from run(): keep sending what is due (paced, rate limits obeyed) until nothing more
-        can go out before ``until`` (loop time).
+        can go out before ``until`` (loop time), or a send fails for another reason than a rate limit (Slack is
+        failing: retrying it until the deadline would only delay the stop).
 
         A send still in flight at ``until`` is the caller's to cancel; its row stays in doubt (see ``claim``).
         """
@@ -175,7 +178,9 @@ class SlackSender:
                 wait_s = backoff_delay(failures, base_s=0.5, cap_s=self._settings.max_retry_delay_s)
                 logger.warning("Slack outbox: cannot read the queue: %s; trying again in %.1fs", exc, wait_s)
             self._idle = True
-            if self._finish_by is not None and loop.time() + max(0.0, wait_s) >= self._finish_by:
+            if self._finish_by is not None and (
+                self._flush_failed or loop.time() + max(0.0, wait_s) >= self._finish_by
+            ):
                 return  # flushed: what is left is not due (parked, paced or backing off) before the deadline
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
@@ -188,7 +193,7 @@ class SlackSender:
             due = await due_messages(session, now=utcnow())
         soonest = IDLE_POLL_S
         for row, ticket in due:
-            if self._stopping:
+            if self._stopping or self._flush_failed:
                 break
             if (everything := self._parking.hold_on(None)) is not None:
                 return everything.until - time.monotonic()
@@ -412,6 +417,8 @@ class SlackSender:
             return
         verdict = sort_slack_error(exc)
         attempt = row.attempts + 1
+        if self._finish_by is not None and verdict.verdict is not Verdict.RATE_LIMITED:
+            self._flush_failed = True
         if verdict.verdict is Verdict.RATE_LIMITED and verdict.wait_s is not None:
             wait_s = verdict.wait_s
             # The limit is per channel: hold the whole channel, not just this row.
