@@ -20,6 +20,7 @@ from mentiondesk.bot.classify.model import ComplaintClassifier
 from mentiondesk.bot.config import Config, ConfigError
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.dispatch import Dispatcher
+from mentiondesk.bot.erasure import retention_job
 from mentiondesk.bot.events import MentionReceived, MentionsReceived, Post, PostChange, PostEdited
 from mentiondesk.bot.ingest import IngestPipeline
 from mentiondesk.bot.mastodon.client import MastodonClient
@@ -48,6 +49,7 @@ from mentiondesk.storage.db import (
     session_factory,
     upgrade,
 )
+from mentiondesk.storage.single_daemon import DaemonLock, lock_single_daemon
 from mentiondesk.storage.urls import describe_database
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class Daemon:
         self._dispatcher: Dispatcher | None = None
         self.timers: SlaTimers | None = None
         self.summaries: SummaryScheduler | None = None
+        self._sqlite_lock: DaemonLock | None = None
 
     @property
     def slack_intake(self) -> SlackIntake | None:
@@ -99,6 +102,8 @@ class Daemon:
     async def _start(self) -> None:
         settings = self.config.settings
         secrets = self.config.secrets
+        # Before anything else: a second daemon on the same SQLite file must not touch it at all.
+        self._sqlite_lock = lock_single_daemon(settings.database.url)
         logger.info("starting with database %s", describe_database(settings.database.url))
         self._engine = await open_engine(settings.database.url, create=True)
         await self._prepare_schema(self._engine)
@@ -204,6 +209,10 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
         self._tasks.extend(asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers)
         self._tasks.append(asyncio.create_task(self.sweeper.run(), name="refresh posts"))
+        if settings.retention.customer_data_days:
+            # Leader-only work once several daemons share Postgres: one erasing is enough.
+            retention = retention_job(sessions, settings.retention, on_erased=changed)
+            self._tasks.append(asyncio.create_task(retention, name="retention"))
 
     async def _outbox_sender(
         self, sessions: async_sessionmaker[AsyncSession], slack: AsyncWebClient | None, bot_name: str
@@ -409,6 +418,9 @@ class Daemon:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.release()
+            self._sqlite_lock = None
 
     @staticmethod
     async def _stop_by(intake: SlackIntake | WebServer, deadline: float) -> None:
