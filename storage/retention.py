@@ -32,12 +32,14 @@ from mentiondesk.storage.models import (
     Note,
     OutboxKind,
     Reply,
+    ReplyState,
     SlackOutbox,
     Ticket,
     TicketEvent,
     TicketState,
 )
 from mentiondesk.storage.ticket_actions import queue_card_refresh
+from mentiondesk.storage.types import utcnow
 
 ERASED = "[erased]"
 # Rows per transaction: short enough that the daemon's own writes never wait long behind one.
@@ -105,6 +107,12 @@ async def erase_tickets(session: AsyncSession, ticket_ids: Collection[int], *, f
             continue
         mentions = await conn.execute(
             _erase_mentions(MENTIONS.c.ticket_id.in_(ids), account=_placeholder("ticket", MENTIONS.c.ticket_id))
+        )
+        # A reply still waiting for approval can never go out: its text and the post it answers are gone.
+        await conn.execute(
+            update(REPLIES)
+            .where(REPLIES.c.ticket_id.in_(ids), REPLIES.c.state == ReplyState.PENDING_APPROVAL)
+            .values(state=ReplyState.REJECTED, decided_at=utcnow())
         )
         replies = await conn.execute(
             update(REPLIES)

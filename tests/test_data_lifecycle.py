@@ -25,6 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from mentiondesk.bot.cli import main
 from mentiondesk.bot.config import Config, ConfigError, parse_settings
 from mentiondesk.bot.erasure import erase_before
+from mentiondesk.bot.replies import ReplyError, latest_customer_post
 from mentiondesk.storage.db import head_revision, transaction
 from mentiondesk.storage.models import (
     DeadLetter,
@@ -314,6 +315,15 @@ async def test_forget_erases_one_persons_data_and_says_what(
     alice_open = await rows.conversation(alice, state=TicketState.OPEN, at=now - DAY)
     alice_old = await rows.conversation(alice, state=TicketState.RESOLVED, at=now - 300 * DAY)
     await rows.mention(alice, "@brand and another thing", at=now - DAY, ticket_id=alice_open)
+    draft = await rows.add(
+        Reply,
+        ticket_id=alice_open,
+        author_slack_id="U2",
+        text=f"@{alice} here is your refund",
+        visibility="public",
+        in_reply_to_status_id="456",
+        state=ReplyState.PENDING_APPROVAL,
+    )
     alice_loose = await rows.mention(alice, "@brand love the new colours", at=now)
     alice_dead = await rows.dead_letter(alice, at=now)
     bob_ticket = await rows.conversation("bob@social.example", state=TicketState.OPEN, at=now - DAY)
@@ -325,7 +335,7 @@ async def test_forget_erases_one_persons_data_and_says_what(
 
     assert code == 0
     assert out == (
-        "erased 4 mentions, 2 tickets, 2 replies, 2 notes, 1 set-aside feed entry of @Alice@social.example; "
+        "erased 4 mentions, 2 tickets, 3 replies, 2 notes, 1 set-aside feed entry of @Alice@social.example; "
         "closed 1 open ticket (customer data erased on request); 2 Slack cards will be updated "
         "(by the running daemon within a minute, or at its next start)"
     )
@@ -340,6 +350,11 @@ async def test_forget_erases_one_persons_data_and_says_what(
     } | {alice_loose}
     assert not any(alice in m.text or m.account_acct == alice for m in mentions)
     assert {r.ticket_id for r in await everything(sessions, Reply) if r.text == ERASED} == {alice_open, alice_old}
+    # A draft waiting for approval can no longer go out, and no new reply can be written to nobody.
+    assert next(r for r in await everything(sessions, Reply) if r.id == draft).state == ReplyState.REJECTED
+    async with sessions() as session:
+        with pytest.raises(ReplyError, match="data was erased"):
+            await latest_customer_post(session, tickets[alice_open])
     dead = {d.id: d for d in await everything(sessions, DeadLetter)}
     assert dead[alice_dead].payload == ERASED and "bob@social.example" in dead[bob_dead].payload
     outbox = await everything(sessions, SlackOutbox)
