@@ -102,10 +102,11 @@ class Daemon:
     async def _start(self) -> None:
         settings = self.config.settings
         secrets = self.config.secrets
-        # Before anything else: a second daemon on the same SQLite file must not touch it at all.
-        self._sqlite_lock = lock_single_daemon(settings.database.url)
         logger.info("starting with database %s", describe_database(settings.database.url))
         self._engine = await open_engine(settings.database.url, create=True)
+        # Once the path is known to be usable, before the database is touched: a second daemon on the same SQLite
+        # file must not use it at all.
+        self._sqlite_lock = lock_single_daemon(settings.database.url)
         await self._prepare_schema(self._engine)
         sessions = session_factory(self._engine)
         # Policies or calendars may have changed since the last run: open tickets' due times follow them.

@@ -66,6 +66,9 @@ def backup_database(url: str, target: Path, *, force: bool = False) -> Backup:
 def _copy(source: Path, temporary: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()  # a leftover of a copy that was killed
+    # It holds every customer's posts: readable by its owner only, from the first byte (an empty file is an empty
+    # database to SQLite).
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     # Not opened read-only: in WAL mode a read-only connection cannot start when the -shm file is missing.
     src = sqlite3.connect(source, timeout=BUSY_TIMEOUT_S)
     try:

@@ -31,7 +31,6 @@ class DaemonLock:
 
     def acquire(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             # Opened without truncating: the holder's pid must stay readable until this process holds the lock.
             lock_file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the daemon's life
         except OSError as exc:

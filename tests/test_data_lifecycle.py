@@ -457,6 +457,7 @@ async def test_backup_while_the_daemon_writes(
         accts = {row[0] for row in copy.execute("SELECT account_acct FROM mentions")}
     assert {"alice", "bob"} <= accts
     assert not [p for p in target.parent.iterdir() if p != target]  # no temporary file left behind
+    assert target.stat().st_mode & 0o777 == 0o600  # customers' posts: for the owner's eyes only
 
     code = await asyncio.to_thread(main, ["db", "backup", "--config", str(config), str(target)])
     assert code == 1 and f"{target} exists already" in capsys.readouterr().err
