@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from mastodon_mock.testing.server import MockServer
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,7 +26,7 @@ from mentiondesk.bot.cli import main
 from mentiondesk.bot.config import Config, ConfigError, parse_settings
 from mentiondesk.bot.erasure import erase_before
 from mentiondesk.bot.replies import ReplyError, latest_customer_post
-from mentiondesk.storage.db import head_revision, transaction
+from mentiondesk.storage.db import execute, head_revision, transaction
 from mentiondesk.storage.models import (
     DeadLetter,
     Mention,
@@ -45,7 +45,8 @@ from mentiondesk.storage.types import utcnow
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 from tests.test_cli import write_config
-from tests.test_e2e import COMPLAINT, COMPLAINT_2, Start, post
+from tests.test_customer_side import _last_card, _opened_with_card, _resolve, _set, _ticket_count
+from tests.test_e2e import COMPLAINT, COMPLAINT_2, Start, post, rows
 from tests.test_report_figures import TICKETS, seed
 from tests.test_slack_setup import tokens
 
@@ -284,6 +285,30 @@ async def test_the_daemon_erases_expired_conversations(
     await eventually(old_one_erased, what="the expired conversation erased")
     young_ticket = next(t for t in await everything(sessions, Ticket) if t.id == young)
     assert young_ticket.customer_acct == "yan@social.example"
+
+
+async def test_a_customer_coming_back_after_erasure_gets_a_new_ticket(
+    mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
+) -> None:
+    daemon = await start_daemon(make_config(tickets={"reopen_window_days": 7}))
+    first, old = await _opened_with_card(daemon, mastodon, slack)
+    await _resolve(daemon, old.id, days_ago=2)
+    await _set(daemon, old.id, updated_at=utcnow() - 2 * DAY)
+    assert daemon.context is not None
+    async with transaction(daemon.context.sessions) as session:
+        await execute(session, update(Mention).values(received_at=utcnow() - 2 * DAY))
+    assert (await erase_before(daemon.context.sessions, utcnow() - DAY)).tickets == 1
+    daemon.context.wake_outbox()
+    await slack.wait_for(lambda: ERASED in _last_card(slack, old), timeout_s=10)
+    assert "never arrived" not in _last_card(slack, old)
+
+    # Within the reopen window and in the old thread: without erasure this would reopen the old ticket.
+    await post(mastodon, "alice", "@brand it is happening again, same problem", in_reply_to_id=first["id"])
+    await eventually(lambda: _ticket_count(daemon, 2), what="a second ticket")
+    tickets = await rows(daemon, Ticket)
+    assert tickets[0].state == TicketState.RESOLVED and erased_ticket(tickets[0])
+    assert tickets[1].customer_acct == "alice" and tickets[1].state == TicketState.OPEN
+    assert tickets[1].previous_ticket_id is None  # nothing left to link to
 
 
 @pytest.mark.parametrize("days", [-1, "a week"])
