@@ -23,7 +23,7 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
 # The commands that read a config file; `--config` may come before or after them.
-CONFIG_COMMANDS = ("run", "check", "db", "report")
+CONFIG_COMMANDS = ("run", "check", "db", "report", "forget")
 
 
 def _add_config_arg(parser: argparse.ArgumentParser, dest: str = "config") -> None:
@@ -95,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show the database's schema revision and the latest one.",
     )
     _add_config_arg(current)
+    backup = db_sub.add_parser(
+        "backup",
+        help="copy the SQLite database, safely while the daemon runs",
+        description="Copy the SQLite database to PATH with SQLite's online backup API: a consistent copy of what "
+        "was committed when it began, taken while the daemon keeps running. Written beside PATH first and checked "
+        "(PRAGMA integrity_check) before it takes PATH's name. For Postgres use pg_dump (README, Backups).",
+    )
+    _add_config_arg(backup)
+    backup.add_argument("path", type=Path, metavar="PATH", help="the backup file to write")
+    backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
 
     report = sub.add_parser(
         "report",
@@ -105,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_arg(report)
     add_report_arguments(report)
+
+    forget = sub.add_parser(
+        "forget",
+        help="erase one person's data now",
+        description="Erase everything stored of one person, whatever its age: their posts' text and handle, their "
+        "tickets' customer fields, the replies to them and their set-aside feed entries (figures are kept). Their "
+        "open tickets are closed. Prints what it erased; a handle with nothing stored erases nothing (exit 0). "
+        "README: Data retention and erasure.",
+    )
+    _add_config_arg(forget)
+    forget.add_argument(
+        "handle", metavar="HANDLE", help="@user@instance (the @ may be left out); @user for the brand's instance"
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -224,6 +247,8 @@ def _cmd_db(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _setup_logging(config.settings.daemon.log_level)
     url = config.settings.database.url
+    if args.db_command == "backup":
+        return _db_backup(url, args.path, force=args.force)
 
     async def go() -> str | None:
         # Only upgrade may create the database: `db current` on a mistyped path must not leave one behind.
@@ -237,6 +262,47 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
     revision = asyncio.run(go())
     print(f"{describe_database(url)}: schema at {revision or 'nothing'} (latest {head_revision()})")
+    return EXIT_OK
+
+
+def _db_backup(url: str, path: Path, *, force: bool) -> int:
+    from mentiondesk.storage.backup import backup_database
+
+    # Synchronous on purpose: nothing else runs in this command, and sqlite3's backup call blocks anyway.
+    backup = backup_database(url, path, force=force)
+    print(f"backed up to {backup.path}: {backup.size_bytes} bytes, schema at {backup.revision or 'nothing'}")
+    return EXIT_OK
+
+
+def _cmd_forget(args: argparse.Namespace) -> int:
+    from mentiondesk.bot.erasure import HandleError, forget, parse_handle
+    from mentiondesk.bot.sla.policy import sla_book
+    from mentiondesk.storage.db import DatabaseError, current_revision, head_revision, open_engine, session_factory
+
+    config = _load(args.config)
+    settings = config.settings
+    try:
+        handle = parse_handle(args.handle, instance_url=settings.mastodon.base_url)
+    except HandleError as exc:
+        print(f"mentiondesk: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _setup_logging("WARNING")
+
+    async def go() -> str:
+        engine = await open_engine(settings.database.url, create=False)
+        try:
+            current, head = await current_revision(engine), head_revision()
+            if current != head:
+                raise DatabaseError(
+                    f"database schema is at {current or 'nothing'}, this version needs {head}: "
+                    "run `mentiondesk db upgrade`"
+                )
+            forgotten = await forget(session_factory(engine), sla_book(settings.sla), handle)
+            return forgotten.summary()
+        finally:
+            await engine.dispose()
+
+    print(asyncio.run(go()))
     return EXIT_OK
 
 
@@ -266,6 +332,7 @@ COMMANDS = {
     "classify": _cmd_classify,
     "db": _cmd_db,
     "report": _cmd_report,
+    "forget": _cmd_forget,
     "demo": _cmd_demo,
 }
 

@@ -614,6 +614,13 @@ class HttpSettings(_Section):
         return value
 
 
+class RetentionSettings(_Section):
+    """How long customers' text and handles are kept (storage/retention.py says what is erased and what stays)."""
+
+    # Days after a conversation ended; 0 keeps everything.
+    customer_data_days: int = Field(default=0, ge=0)
+
+
 class DaemonSettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
@@ -640,6 +647,7 @@ class Settings(_Section):
     sla: SlaSettings = SlaSettings()
     ingest: IngestSettings = IngestSettings()
     reports: ReportSettings = ReportSettings()
+    retention: RetentionSettings = RetentionSettings()
     # Built per load, not once at import: its SQLite path is resolved against the working directory then.
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     daemon: DaemonSettings = DaemonSettings()

@@ -20,6 +20,7 @@ from mentiondesk.bot.classify.model import ComplaintClassifier
 from mentiondesk.bot.config import Config, ConfigError, Settings
 from mentiondesk.bot.context import AppContext, Tuning
 from mentiondesk.bot.dispatch import Dispatcher
+from mentiondesk.bot.erasure import retention_job
 from mentiondesk.bot.events import MentionReceived, MentionsReceived, Post, PostChange, PostEdited
 from mentiondesk.bot.ingest import IngestPipeline
 from mentiondesk.bot.mastodon.client import MastodonClient
@@ -54,6 +55,7 @@ from mentiondesk.storage.db import (
     upgrade,
 )
 from mentiondesk.storage.outbox import unsent_count
+from mentiondesk.storage.single_daemon import DaemonLock, lock_single_daemon
 from mentiondesk.storage.urls import describe_database
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class Daemon:
         self._dispatcher: Dispatcher | None = None
         self.timers: SlaTimers | None = None
         self.summaries: SummaryScheduler | None = None
+        self._sqlite_lock: DaemonLock | None = None
 
     @property
     def slack_intake(self) -> SlackIntake | None:
@@ -124,6 +127,9 @@ class Daemon:
         secrets = self.config.secrets
         logger.info("starting with database %s", describe_database(settings.database.url))
         self._engine = await open_engine(settings.database.url, create=True)
+        # Once the path is known to be usable, before the database is touched: a second daemon on the same SQLite
+        # file must not use it at all.
+        self._sqlite_lock = lock_single_daemon(settings.database.url)
         await self._prepare_schema(self._engine)
         sessions = session_factory(self._engine)
         # Policies or calendars may have changed since the last run: open tickets' due times follow them.
@@ -239,6 +245,10 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
         self._tasks.extend(asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers)
         self._tasks.append(asyncio.create_task(self.sweeper.run(), name="refresh posts"))
+        if settings.retention.customer_data_days:
+            # Leader-only work once several daemons share Postgres: one erasing is enough.
+            retention = retention_job(sessions, settings.retention, on_erased=changed)
+            self._tasks.append(asyncio.create_task(retention, name="retention"))
 
     def _health_probes(self, loop_lag: LoopLag, outbox_stuck_after_s: float) -> HealthProbes:
         assert self._engine is not None and self.context is not None
@@ -520,6 +530,9 @@ class Daemon:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.release()
+            self._sqlite_lock = None
 
     async def _log_stopped(self, sent: int) -> None:
         left: int | str = "an unknown number of"

@@ -27,6 +27,7 @@ from mentiondesk.bot.slack.permissions import Permissions
 from mentiondesk.storage.db import execute, transaction
 from mentiondesk.storage.models import Mention, OutboxKind, Reply, ReplyState, Ticket
 from mentiondesk.storage.outbox import enqueue
+from mentiondesk.storage.retention import ERASED
 from mentiondesk.storage.ticket_actions import log_event, record_first_response
 from mentiondesk.storage.types import utcnow
 
@@ -47,6 +48,10 @@ def check_length(text: str, ctx: AppContext) -> None:
 
 async def latest_customer_post(session: AsyncSession, ticket: Ticket) -> Mention:
     """The customer's most recent post in the ticket that still exists: replies go under it."""
+    if ticket.customer_acct == ERASED:
+        raise ReplyError(
+            "this customer's data was erased (retention or `mentiondesk forget`): there is no one to reply to"
+        )
     stmt = (
         select(Mention)
         .where(

@@ -256,6 +256,8 @@ async def _stream_read_more(daemon: Daemon, before: int) -> bool:
     return _stream_items_read(daemon) > before
 
 
+# Postgres only: SQLite refuses a second daemon on its file (tests/test_data_lifecycle.py).
+@pytest.mark.parametrize("db_url", postgres_only(), indirect=True)
 async def test_two_daemons_sharing_a_database_post_each_card_once(
     mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
 ) -> None:

@@ -40,6 +40,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("classify side", ("mentiondesk.bot.classify",)),
     ("handler context", ("mentiondesk.bot.context",)),
     ("sla side", ("mentiondesk.bot.sla",)),
+    # Retention and `forget`: close tickets (SLA clocks) and erase them (storage).
+    ("data lifecycle", ("mentiondesk.bot.erasure",)),
     ("slack side", ("mentiondesk.bot.slack",)),
     ("reports", ("mentiondesk.bot.reports",)),
     ("web", ("mentiondesk.bot.web",)),
