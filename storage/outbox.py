@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, update
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.storage.db import execute
@@ -175,5 +175,6 @@ def in_doubt(row: SlackOutbox) -> bool:
 
 
 async def pending_count(session: AsyncSession) -> int:
-    stmt = select(SlackOutbox.id).where(SlackOutbox.state == OutboxState.PENDING)
-    return len(list(await session.exec(stmt)))
+    # Counted by the database: systemd's status line asks every few seconds, whatever the backlog.
+    stmt = select(func.count()).select_from(SlackOutbox).where(SlackOutbox.state == OutboxState.PENDING)
+    return (await session.exec(stmt)).one()

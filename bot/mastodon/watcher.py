@@ -121,6 +121,8 @@ class FeedWatcher:
         self._stream_url = stream_base_url.rstrip("/") + feed.stream_path
         self._kick = asyncio.Event()
         self.stream_connected = asyncio.Event()
+        # Set once a catch-up poll has read the feed to its end: the daemon tells systemd it is ready then.
+        self.caught_up = asyncio.Event()
         self.polls_completed = 0
         self.stream_items_read = 0
         self._hold = StreamHold(self._apply, name=feed.cursor_name)
@@ -152,6 +154,7 @@ class FeedWatcher:
                 await self._hold.release(connects)
                 attempt = 0
                 self.polls_completed += 1
+                self.caught_up.set()
                 wait_s = max(
                     self._rate_limit_pause_s(),
                     self._settings.poll_interval_s
