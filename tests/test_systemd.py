@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -17,12 +19,16 @@ from pathlib import Path
 import pytest
 from mastodon_mock.testing.server import MockServer
 
-from mentiondesk.bot.config import Config
+from mentiondesk.bot.config import Config, DaemonSettings
 from mentiondesk.bot.systemd import Notifier
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, COMPLAINT_2, Start, post
 from tests.test_slack_setup import tokens, write_config
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "deploy" / "mentiondesk.service"
+INSTALLED_MENTIONDESK = "ExecStart=/opt/mentiondesk/venv/bin/mentiondesk run"
 
 # WATCHDOG_USEC given to the daemon: it pings every half of it, 0.1 s.
 WATCHDOG_USEC = 200_000
@@ -301,3 +307,45 @@ async def test_mentiondesk_run_tells_systemd_ready_status_watchdog_and_stopping(
     assert code == 0, err
     assert notify_socket.index_of("STOPPING", "1") > notify_socket.index_of("READY"), notify_socket.messages
     assert "Traceback" not in err and "no more watchdog pings" not in err, err
+
+
+# ---------------------------------------------------------------- the unit
+
+
+def _unit_settings(text: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_the_unit_waits_for_ready_restarts_on_failure_but_not_on_a_config_error() -> None:
+    unit = _unit_settings(UNIT.read_text(encoding="utf-8"))
+    assert unit["Type"] == ["notify"] and unit["NotifyAccess"] == ["main"]
+    assert unit["Restart"] == ["on-failure"] and unit["RestartPreventExitStatus"] == ["2"]
+    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    # Pinged every half of it; the daemon's stop must fit in TimeoutStopSec with room to close its connections.
+    assert int(unit["WatchdogSec"][0]) >= 10
+    assert int(unit["TimeoutStopSec"][0]) >= DaemonSettings().shutdown_timeout_s + 15
+    assert INSTALLED_MENTIONDESK in UNIT.read_text(encoding="utf-8")
+
+
+def _verify(unit_text: str, tmp_path: Path) -> str:
+    """What systemd-analyze verify says of the unit, with ExecStart on this venv's mentiondesk ("" if all is well)."""
+    mentiondesk = Path(sys.executable).parent / "mentiondesk"
+    path = tmp_path / "mentiondesk.service"
+    path.write_text(unit_text.replace(INSTALLED_MENTIONDESK, f"ExecStart={mentiondesk} run"), encoding="utf-8")
+    analyze = shutil.which("systemd-analyze")
+    assert analyze is not None
+    done = subprocess.run([analyze, "verify", "--man=no", str(path)], capture_output=True, text=True, timeout=60)
+    # It exits 0 after an unknown key or a bad value (ignored, with a warning): what it prints is the verdict.
+    return f"{done.stdout}{done.stderr}".strip() or ("" if done.returncode == 0 else f"exit {done.returncode}")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing (apt-get install systemd)")
+def test_systemd_analyze_accepts_the_unit_and_would_catch_a_mistake(tmp_path: Path) -> None:
+    text = UNIT.read_text(encoding="utf-8")
+    assert _verify(text, tmp_path) == ""
+    assert "thirty" in _verify(text.replace("WatchdogSec=30", "WatchdogSec=thirty"), tmp_path)
