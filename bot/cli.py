@@ -206,7 +206,8 @@ async def _run_daemon(config: Config) -> None:
 async def _serve(daemon: Daemon, notifier: Notifier) -> None:
     """Run the daemon, telling systemd when it is ready and how it is doing."""
     work = asyncio.create_task(daemon.wait())
-    report = asyncio.create_task(_report_to_systemd(daemon, notifier))
+    report = asyncio.create_task(_report_to_systemd(daemon, notifier), name="systemd status")
+    report.add_done_callback(_log_failure)
     try:
         await work
     finally:
@@ -215,7 +216,14 @@ async def _serve(daemon: Daemon, notifier: Notifier) -> None:
         await asyncio.wait({work, report})
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("%s failed; carrying on without it", task.get_name(), exc_info=task.exception())
+
+
 async def _report_to_systemd(daemon: Daemon, notifier: Notifier) -> None:
+    if not notifier.enabled:
+        return
     notifier.status("catching up with Mastodon")
     # READY=1 once every feed is read up to now, so that `systemctl start` returns with the backlog done. Mastodon
     # down or slow must not make systemd kill a daemon that is only waiting on it (TimeoutStartSec), so after
