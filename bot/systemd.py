@@ -70,7 +70,7 @@ class Notifier:
         self.notify("RELOADING=1", f"MONOTONIC_USEC={now_us}", *_status_lines(status))
 
     def stopping(self, status: str | None = None) -> None:
-        """Shutting down: systemd stops expecting watchdog pings and waits up to TimeoutStopSec."""
+        """Shutting down: systemd shows the unit as deactivating and waits up to TimeoutStopSec for the exit."""
         self.notify("STOPPING=1", *_status_lines(status))
 
     async def watchdog(self, check: LivenessCheck) -> None:
