@@ -12,14 +12,24 @@ import sys
 from collections.abc import Coroutine, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mentiondesk.bot.config import Config, ConfigError, find_config, load_config
 from mentiondesk.bot.reports.cli import add_arguments as add_report_arguments
 
+if TYPE_CHECKING:
+    from mentiondesk.bot.daemon import Daemon
+    from mentiondesk.bot.systemd import Notifier
+
 logger = logging.getLogger("mentiondesk")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+# systemd: how long `run` waits for the first catch-up before it reports READY anyway (the unit's TimeoutStartSec
+# leaves room for the start and this); how often it looks at the state (cheap counts), and how often it sends the
+# STATUS= line when nothing changed.
+READY_WAIT_S = 60.0
+STATUS_CHECK_S = 5.0
+STATUS_REFRESH_S = 30.0
 
 
 # The commands that read a config file; `--config` may come before or after them.
@@ -189,28 +199,81 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
 async def _run_daemon(config: Config) -> None:
     from mentiondesk.bot.daemon import Daemon
     from mentiondesk.bot.reload import Reloader
+    from mentiondesk.bot.systemd import Notifier
 
     stop = _stop_on_signals()
+    notifier = Notifier()
     daemon = Daemon(config)
     # SIGHUP (systemctl reload) re-reads the file the daemon started with; from the start on, since its default
-    # action would end the process.
-    reloader = Reloader(daemon, Path(config.source))
+    # action would end the process. systemd waits for READY=1 after RELOADING=1, refused reloads included.
+    reloader = Reloader(daemon, Path(config.source), before=notifier.reloading, after=notifier.ready)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
+    # Pinged from the start on: a start that hangs the loop gets the process restarted too.
+    watchdog = asyncio.create_task(notifier.watchdog(daemon.dead_workers), name="systemd watchdog")
+    notifier.status("starting")
     try:
         # A signal during the start ends it too: a start stuck on a call must not outlast the shutdown timeout.
         if not await _until_stopped(daemon.start(), stop):
             logger.info("stopped while starting")
+            notifier.stopping()
             return
         reloader.start()
         try:
-            await _until_stopped(daemon.wait(), stop)
+            await _until_stopped(_serve(daemon, notifier), stop)
         finally:
             await reloader.close()
             logger.info("stopping")
+            notifier.stopping("stopping")
+            # Stopping cancels the workers: that must not read as a dead worker.
+            watchdog.cancel()
             await daemon.stop()
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+        watchdog.cancel()
+        await asyncio.wait({watchdog})
+        notifier.close()
+
+
+async def _serve(daemon: Daemon, notifier: Notifier) -> None:
+    """Run the daemon, telling systemd when it is ready and how it is doing."""
+    work = asyncio.create_task(daemon.wait())
+    report = asyncio.create_task(_report_to_systemd(daemon, notifier), name="systemd status")
+    report.add_done_callback(_log_failure)
+    try:
+        await work
+    finally:
+        work.cancel()
+        report.cancel()
+        await asyncio.wait({work, report})
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("%s failed; carrying on without it", task.get_name(), exc_info=task.exception())
+
+
+async def _report_to_systemd(daemon: Daemon, notifier: Notifier) -> None:
+    if not notifier.enabled:
+        return
+    notifier.status("catching up with Mastodon")
+    # READY=1 once every feed is read up to now, so that `systemctl start` returns with the backlog done. Mastodon
+    # down or slow must not make systemd kill a daemon that is only waiting on it (TimeoutStartSec), so after
+    # READY_WAIT_S it is ready anyway, and says so; it keeps trying, and tickets and Slack work meanwhile.
+    if await daemon.wait_caught_up(READY_WAIT_S):
+        last = await daemon.status_line()
+    else:
+        logger.warning("not caught up with Mastodon after %.0fs; carrying on trying", READY_WAIT_S)
+        last = f"still catching up with Mastodon after {READY_WAIT_S:.0f}s"
+    notifier.ready(last)
+    loop = asyncio.get_running_loop()
+    sent_at = loop.time()
+    while True:
+        await asyncio.sleep(STATUS_CHECK_S)
+        line = await daemon.status_line()
+        if line != last or loop.time() - sent_at >= STATUS_REFRESH_S:
+            notifier.status(line)
+            last, sent_at = line, loop.time()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

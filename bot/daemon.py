@@ -54,8 +54,9 @@ from mentiondesk.storage.db import (
     session_factory,
     upgrade,
 )
-from mentiondesk.storage.outbox import unsent_count
+from mentiondesk.storage.outbox import pending_count, unsent_count
 from mentiondesk.storage.single_daemon import DaemonLock, lock_single_daemon
+from mentiondesk.storage.tickets import on_desk_count
 from mentiondesk.storage.urls import describe_database
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ _ONE_SHOT_TASKS = frozenset({"slack intake", "http server"})
 CLOSE_RESERVE_S = 1.0
 # How long a reload waits for batches begun under the old settings before recomputing SLA clocks.
 RELOAD_WAIT_S = 30.0
+# status_line() is asked every few seconds: a database that takes longer than this counts as unreachable.
+STATUS_QUERY_TIMEOUT_S = 5.0
 
 
 class Daemon:
@@ -463,6 +466,44 @@ class Daemon:
                 # Connecting to Slack and starting the HTTP server are the tasks that are meant to finish.
                 if not task.cancelled() and task.exception() is not None:
                     raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
+
+    async def wait_caught_up(self, timeout_s: float) -> bool:
+        """Wait until every feed watcher has read its feed to the end once; False if that took over timeout_s."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                for watcher in self.watchers:
+                    await watcher.caught_up.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def status_line(self) -> str:
+        """One line for `systemctl status`, e.g. "streaming, 3 open tickets, outbox 0"."""
+        parts = [self._feed_state()]
+        try:
+            assert self.context is not None
+            async with asyncio.timeout(STATUS_QUERY_TIMEOUT_S), self.context.sessions() as session:
+                on_desk, outbox = await on_desk_count(session), await pending_count(session)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            logger.debug("status: database query failed: %s", exc)
+            parts.append("database unreachable")
+        else:
+            parts += [f"{on_desk} open ticket{'' if on_desk == 1 else 's'}", f"outbox {outbox}"]
+        dead = self.dead_workers()
+        if dead:
+            parts.append(f"stopped: {', '.join(dead)}")
+        return ", ".join(parts)
+
+    def _feed_state(self) -> str:
+        if not self.watchers:
+            return "not watching Mastodon"
+        if not all(w.caught_up.is_set() for w in self.watchers):
+            return "catching up with Mastodon"
+        if not self.config.settings.mastodon.streaming:
+            return "polling"
+        if all(w.stream_connected.is_set() for w in self.watchers):
+            return "streaming"
+        return "polling (stream down)"
 
     async def stop(self) -> None:
         # Reverse order of start: stop intake, finish the mentions in flight, flush the outbox, then close

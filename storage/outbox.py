@@ -176,8 +176,9 @@ def in_doubt(row: SlackOutbox) -> bool:
 
 
 async def pending_count(session: AsyncSession) -> int:
-    stmt = select(SlackOutbox.id).where(SlackOutbox.state == OutboxState.PENDING)
-    return len(list(await session.exec(stmt)))
+    # Counted by the database: systemd's status line asks every few seconds, whatever the backlog.
+    stmt = select(func.count()).select_from(SlackOutbox).where(SlackOutbox.state == OutboxState.PENDING)
+    return (await session.exec(stmt)).one()
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "mentiondesk.bot.routing",
             "mentiondesk.bot.ingest",
             "mentiondesk.bot.reload",
+            "mentiondesk.bot.systemd",
             # Pure, and read by the config; the rest of mentiondesk.bot.sla is the "sla side" below.
             "mentiondesk.bot.sla.calendar",
             "mentiondesk.bot.sla.policy",

@@ -129,6 +129,8 @@ class FeedWatcher:
         self._stream_url = stream_base_url.rstrip("/") + feed.stream_path
         self._kick = asyncio.Event()
         self.stream_connected = asyncio.Event()
+        # Set once a catch-up poll has read the feed to its end: the daemon tells systemd it is ready then.
+        self.caught_up = asyncio.Event()
         self.polls_completed = 0
         # Monotonic time of the last page read by a poll: while the stream is down, /readyz judges the feed by it.
         self.last_poll_ok_at: float | None = None
@@ -163,6 +165,7 @@ class FeedWatcher:
                 attempt = 0
                 self.polls_completed += 1
                 self.last_poll_ok_at = time.monotonic()
+                self.caught_up.set()
                 wait_s = max(
                     self._rate_limit_pause_s(),
                     self._settings.poll_interval_s
