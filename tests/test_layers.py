@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "mentiondesk.bot",
             "mentiondesk.bot.config",
+            "mentiondesk.bot.logs",
             "mentiondesk.bot.events",
             "mentiondesk.bot.retry",
             "mentiondesk.bot.dispatch",
