@@ -56,7 +56,7 @@ async def _apply(body: dict[str, Any], ctx: AppContext, change: Change, verb: st
                 await ticket_actions.queue_card_refresh(session, ticket_id=ticket_id)
     ctx.wake_outbox()
     if done:
-        logger.info("ticket #%d %s by %s", ticket_id, verb, user)
+        logger.info("ticket #%d %s by %s", ticket_id, verb, user, extra={"ticket_id": ticket_id})
         return
     now = f"it is {_state(ticket)}" if ticket is not None else "it does not exist"
     await tell(ctx, body, f"Could not {verb} ticket #{ticket_id}: {now}.")

@@ -161,7 +161,13 @@ class FeedWatcher:
             except IngestError as exc:
                 attempt += 1
                 wait_s = backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
-                logger.warning("%s: %s; retrying in %.1fs", self.feed.cursor_name, exc, wait_s)
+                logger.warning(
+                    "%s: %s; retrying in %.1fs",
+                    self.feed.cursor_name,
+                    exc,
+                    wait_s,
+                    extra={"feed": self.feed.cursor_name, "attempt": attempt},
+                )
             except Exception as exc:
                 attempt += 1
                 wait_s = self._wait_after(exc, attempt)
@@ -186,7 +192,13 @@ class FeedWatcher:
         else:
             wait_s = backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
         log = logger.error if sorted_.verdict is Verdict.FATAL else logger.warning
-        log("%s: polling failed: %s; retrying in %.1fs", self.feed.cursor_name, sorted_.reason, wait_s)
+        log(
+            "%s: polling failed: %s; retrying in %.1fs",
+            self.feed.cursor_name,
+            sorted_.reason,
+            wait_s,
+            extra={"feed": self.feed.cursor_name, "attempt": attempt},
+        )
         return wait_s
 
     async def catch_up(self) -> int:
@@ -301,7 +313,12 @@ class FeedWatcher:
             try:
                 wait_s = await self._stream_once()
             except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
-                logger.warning("%s: stream dropped: %s", self.feed.cursor_name, exc or type(exc).__name__)
+                logger.warning(
+                    "%s: stream dropped: %s",
+                    self.feed.cursor_name,
+                    exc or type(exc).__name__,
+                    extra={"feed": self.feed.cursor_name},
+                )
             finally:
                 self.stream_connected.clear()
             # A server that keeps ending the stream normally costs requests like one that keeps failing it.
@@ -310,7 +327,12 @@ class FeedWatcher:
             self.kick()
             delay = wait_s if wait_s is not None else backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
             delay = max(delay, started + self._stream_spacing_s - time.monotonic())
-            logger.info("%s: stream closed; reconnecting in %.1fs", self.feed.cursor_name, delay)
+            logger.info(
+                "%s: stream closed; reconnecting in %.1fs",
+                self.feed.cursor_name,
+                delay,
+                extra={"feed": self.feed.cursor_name, "attempt": attempt},
+            )
             await asyncio.sleep(delay)
 
     async def _stream_once(self) -> float | None:
@@ -327,7 +349,12 @@ class FeedWatcher:
                 wait_s = parse_retry_after(resp.headers.get("Retry-After"), default_s=60.0)
                 if reset and "Retry-After" not in resp.headers:
                     wait_s = max(1.0, _reset_in_s(reset))
-                logger.warning("%s: stream rate-limited; waiting %.0fs", self.feed.cursor_name, wait_s)
+                logger.warning(
+                    "%s: stream rate-limited; waiting %.0fs",
+                    self.feed.cursor_name,
+                    wait_s,
+                    extra={"feed": self.feed.cursor_name},
+                )
                 return min(wait_s, self._settings.max_backoff_s)
             if resp.status >= 400:
                 raise aiohttp.ClientResponseError(
@@ -338,7 +365,7 @@ class FeedWatcher:
                 )
             self._hold.connected()
             self.stream_connected.set()
-            logger.info("%s: stream connected", self.feed.cursor_name)
+            logger.info("%s: stream connected", self.feed.cursor_name, extra={"feed": self.feed.cursor_name})
             self.kick()
             async for event in read_events(resp.content):
                 if event is None:

@@ -239,6 +239,7 @@ class SlackSender:
                         row.ticket_id,
                         row.kind,
                         found.ts,
+                        extra=_fields(row, channel),
                     )
                     await self._record_sent(row, channel, channel, found.ts)
                     return
@@ -301,7 +302,13 @@ class SlackSender:
             await self._parking.went_through(session, channel, posted_channel)
         self._channel_free_at.setdefault(posted_channel, self._channel_free_at[channel])
         if row.kind == OutboxKind.CARD:
-            logger.info("CardPosted ticket #%d in %s ts=%s", row.ticket_id, posted_channel, ts)
+            logger.info(
+                "CardPosted ticket #%d in %s ts=%s",
+                row.ticket_id,
+                posted_channel,
+                ts,
+                extra=_fields(row, posted_channel),
+            )
             self._wake.set()  # follow-ups may have been waiting for this card
             if self._on_card_posted is not None:
                 await self._on_card_posted(CardPosted(ticket_id=row.ticket_id, channel=posted_channel, ts=ts))
@@ -322,6 +329,7 @@ class SlackSender:
                 row.ticket_id,
                 row.kind,
                 channel,
+                extra=_fields(row, channel),
             )
             return _Lookup(checked=False)
         try:
@@ -336,6 +344,7 @@ class SlackSender:
                 row.kind,
                 channel,
                 sort_slack_error(exc).reason,
+                extra=_fields(row, channel),
             )
             return _Lookup(checked=False)
 
@@ -398,6 +407,7 @@ class SlackSender:
             verdict.reason,
             attempt,
             wait_s,
+            extra={**_fields(row, channel), "attempt": attempt},
         )
         async with transaction(self._sessions) as session:
             await mark_retry(
@@ -418,3 +428,8 @@ def _names_outbox_row(message: dict[str, Any], row: SlackOutbox) -> bool:
         and str(payload.get("outbox_id")) == str(row.id)
         and str(payload.get("ticket")) == str(row.ticket_id)
     )
+
+
+def _fields(row: SlackOutbox, channel: str) -> dict[str, object]:
+    """The ids a log line about an outbox message carries as fields (daemon.log_format = "json")."""
+    return {"ticket_id": row.ticket_id, "outbox_id": row.id, "channel": channel}
