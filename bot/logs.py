@@ -161,18 +161,23 @@ def setup_logging(
     environ: Mapping[str, str] | None = None,
     stream: TextIO | None = None,
 ) -> None:
-    """Log to stderr in log_format, redacting secrets; uncaught exceptions go through the same redaction."""
+    """Log to stderr in log_format, redacting secrets; uncaught exceptions go through the same redaction.
+
+    Called again (a reloaded config), it applies the new level, format and secrets to the same handler.
+    """
     stream = sys.stderr if stream is None else stream
     journal = stderr_is_journal(os.environ if environ is None else environ, stream)
     root = logging.getLogger()
     root.setLevel(level)
     # Handlers someone else put there first (a test's capture) mean the process's logging is theirs: they are
     # kept, and only get the redaction.
-    owned = not root.handlers
+    ours = next((h for h in root.handlers if isinstance(h, _StderrHandler)), None)
+    owned = ours is not None or not root.handlers
     if owned:
-        ours = logging.StreamHandler(stream)
+        if ours is None:
+            ours = _StderrHandler(stream)
+            root.addHandler(ours)
         ours.setFormatter(make_formatter(log_format, journal=journal))
-        root.addHandler(ours)
     redacting = RedactingFilter(secrets)
     for handler in root.handlers:
         for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
@@ -180,9 +185,14 @@ def setup_logging(
         handler.addFilter(redacting)
     if owned:
         _redact_uncaught(redacting, stream)
-    if level != "DEBUG":
-        # Alembic logs its plugins and every step at INFO on each start; storage.db says when the schema changes.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Alembic logs its plugins and every step at INFO on each start; storage.db says when the schema changes.
+    logging.getLogger("alembic").setLevel(logging.NOTSET if level == "DEBUG" else logging.WARNING)
+    # A line per hop to its thread and back, hundreds a second: it drowns what DEBUG is for.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """The handler setup_logging installs, found again when it is called again."""
 
 
 def _redact_uncaught(redacting: RedactingFilter, stream: TextIO) -> None:

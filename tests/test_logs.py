@@ -152,6 +152,19 @@ def test_setup_logging_uses_the_journal_format_only_when_stderr_is_the_journal(
     assert second.endswith(" WARNING mentiondesk.test: to a file") and second[:4].isdigit()
 
 
+def test_setup_logging_again_applies_a_new_format_and_secrets_to_the_same_handler(clean_root: logging.Logger) -> None:
+    clean_root.handlers.clear()
+    stream = io.StringIO()
+    setup_logging("INFO", secrets=[TOKEN], environ={}, stream=stream)
+    logging.getLogger("mentiondesk.test").info("first %s", TOKEN)
+    setup_logging("DEBUG", log_format="json", secrets=[OTHER], environ={}, stream=stream)
+    logging.getLogger("mentiondesk.test").debug("second %s", OTHER)
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith(f"INFO mentiondesk.test: first {REDACTED}")
+    assert json.loads(second)["message"] == f"second {REDACTED}"
+    assert len(clean_root.handlers) == 1
+
+
 def test_a_traceback_python_prints_itself_is_redacted(clean_root: logging.Logger) -> None:
     clean_root.handlers.clear()
     stream = io.StringIO()
