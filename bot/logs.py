@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import traceback
@@ -32,6 +33,10 @@ JOURNAL_TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"
 # sd-daemon(3) priorities: journald reads a leading "<N>" on each line as the entry's priority, so
 # `journalctl -p err` finds the daemon's errors.
 _SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+# Credentials that are not in the config but pass through URLs and form bodies a library may log at DEBUG: Socket
+# Mode's connection URL carries a one-time ticket, and Slack's older payloads a verification token.
+_CREDENTIAL_PARAM = re.compile(r"(?<![\w-])(ticket|token|access_token)=[^&\s'\"]+")
 
 # What every LogRecord has; anything else on a record came in through `extra=` and is a field of its own.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -60,11 +65,11 @@ class RedactingFilter(logging.Filter):
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
+        if "=" in text:
+            text = _CREDENTIAL_PARAM.sub(rf"\1={REDACTED}", text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
         # Formatted here so that a secret inside an argument cannot survive in the args.
         record.msg = self.redact(record.getMessage())
         record.args = None

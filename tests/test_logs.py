@@ -66,6 +66,20 @@ def test_the_filter_redacts_a_traceback_and_keeps_the_rest_of_it() -> None:
     assert "Traceback (most recent call last)" in text
 
 
+def test_one_time_credentials_in_urls_and_form_bodies_are_redacted_without_being_configured() -> None:
+    record = _record(
+        "body: {'ok': True, 'url': 'wss://wss-primary.slack.com/link/?ticket=6f1c-99ab&app_id=A0TEST'} / %s",
+        "token=gIkuvaNzQIHg97ATvDxqgjtO&team_id=T0001",
+    )
+    RedactingFilter([]).filter(record)
+    assert record.getMessage() == (
+        f"body: {{'ok': True, 'url': 'wss://wss-primary.slack.com/link/?ticket={REDACTED}&app_id=A0TEST'}} / "
+        f"token={REDACTED}&team_id=T0001"
+    )
+    # Not a parameter of that name: left alone.
+    assert RedactingFilter([]).redact("max_token=3 x-ticket=4") == "max_token=3 x-ticket=4"
+
+
 def test_a_secret_containing_another_is_redacted_whole() -> None:
     record = _record(f"{TOKEN}-extra")
     RedactingFilter([TOKEN, f"{TOKEN}-extra"]).filter(record)
@@ -268,8 +282,10 @@ class Run:
 
 
 def _assert_nothing_redacted(output: str) -> None:
-    # The redaction is the second line of defence: no secret should have reached a log call to begin with.
-    leaked = [line for line in output.splitlines() if REDACTED in line]
+    # The redaction is the second line of defence: no configured secret should have reached a log call to begin
+    # with. (Socket Mode's one-time ticket does, in slack-sdk's DEBUG lines; it is not ours to keep out.)
+    one_time = re.compile(rf"(ticket|token|access_token)={re.escape(REDACTED)}")
+    leaked = [line for line in output.splitlines() if REDACTED in one_time.sub("", line)]
     assert not leaked, "a secret reached a log call (and was redacted there); keep it out at its source:\n" + "\n".join(
         leaked
     )
@@ -346,6 +362,7 @@ async def test_no_secret_in_the_daemons_output_through_start_errors_and_stop(
     assert "503" in err, err
     assert "invalid_auth" in err, err
     assert "HTTP 502" in err, err
+    assert f"ticket={REDACTED}" in err, "slack-sdk's DEBUG line with the Socket Mode URL is gone or not redacted"
     if log_format == "json":
         _check_json_lines(err)
     else:
