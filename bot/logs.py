@@ -80,8 +80,12 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and isinstance(value, str):
-                setattr(record, key, self.redact(value))
+            if key in _STANDARD_ATTRS or value is None or isinstance(value, bool | int | float):
+                continue
+            text = value if isinstance(value, str) else str(value)
+            redacted = self.redact(text)
+            if redacted != text or isinstance(value, str):
+                setattr(record, key, redacted)
         return True
 
 
@@ -189,7 +193,7 @@ def setup_logging(
             handler.removeFilter(old)
         handler.addFilter(redacting)
     if owned:
-        _redact_uncaught(redacting, stream)
+        _log_uncaught()
     # Alembic logs its plugins and every step at INFO on each start; storage.db says when the schema changes.
     logging.getLogger("alembic").setLevel(logging.NOTSET if level == "DEBUG" else logging.WARNING)
     # A line per hop to its thread and back, hundreds a second: it drowns what DEBUG is for.
@@ -200,19 +204,21 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
     """The handler setup_logging installs, found again when it is called again."""
 
 
-def _redact_uncaught(redacting: RedactingFilter, stream: TextIO) -> None:
-    """Tracebacks Python prints itself (an uncaught exception, in a thread too) are redacted like log lines."""
+def _log_uncaught() -> None:
+    """What Python would print to stderr itself goes through the log instead: redacted, and in the log's format."""
+    # Warnings (a coroutine never awaited, a resource left open) would otherwise be lines of their own.
+    logging.captureWarnings(True)
+    uncaught = logging.getLogger("mentiondesk.uncaught")
 
     def excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-        stream.write(redacting.redact("".join(traceback.format_exception(kind, value, tb))))
-        stream.flush()
+        uncaught.critical("uncaught %s", kind.__name__, exc_info=(kind, value, tb))
 
     def thread_excepthook(args: threading.ExceptHookArgs) -> None:
         if args.exc_type is SystemExit:
             return
         name = args.thread.name if args.thread is not None else "?"
-        stream.write(f"Exception in thread {name}:\n")
-        excepthook(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+        exc_info = (args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+        uncaught.critical("uncaught %s in thread %s", args.exc_type.__name__, name, exc_info=exc_info)
 
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook

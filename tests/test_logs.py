@@ -49,12 +49,21 @@ def _failure(message: str) -> logging.LogRecord:
 
 def test_the_filter_redacts_secrets_in_the_message_its_arguments_and_extra_fields() -> None:
     redacting = RedactingFilter([TOKEN, OTHER])
-    record = _record("calling with %s and %r", TOKEN, {"auth": f"Bearer {OTHER}"}, channel=f"C1-{TOKEN}")
+    record = _record(
+        "calling with %s and %r",
+        TOKEN,
+        {"auth": f"Bearer {OTHER}"},
+        channel=f"C1-{TOKEN}",
+        headers={"Authorization": f"Bearer {OTHER}"},
+        ticket_id=7,
+    )
     assert redacting.filter(record)
     text = TextFormatter().format(record)
     assert TOKEN not in text and OTHER not in text
     assert f"calling with {REDACTED} and {{'auth': 'Bearer {REDACTED}'}}" in text
     assert vars(record)["channel"] == f"C1-{REDACTED}"
+    assert vars(record)["headers"] == f"{{'Authorization': 'Bearer {REDACTED}'}}"
+    assert vars(record)["ticket_id"] == 7
 
 
 def test_the_filter_redacts_a_traceback_and_keeps_the_rest_of_it() -> None:
@@ -146,6 +155,7 @@ def clean_root() -> Iterator[logging.Logger]:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         sys.excepthook, threading.excepthook = saved[2], saved[3]
+        logging.captureWarnings(False)
 
 
 def test_setup_logging_uses_the_journal_format_only_when_stderr_is_the_journal(
@@ -179,16 +189,20 @@ def test_setup_logging_again_applies_a_new_format_and_secrets_to_the_same_handle
     assert len(clean_root.handlers) == 1
 
 
-def test_a_traceback_python_prints_itself_is_redacted(clean_root: logging.Logger) -> None:
+def test_a_traceback_python_would_print_itself_is_logged_redacted_in_the_logs_format(
+    clean_root: logging.Logger,
+) -> None:
     clean_root.handlers.clear()
     stream = io.StringIO()
-    setup_logging("INFO", secrets=[TOKEN], environ={}, stream=stream)
+    setup_logging("INFO", log_format="json", secrets=[TOKEN], environ={}, stream=stream)
     try:
         raise ValueError(f"header Authorization: Bearer {TOKEN}")
     except ValueError as exc:
         sys.excepthook(type(exc), exc, exc.__traceback__)
+    entry = json.loads(stream.getvalue())
+    assert (entry["level"], entry["message"]) == ("CRITICAL", "uncaught ValueError")
+    assert entry["exc"].endswith(f"ValueError: header Authorization: Bearer {REDACTED}")
     assert TOKEN not in stream.getvalue()
-    assert f"ValueError: header Authorization: Bearer {REDACTED}" in stream.getvalue()
 
 
 def test_setup_logging_redacts_what_any_logger_writes(clean_root: logging.Logger) -> None:
