@@ -166,11 +166,13 @@ def _load(path: Path | None) -> Config:
     return load_config(path or find_config(os.environ, Path.cwd()))
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if level != "DEBUG":
-        # Alembic logs its plugins and every step at INFO on each start; storage.db says when the schema changes.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+def _setup_logging(level: str, config: Config | None = None) -> None:
+    from mentiondesk.bot.logs import secret_values, setup_logging
+
+    if config is None:
+        setup_logging(level)
+        return
+    setup_logging(level, log_format=config.settings.daemon.log_format, secrets=secret_values(config))
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -278,7 +280,7 @@ async def _report_to_systemd(daemon: Daemon, notifier: Notifier) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    _setup_logging(config.settings.daemon.log_level)
+    _setup_logging(config.settings.daemon.log_level, config)
     asyncio.run(_run_daemon(config))
     return EXIT_OK
 
@@ -308,7 +310,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
     from mentiondesk.storage.urls import describe_database
 
     config = _load(args.config)
-    _setup_logging(config.settings.daemon.log_level)
+    _setup_logging(config.settings.daemon.log_level, config)
     url = config.settings.database.url
     if args.db_command == "backup":
         return _db_backup(url, args.path, force=args.force)
@@ -373,7 +375,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from mentiondesk.bot.reports.cli import run_report
 
     config = _load(args.config)
-    _setup_logging("WARNING")
+    _setup_logging("WARNING", config)
     run_report(config, args, sys.stdout, sys.stderr)
     return EXIT_OK
 

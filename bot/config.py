@@ -623,6 +623,8 @@ class RetentionSettings(_Section):
 
 class DaemonSettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one object per line with ticket and status ids as fields, for log shippers.
+    log_format: Literal["text", "json"] = "text"
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
 
 

@@ -389,20 +389,21 @@ class Daemon:
             return exc
         if isinstance(exc, SQLAlchemyError | OSError | MastodonError):
             return IngestError(f"post {post.id} not stored: {failure_reason(exc)}", transient=is_transient(exc))
-        logger.error("post %s could not be processed", post.url, exc_info=exc)
+        logger.error("post %s could not be processed", post.url, exc_info=exc, extra={"status_id": post.id})
         return IngestError(f"post {post.id} not processed: {failure_reason(exc)}", transient=False)
 
     async def _apply_change(self, change: PostChange) -> None:
         """The unit of work for one edit or delete, with the same error boundary as posts."""
         assert self._dispatcher is not None and self.context is not None
         what = f"edit of {change.post.url}" if isinstance(change, PostEdited) else f"delete of {change.status_id}"
+        status_id = change.post.id if isinstance(change, PostEdited) else change.status_id
         try:
             with self.context.pinned() as ctx:
                 await self._dispatcher.dispatch(change, ctx)
         except (SQLAlchemyError, OSError, MastodonError) as exc:
             raise IngestError(f"{what} not applied yet: {exc}") from exc
         except Exception:
-            logger.exception("%s could not be processed and was skipped", what)
+            logger.exception("%s could not be processed and was skipped", what, extra={"status_id": status_id})
 
     async def reload(self, config: Config) -> Reload:
         """Put a new config in force without dropping the Mastodon stream or the Slack connection (SIGHUP).

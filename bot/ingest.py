@@ -164,6 +164,6 @@ def log_failure(what: str) -> Callable[[asyncio.Future[None]], None]:
             return
         exc = done.exception()
         if exc is not None:
-            logger.warning("%s: %s", what, exc)
+            logger.warning("%s: %s", what, exc, extra={"feed": what})
 
     return callback

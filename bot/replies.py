@@ -118,7 +118,13 @@ async def publish(ctx: AppContext, *, reply_id: int, approver: str | None = None
     if waited_s is not None:
         metrics.FIRST_RESPONSE_SECONDS.observe(waited_s)
     ctx.wake_outbox()
-    logger.info("ReplySent ticket #%d by %s: %s", reply.ticket_id, reply.author_slack_id, posted.url)
+    logger.info(
+        "ReplySent ticket #%d by %s: %s",
+        reply.ticket_id,
+        reply.author_slack_id,
+        posted.url,
+        extra={"ticket_id": reply.ticket_id, "status_id": posted.id},
+    )
     return reply
 
 
@@ -153,7 +159,13 @@ async def reject(ctx: AppContext, *, reply_id: int, approver: str) -> Reply:
         log_event(
             session, ticket_id=reply.ticket_id, actor=approver, action="reply_rejected", detail=f"reply {reply.id}"
         )
-    logger.info("reply %d on ticket #%d rejected by %s", reply_id, reply.ticket_id, approver)
+    logger.info(
+        "reply %d on ticket #%d rejected by %s",
+        reply_id,
+        reply.ticket_id,
+        approver,
+        extra={"ticket_id": reply.ticket_id},
+    )
     return reply
 
 

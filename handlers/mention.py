@@ -174,6 +174,7 @@ async def _record_batch(mentions: list[MentionReceived], outcomes: list[BaseExce
             entry.result.label,
             entry.result.score,
             f" -> ticket #{ticket_id}" if ticket_id is not None else "",
+            extra={"status_id": entry.post.id, "ticket_id": ticket_id},
         )
 
 
@@ -210,7 +211,7 @@ def _in_order(
 def _for_the_desk(post: Post, ctx: AppContext) -> bool:
     reason = ignore_reason(post, brand_id=ctx.brand.id, accept_bots=ctx.settings.mastodon.accept_bots)
     if reason is not None:
-        logger.debug("ignoring %s: %s", post.url, reason)
+        logger.debug("ignoring %s: %s", post.url, reason, extra={"status_id": post.id})
     return reason is None
 
 
@@ -273,7 +274,11 @@ async def _unread_parents(post: Post, known: set[str], ctx: AppContext) -> list[
             if isinstance(exc, MastodonError) and sort_mastodon_error(exc).verdict is not Verdict.FATAL:
                 raise
             logger.warning(
-                "cannot read %s, the post %s replies to (%s); placing the reply alone", parent_id, post.id, exc
+                "cannot read %s, the post %s replies to (%s); placing the reply alone",
+                parent_id,
+                post.id,
+                exc,
+                extra={"status_id": post.id},
             )
             break
         source = _feed_source(parent, ctx) if parent is not None else None
@@ -281,7 +286,12 @@ async def _unread_parents(post: Post, known: set[str], ctx: AppContext) -> list[
             break
         if ignore_reason(parent, brand_id=ctx.brand.id, accept_bots=ctx.settings.mastodon.accept_bots) is not None:
             break
-        logger.info("post %s was read before %s, the post it replies to: filing that one first", post.id, parent_id)
+        logger.info(
+            "post %s was read before %s, the post it replies to: filing that one first",
+            post.id,
+            parent_id,
+            extra={"status_id": post.id},
+        )
         chain.insert(0, _Entry(MentionReceived(post=parent, source=source), None))
         current = parent
     return chain
@@ -498,13 +508,23 @@ async def _file_all(
             session, ticket_id=ticket.stored_id, actor="customer", detail=f"customer posted again: {post.url}"
         ):
             await clocks.back_on_desk(session, ctx.sla, ticket.stored_id, at=post.created_at)
-            logger.info("TicketReopened #%d by a new post from @%s", ticket.stored_id, post.account.acct)
+            logger.info(
+                "TicketReopened #%d by a new post from @%s",
+                ticket.stored_id,
+                post.account.acct,
+                extra={"ticket_id": ticket.stored_id, "status_id": post.id},
+            )
             reopens += 1
     for ticket, post in resumed:
         assert ticket.stored_id is not None
         if await resume(session, ticket_id=ticket.stored_id, actor="customer", detail=f"customer answered: {post.url}"):
             await clocks.back_on_desk(session, ctx.sla, ticket.stored_id, at=post.created_at)
-            logger.info("TicketResumed #%d: @%s answered", ticket.stored_id, post.account.acct)
+            logger.info(
+                "TicketResumed #%d: @%s answered",
+                ticket.stored_id,
+                post.account.acct,
+                extra={"ticket_id": ticket.stored_id, "status_id": post.id},
+            )
 
     ids = await batches.insert_tickets(session, [row for _, row in new_tickets])
     for (ticket, _), ticket_id in zip(new_tickets, ids, strict=True):
@@ -533,7 +553,14 @@ async def _file_all(
                 mention_id=mention_ids[first],
             )
         )
-        logger.info("TicketOpened #%d for @%s in %s", ticket_id, mentions[first][0].post.account.acct, ticket.channel)
+        opener = mentions[first][0].post
+        logger.info(
+            "TicketOpened #%d for @%s in %s",
+            ticket_id,
+            opener.account.acct,
+            ticket.channel,
+            extra={"ticket_id": ticket_id, "status_id": opener.id, "channel": ticket.channel},
+        )
     activity: dict[int, datetime] = {}
     events: list[dict[str, object]] = []
     answers: list[tuple[int, datetime]] = []  # customer posts on tickets stored before this batch, in order

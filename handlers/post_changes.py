@@ -47,7 +47,13 @@ async def apply_edit(event: PostEdited, ctx: AppContext) -> None:
         if not await record_mention_edit(session, mention_id=mention.id, text=post.text, edited_at=post.edited_at):
             return  # this edit (or a later one) was applied already
         told = await _tell_thread(session, mention, action="customer_edited", what="edited their post", text=post.text)
-    logger.info("PostEdited %s by @%s%s", post.id, post.account.acct, f" on ticket #{told}" if told else "")
+    logger.info(
+        "PostEdited %s by @%s%s",
+        post.id,
+        post.account.acct,
+        f" on ticket #{told}" if told else "",
+        extra={"status_id": post.id, "ticket_id": told},
+    )
     if told:
         ctx.wake_outbox()
 
@@ -66,9 +72,20 @@ async def apply_delete(event: PostDeleted, ctx: AppContext) -> None:
                 session, ticket_id=ticket_id, actor="customer", reason=ALL_POSTS_DELETED
             ):
                 await clocks.taken_off_desk(session, ctx.sla, ticket_id, at=utcnow())
-                logger.info("TicketClosed #%d: %s", ticket_id, ALL_POSTS_DELETED)
+                logger.info(
+                    "TicketClosed #%d: %s",
+                    ticket_id,
+                    ALL_POSTS_DELETED,
+                    extra={"ticket_id": ticket_id, "status_id": event.status_id},
+                )
     if told:
-        logger.info("PostDeleted %s on ticket(s) %s", event.status_id, ", ".join(f"#{t}" for t in told))
+        logger.info(
+            "PostDeleted %s on ticket(s) %s",
+            event.status_id,
+            ", ".join(f"#{t}" for t in told),
+            # One id when there is one, as on every other line; a post in several tickets lists them.
+            extra={"status_id": event.status_id, "ticket_id": told[0] if len(told) == 1 else told},
+        )
         ctx.wake_outbox()
 
 

@@ -59,7 +59,7 @@ async def _apply(body: dict[str, Any], ctx: AppContext, change: Change, verb: st
                 await ticket_actions.queue_card_refresh(session, ticket_id=ticket_id)
     ctx.wake_outbox()
     if done:
-        logger.info("ticket #%d %s by %s", ticket_id, verb, user)
+        logger.info("ticket #%d %s by %s", ticket_id, verb, user, extra={"ticket_id": ticket_id})
         if verb in _COUNTED:
             _COUNTED[verb].inc()
         return

@@ -179,7 +179,9 @@ async def on_reply_submitted(ack: Any, body: dict[str, Any], context: dict[str, 
         return
     except Exception:
         # The modal is gone: whatever broke, the agent must hear of it and get their text back.
-        logger.exception("reply on ticket #%d by %s failed", target.ticket_id, user)
+        logger.exception(
+            "reply on ticket #%d by %s failed", target.ticket_id, user, extra={"ticket_id": target.ticket_id}
+        )
         await tell(
             ctx,
             where,

@@ -92,7 +92,13 @@ async def on_message(event: dict[str, Any], context: dict[str, Any]) -> None:
     if stored is None:
         return
     note, ticket = stored
-    logger.info("note %d on ticket #%d by %s", note.id, note.ticket_id, note.author_slack_id)
+    logger.info(
+        "note %d on ticket #%d by %s",
+        note.id,
+        note.ticket_id,
+        note.author_slack_id,
+        extra={"ticket_id": note.ticket_id},
+    )
     if ctx.settings.slack.thread_replies == "confirm":
         text, blocks = confirm_prompt(note, ticket)
         await _tell(ctx, note.author_slack_id, note, ticket, text, blocks=blocks)

@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "mentiondesk.bot",
             "mentiondesk.bot.config",
+            "mentiondesk.bot.logs",
             "mentiondesk.bot.events",
             # Imports nothing of mentiondesk: every layer above storage may count.
             "mentiondesk.bot.metrics",

@@ -87,7 +87,12 @@ class PostSweeper:
             current = await self._client.status(mention.status_id)
         except UnreadablePost as exc:
             # Nothing to compare it with; stopping here would leave every later post unchecked for good.
-            logger.warning("cannot check post %s for edits and deletes: %s", mention.status_id, exc)
+            logger.warning(
+                "cannot check post %s for edits and deletes: %s",
+                mention.status_id,
+                exc,
+                extra={"status_id": mention.status_id, "ticket_id": mention.ticket_id},
+            )
             return
         if current is None:
             await self._on_change(PostDeleted(status_id=mention.status_id))

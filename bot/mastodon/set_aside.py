@@ -85,7 +85,13 @@ class SetAside:
             )
         self._failures.pop(item.key, None)
         self.count += 1
-        logger.warning("%s: status %s set aside: %s", self._feed, status_id or item.key, reason)
+        logger.warning(
+            "%s: status %s set aside: %s",
+            self._feed,
+            status_id or item.key,
+            reason,
+            extra={"feed": self._feed, "status_id": status_id, "attempt": attempts},
+        )
 
 
 def _status_of(item: FeedItem) -> tuple[str | None, str | None]:

@@ -175,7 +175,13 @@ class FeedWatcher:
             except IngestError as exc:
                 attempt += 1
                 wait_s = backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
-                logger.warning("%s: %s; retrying in %.1fs", self.feed.cursor_name, exc, wait_s)
+                logger.warning(
+                    "%s: %s; retrying in %.1fs",
+                    self.feed.cursor_name,
+                    exc,
+                    wait_s,
+                    extra={"feed": self.feed.cursor_name, "attempt": attempt},
+                )
             except Exception as exc:
                 attempt += 1
                 wait_s = self._wait_after(exc, attempt)
@@ -201,7 +207,13 @@ class FeedWatcher:
         else:
             wait_s = backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
         log = logger.error if sorted_.verdict is Verdict.FATAL else logger.warning
-        log("%s: polling failed: %s; retrying in %.1fs", self.feed.cursor_name, sorted_.reason, wait_s)
+        log(
+            "%s: polling failed: %s; retrying in %.1fs",
+            self.feed.cursor_name,
+            sorted_.reason,
+            wait_s,
+            extra={"feed": self.feed.cursor_name, "attempt": attempt},
+        )
         return wait_s
 
     async def catch_up(self) -> int:
@@ -318,7 +330,12 @@ class FeedWatcher:
             try:
                 wait_s = await self._stream_once()
             except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
-                logger.warning("%s: stream dropped: %s", self.feed.cursor_name, exc or type(exc).__name__)
+                logger.warning(
+                    "%s: stream dropped: %s",
+                    self.feed.cursor_name,
+                    exc or type(exc).__name__,
+                    extra={"feed": self.feed.cursor_name},
+                )
                 if not isinstance(exc, ValueError):  # a garbled event is the stream's, not a failed call
                     metrics.API_ERRORS.labels(api="mastodon", kind=error_kind(exc)).inc()
             finally:
@@ -330,7 +347,12 @@ class FeedWatcher:
             self.kick()
             delay = wait_s if wait_s is not None else backoff_delay(attempt, cap_s=self._settings.max_backoff_s)
             delay = max(delay, started + self._stream_spacing_s - time.monotonic())
-            logger.info("%s: stream closed; reconnecting in %.1fs", self.feed.cursor_name, delay)
+            logger.info(
+                "%s: stream closed; reconnecting in %.1fs",
+                self.feed.cursor_name,
+                delay,
+                extra={"feed": self.feed.cursor_name, "attempt": attempt},
+            )
             await asyncio.sleep(delay)
 
     async def _stream_once(self) -> float | None:
@@ -347,7 +369,12 @@ class FeedWatcher:
                 wait_s = parse_retry_after(resp.headers.get("Retry-After"), default_s=60.0)
                 if reset and "Retry-After" not in resp.headers:
                     wait_s = max(1.0, _reset_in_s(reset))
-                logger.warning("%s: stream rate-limited; waiting %.0fs", self.feed.cursor_name, wait_s)
+                logger.warning(
+                    "%s: stream rate-limited; waiting %.0fs",
+                    self.feed.cursor_name,
+                    wait_s,
+                    extra={"feed": self.feed.cursor_name},
+                )
                 metrics.API_ERRORS.labels(api="mastodon", kind="rate_limited").inc()
                 metrics.rate_limit_waited("mastodon", min(wait_s, self._settings.max_backoff_s))
                 return min(wait_s, self._settings.max_backoff_s)
@@ -360,7 +387,7 @@ class FeedWatcher:
                 )
             self._hold.connected()
             self.stream_connected.set()
-            logger.info("%s: stream connected", self.feed.cursor_name)
+            logger.info("%s: stream connected", self.feed.cursor_name, extra={"feed": self.feed.cursor_name})
             self.kick()
             async for event in read_events(resp.content):
                 if event is None:

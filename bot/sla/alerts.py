@@ -188,5 +188,11 @@ async def send_due_alerts(sessions: async_sessionmaker[AsyncSession], book: SlaB
     for alert in due:
         if await send_alert(sessions, book, alert, now=now):
             sent += 1
-            logger.info("SLA %s for ticket #%d (clock %d) queued", alert.level, alert.ticket_id, alert.clock_id)
+            logger.info(
+                "SLA %s for ticket #%d (clock %d) queued",
+                alert.level,
+                alert.ticket_id,
+                alert.clock_id,
+                extra={"ticket_id": alert.ticket_id},
+            )
     return sent

@@ -91,6 +91,7 @@ class Parking:
             row.kind,
             found.explanation,
             retry_s,
+            extra={"ticket_id": row.ticket_id, "outbox_id": row.id, "channel": channel, "attempt": row.attempts + 1},
         )
         async with transaction(self._sessions) as session:
             await mark_parked(session, row_id=row.id, at=hold.at, reason=found.explanation, ambiguous=ambiguous)
@@ -102,7 +103,13 @@ class Parking:
         ``row`` is as it was read before the claim, so its doubt is the earlier attempts', not the claim's.
         """
         assert row.id is not None
-        logger.info("Slack message for ticket #%d (%s) parked without a try: %s", row.ticket_id, row.kind, hold.reason)
+        logger.info(
+            "Slack message for ticket #%d (%s) parked without a try: %s",
+            row.ticket_id,
+            row.kind,
+            hold.reason,
+            extra={"ticket_id": row.ticket_id, "outbox_id": row.id, "channel": row.channel},
+        )
         async with transaction(self._sessions) as session:
             await mark_parked(
                 session, row_id=row.id, at=hold.at, reason=hold.reason, ambiguous=in_doubt(row), attempted=False

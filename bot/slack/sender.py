@@ -263,6 +263,7 @@ class SlackSender:
                         row.ticket_id,
                         row.kind,
                         found.ts,
+                        extra=_fields(row, channel),
                     )
                     await self._record_sent(row, channel, channel, found.ts)
                     return
@@ -335,7 +336,13 @@ class SlackSender:
         self.sent += 1
         self._channel_free_at.setdefault(posted_channel, self._channel_free_at[channel])
         if row.kind == OutboxKind.CARD:
-            logger.info("CardPosted ticket #%d in %s ts=%s", row.ticket_id, posted_channel, ts)
+            logger.info(
+                "CardPosted ticket #%d in %s ts=%s",
+                row.ticket_id,
+                posted_channel,
+                ts,
+                extra=_fields(row, posted_channel),
+            )
             self._wake.set()  # follow-ups may have been waiting for this card
             if self._on_card_posted is not None:
                 await self._on_card_posted(CardPosted(ticket_id=row.ticket_id, channel=posted_channel, ts=ts))
@@ -356,6 +363,7 @@ class SlackSender:
                 row.ticket_id,
                 row.kind,
                 channel,
+                extra=_fields(row, channel),
             )
             return _Lookup(checked=False)
         try:
@@ -370,6 +378,7 @@ class SlackSender:
                 row.kind,
                 channel,
                 sort_slack_error(exc).reason,
+                extra=_fields(row, channel),
             )
             return _Lookup(checked=False)
 
@@ -435,6 +444,7 @@ class SlackSender:
             verdict.reason,
             attempt,
             wait_s,
+            extra={**_fields(row, channel), "attempt": attempt},
         )
         async with transaction(self._sessions) as session:
             await mark_retry(
@@ -455,3 +465,8 @@ def _names_outbox_row(message: dict[str, Any], row: SlackOutbox) -> bool:
         and str(payload.get("outbox_id")) == str(row.id)
         and str(payload.get("ticket")) == str(row.ticket_id)
     )
+
+
+def _fields(row: SlackOutbox, channel: str) -> dict[str, object]:
+    """The ids a log line about an outbox message carries as fields (daemon.log_format = "json")."""
+    return {"ticket_id": row.ticket_id, "outbox_id": row.id, "channel": channel}
