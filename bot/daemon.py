@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -48,9 +50,14 @@ from mentiondesk.storage.db import (
     session_factory,
     upgrade,
 )
+from mentiondesk.storage.leader import LeaderLock, leader_lock
 from mentiondesk.storage.urls import describe_database
 
 logger = logging.getLogger(__name__)
+
+
+class LeadershipError(RuntimeError):
+    """Leadership was lost and the leader work would not stop: the process must end rather than lead twice."""
 
 
 class Daemon:
@@ -76,6 +83,19 @@ class Daemon:
         self._dispatcher: Dispatcher | None = None
         self.timers: SlaTimers | None = None
         self.summaries: SummaryScheduler | None = None
+        self._lock: LeaderLock | None = None
+        self._leading = False
+        # The leader's work: the feed watchers and the post sweeper (the timers and summaries run in the scheduler).
+        self._leader_tasks: list[asyncio.Task[None]] = []
+        self._election_task: asyncio.Task[None] | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._slack: AsyncWebClient | None = None
+        self._stream_base = ""
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this process consumes the feeds and runs the schedules (always, on SQLite)."""
+        return self._leading
 
     @property
     def slack_intake(self) -> SlackIntake | None:
@@ -102,7 +122,7 @@ class Daemon:
         logger.info("starting with database %s", describe_database(settings.database.url))
         self._engine = await open_engine(settings.database.url, create=True)
         await self._prepare_schema(self._engine)
-        sessions = session_factory(self._engine)
+        sessions = self._sessions = session_factory(self._engine)
         # Policies or calendars may have changed since the last run: open tickets' due times follow them.
         await recompute_open_clocks(sessions, sla_book(settings.sla))
 
@@ -134,16 +154,17 @@ class Daemon:
                 retry_handlers=[],
             )
             bot_name = await self._verify_slack(slack)
+        self._slack = slack
         self.sender = await self._outbox_sender(sessions, slack, bot_name)
         sender = self.sender
-        self.timers = SlaTimers(sessions, sla_book(settings.sla), on_sent=sender.wake)
-        timers = self.timers
 
         def changed() -> None:
             # Every change that moves a clock queues a card or a refresh and wakes the sender after its commit:
-            # the timers look again then too (one reconcile for a burst).
+            # the timers look again then too (one reconcile for a burst). On a follower there are none: the
+            # leader's periodic reconcile sees the change.
             sender.wake()
-            timers.poke()
+            if self.timers is not None:
+                self.timers.poke()
 
         self.context = AppContext(
             settings=settings,
@@ -174,7 +195,37 @@ class Daemon:
         if self.web is not None:
             self._tasks.append(asyncio.create_task(self._serve_http(self.web), name="http server"))
 
-        stream_base = await mastodon.streaming_base_url() if settings.mastodon.streaming else mastodon.base_url
+        self._stream_base = await mastodon.streaming_base_url() if settings.mastodon.streaming else mastodon.base_url
+        if settings.reports.schedules() and slack is None:
+            logger.info("[reports] summaries are not posted in a dry run")
+        self._sender_task = asyncio.create_task(self.sender.run(), name="slack sender")
+        self._tasks.append(self._sender_task)
+        self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
+        # Tried once here, so a daemon alone on its database leads as soon as start() returns.
+        self._lock = leader_lock(settings.database.url, check_s=settings.database.leader_check_s)
+        if await self._lock.try_acquire():
+            await self._lead()
+        elif not self._lock.single_process:
+            logger.info(
+                "follower: another process leads (consumes the feeds, runs the schedules); "
+                "trying to take over every %.0fs",
+                settings.database.leader_check_s,
+            )
+        self._election_task = asyncio.create_task(self._elect(), name="leader election")
+        self._tasks.append(self._election_task)
+
+    async def _lead(self) -> None:
+        """Start the leader's work: the feeds from their stored cursors, the post sweeper, the timers, summaries."""
+        assert self._sessions is not None and self._mastodon is not None and self._http is not None
+        assert self.sender is not None and self.pipeline is not None and self._lock is not None
+        settings, sessions, mastodon = self.config.settings, self._sessions, self._mastodon
+        self._leading = True
+        if not self._lock.single_process:
+            logger.info(
+                "leader: this process now consumes the feeds and runs the schedules (pid %d on %s)",
+                os.getpid(),
+                socket.gethostname(),
+            )
         feeds = [notification_feed(mastodon)] + [hashtag_feed(mastodon, tag) for tag in settings.mastodon.hashtags]
         self.watchers = [
             FeedWatcher(
@@ -184,26 +235,84 @@ class Daemon:
                 ingest=self.pipeline.submit,
                 settings=settings.mastodon,
                 http=self._http,
-                stream_base_url=stream_base,
+                stream_base_url=self._stream_base,
             )
             for feed in feeds
         ]
         self.sweeper = PostSweeper(
             client=mastodon, sessions=sessions, on_change=self.post_changed, settings=settings.mastodon
         )
-        # After the outbox sender exists (alerts wake it); an alert due while the daemon was down goes out now.
+        # After the outbox sender exists (alerts wake it); an alert due while no one led goes out now.
+        self.timers = SlaTimers(sessions, sla_book(settings.sla), on_sent=self.sender.wake)
         await self.timers.start()
-        if settings.reports.schedules():
-            if slack is None:
-                logger.info("[reports] summaries are not posted in a dry run")
+        if settings.reports.schedules() and self._slack is not None:
+            self.summaries = SummaryScheduler(sessions, settings.reports, self._slack)
+            await self.summaries.start()
+        self._leader_tasks = [asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers]
+        self._leader_tasks.append(asyncio.create_task(self.sweeper.run(), name="refresh posts"))
+
+    async def _elect(self) -> None:
+        """Keep the leadership in step with the lock, and fail the daemon if a leader task fails (a bug)."""
+        assert self._lock is not None
+        check_s = self.config.settings.database.leader_check_s
+        while True:
+            if not self._leading:
+                await asyncio.sleep(check_s)
+                if await self._lock.try_acquire():
+                    await self._lead()
+                continue
+            if self._leader_tasks:
+                done, _ = await asyncio.wait(self._leader_tasks, timeout=check_s)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
+                self._leader_tasks = [t for t in self._leader_tasks if not t.done()]
             else:
-                self.summaries = SummaryScheduler(sessions, settings.reports, slack)
-                await self.summaries.start()
-        self._sender_task = asyncio.create_task(self.sender.run(), name="slack sender")
-        self._tasks.append(self._sender_task)
-        self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
-        self._tasks.extend(asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers)
-        self._tasks.append(asyncio.create_task(self.sweeper.run(), name="refresh posts"))
+                await asyncio.sleep(check_s)
+            if not await self._lock.still_held():
+                await self._step_down()
+
+    async def _step_down(self) -> None:
+        """Leadership is lost: stop the leader's work at once, or end the process if it will not stop."""
+        settings = self.config.settings
+        logger.warning(
+            "leader: lost the leader lock (its database connection failed or the lock is gone); "
+            "stopping the feeds and the schedules, then trying to lead again every %.0fs",
+            settings.database.leader_check_s,
+        )
+        deadline = asyncio.get_running_loop().time() + settings.daemon.shutdown_timeout_s
+        if not await self._stop_leader_work(deadline):
+            logger.error(
+                "leader work did not stop within daemon.shutdown_timeout_s after losing the leader lock; "
+                "exiting rather than risk two leaders"
+            )
+            raise LeadershipError("leader work did not stop after leadership was lost")
+
+    async def _stop_leader_work(self, deadline: float) -> bool:
+        """Stop the timers, the summaries, the watchers and the sweeper by the loop time deadline; True when all did."""
+        loop = asyncio.get_running_loop()
+        self._leading = False
+        if self.timers is not None:
+            await self.timers.stop(timeout_s=max(0.0, deadline - loop.time()))
+            self.timers = None
+        if self.summaries is not None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.summaries.stop()
+            except TimeoutError:
+                return False
+            self.summaries = None
+        tasks, self._leader_tasks = self._leader_tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+            if pending:
+                self._leader_tasks = list(pending)
+                return False
+        self.watchers = []
+        self.sweeper = None
+        return True
 
     async def _outbox_sender(
         self, sessions: async_sessionmaker[AsyncSession], slack: AsyncWebClient | None, bot_name: str
@@ -369,12 +478,15 @@ class Daemon:
             self.web = None
         if intake is not None:
             await finish_listeners(left_s())
-        if self.timers is not None:
-            await self.timers.stop(timeout_s=left_s())
-            self.timers = None
-        if self.summaries is not None:
-            await self.summaries.stop()
-            self.summaries = None
+        if self._election_task is not None:
+            self._election_task.cancel()  # first: it must not start the leader work again while that stops
+            await asyncio.wait([self._election_task], timeout=left_s())
+            self._election_task = None
+        if not await self._stop_leader_work(deadline):
+            logger.warning("the feeds or the schedules did not stop within daemon.shutdown_timeout_s; leaving them")
+        if self._lock is not None:
+            await self._lock.release()  # once the leader work has stopped: another process may take over now
+            self._lock = None
         ingest = [t for t in self._tasks if t.get_name() == "ingest"]
         watchers = [t for t in self._tasks if t is not self._sender_task and t not in ingest]
         for task in watchers:
