@@ -208,7 +208,7 @@ class Daemon:
         elif not self._lock.single_process:
             logger.info(
                 "follower: another process leads (consumes the feeds, runs the schedules); "
-                "trying to take over every %.0fs",
+                "trying to take over every %gs",
                 settings.database.leader_check_s,
             )
         self._election_task = asyncio.create_task(self._elect(), name="leader election")
@@ -277,7 +277,7 @@ class Daemon:
         settings = self.config.settings
         logger.warning(
             "leader: lost the leader lock (its database connection failed or the lock is gone); "
-            "stopping the feeds and the schedules, then trying to lead again every %.0fs",
+            "stopping the feeds and the schedules, then trying to lead again every %gs",
             settings.database.leader_check_s,
         )
         deadline = asyncio.get_running_loop().time() + settings.daemon.shutdown_timeout_s

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from mentiondesk.bot.config import Config
 from mentiondesk.bot.daemon import Daemon
-from mentiondesk.storage.db import transaction
+from mentiondesk.storage.db import create_engine, current_revision, head_revision, transaction, upgrade
 from mentiondesk.storage.leader import PostgresLeaderLock, SingleProcessLock, leader_lock
 from mentiondesk.storage.models import OutboxState, SlackOutbox
 from mentiondesk.storage.outbox import claim, due_messages
@@ -112,6 +112,18 @@ async def test_one_daemon_leads_and_another_takes_over_when_it_loses_the_lock_or
 
 async def _leads(daemon: Daemon) -> bool:
     return daemon.is_leader
+
+
+@pytest.mark.parametrize("db_url", postgres_only(), indirect=True)
+async def test_processes_starting_together_on_an_empty_database_migrate_it_once(db_url: str) -> None:
+    engines = [create_engine(db_url) for _ in range(3)]
+    try:
+        async with asyncio.timeout(60):  # unserialised, the migrations wait on each other's table locks
+            await asyncio.gather(*(upgrade(engine) for engine in engines))
+        assert {await current_revision(engine) for engine in engines} == {head_revision()}
+    finally:
+        for engine in engines:
+            await engine.dispose()
 
 
 @pytest.mark.parametrize("db_url", postgres_only(), indirect=True)
