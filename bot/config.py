@@ -570,6 +570,8 @@ class DatabaseSettings(_Section):
     # validate_default: the default's relative path is resolved like any other.
     url: str = Field(default=DEFAULT_DATABASE_URL, validate_default=True)
     auto_migrate: bool = True
+    # Postgres only: how often the leader checks its lock and the others try to take it (also each try's timeout).
+    leader_check_s: float = Field(default=5.0, gt=0, le=60)
 
     @field_validator("url")
     @classmethod

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -54,6 +56,7 @@ from mentiondesk.storage.db import (
     session_factory,
     upgrade,
 )
+from mentiondesk.storage.leader import LeaderLock, leader_lock
 from mentiondesk.storage.outbox import pending_count, unsent_count
 from mentiondesk.storage.single_daemon import DaemonLock, lock_single_daemon
 from mentiondesk.storage.tickets import on_desk_count
@@ -69,6 +72,10 @@ CLOSE_RESERVE_S = 1.0
 RELOAD_WAIT_S = 30.0
 # status_line() is asked every few seconds: a database that takes longer than this counts as unreachable.
 STATUS_QUERY_TIMEOUT_S = 5.0
+
+
+class LeadershipError(RuntimeError):
+    """Leadership was lost and the leader work would not stop: the process must end rather than lead twice."""
 
 
 class Daemon:
@@ -95,16 +102,24 @@ class Daemon:
         self.timers: SlaTimers | None = None
         self.summaries: SummaryScheduler | None = None
         self._sqlite_lock: DaemonLock | None = None
+        self._lock: LeaderLock | None = None
+        self._leading = False
+        # The leader's work: the feed watchers and the post sweeper (the timers and summaries run in the scheduler).
+        self._leader_tasks: list[asyncio.Task[None]] = []
+        self._election_task: asyncio.Task[None] | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._slack: AsyncWebClient | None = None
+        self._stream_base = ""
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this process consumes the feeds and runs the schedules (always, on SQLite)."""
+        return self._leading
 
     @property
     def slack_intake(self) -> SlackIntake | None:
         """How Slack reaches this daemon (Socket Mode or the HTTP server); None in dry-run mode."""
         return self._slack_intake
-
-    @property
-    def is_leader(self) -> bool:
-        """Whether this process consumes the Mastodon feeds and runs the scheduled jobs (/metrics reports it)."""
-        return True
 
     def _streams(self) -> dict[str, bool]:
         if not self.config.settings.mastodon.streaming:
@@ -134,7 +149,7 @@ class Daemon:
         # file must not use it at all.
         self._sqlite_lock = lock_single_daemon(settings.database.url)
         await self._prepare_schema(self._engine)
-        sessions = session_factory(self._engine)
+        sessions = self._sessions = session_factory(self._engine)
         # Policies or calendars may have changed since the last run: open tickets' due times follow them.
         await recompute_open_clocks(sessions, sla_book(settings.sla))
 
@@ -166,16 +181,17 @@ class Daemon:
                 retry_handlers=[],
             )
             bot_name = await self._verify_slack(slack)
+        self._slack = slack
         self.sender = await self._outbox_sender(sessions, slack, bot_name)
         sender = self.sender
-        self.timers = SlaTimers(sessions, sla_book(settings.sla), on_sent=sender.wake)
-        timers = self.timers
 
         def changed() -> None:
             # Every change that moves a clock queues a card or a refresh and wakes the sender after its commit:
-            # the timers look again then too (one reconcile for a burst).
+            # the timers look again then too (one reconcile for a burst). On a follower there are none: the
+            # leader's periodic reconcile sees the change.
             sender.wake()
-            timers.poke()
+            if self.timers is not None:
+                self.timers.poke()
 
         self.context = AppContext(
             settings=settings,
@@ -218,7 +234,37 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self._serve_http(self.web), name="http server"))
             self._tasks.append(asyncio.create_task(loop_lag.run(), name="loop lag"))
 
-        stream_base = await mastodon.streaming_base_url() if settings.mastodon.streaming else mastodon.base_url
+        self._stream_base = await mastodon.streaming_base_url() if settings.mastodon.streaming else mastodon.base_url
+        if settings.reports.schedules() and slack is None:
+            logger.info("[reports] summaries are not posted in a dry run")
+        self._sender_task = asyncio.create_task(self.sender.run(), name="slack sender")
+        self._tasks.append(self._sender_task)
+        self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
+        # Tried once here, so a daemon alone on its database leads as soon as start() returns.
+        self._lock = leader_lock(settings.database.url, check_s=settings.database.leader_check_s)
+        if await self._lock.try_acquire():
+            await self._lead()
+        elif not self._lock.single_process:
+            logger.info(
+                "follower: another process leads (consumes the feeds, runs the schedules); "
+                "trying to take over every %gs",
+                settings.database.leader_check_s,
+            )
+        self._election_task = asyncio.create_task(self._elect(), name="leader election")
+        self._tasks.append(self._election_task)
+
+    async def _lead(self) -> None:
+        """Start the leader's work: the feeds from their stored cursors, the post sweeper, the timers, summaries."""
+        assert self._sessions is not None and self._mastodon is not None and self._http is not None
+        assert self.sender is not None and self.pipeline is not None and self._lock is not None
+        settings, sessions, mastodon = self.config.settings, self._sessions, self._mastodon
+        self._leading = True
+        if not self._lock.single_process:
+            logger.info(
+                "leader: this process now consumes the feeds and runs the schedules (pid %d on %s)",
+                os.getpid(),
+                socket.gethostname(),
+            )
         feeds = [notification_feed(mastodon)] + [hashtag_feed(mastodon, tag) for tag in settings.mastodon.hashtags]
         self.watchers = [
             FeedWatcher(
@@ -228,30 +274,88 @@ class Daemon:
                 ingest=self.pipeline.submit,
                 settings=settings.mastodon,
                 http=self._http,
-                stream_base_url=stream_base,
+                stream_base_url=self._stream_base,
             )
             for feed in feeds
         ]
         self.sweeper = PostSweeper(
             client=mastodon, sessions=sessions, on_change=self.post_changed, settings=settings.mastodon
         )
-        # After the outbox sender exists (alerts wake it); an alert due while the daemon was down goes out now.
+        # After the outbox sender exists (alerts wake it); an alert due while no one led goes out now.
+        self.timers = SlaTimers(sessions, sla_book(settings.sla), on_sent=self.sender.wake)
         await self.timers.start()
-        if settings.reports.schedules():
-            if slack is None:
-                logger.info("[reports] summaries are not posted in a dry run")
-            else:
-                self.summaries = SummaryScheduler(sessions, settings.reports, slack)
-                await self.summaries.start()
-        self._sender_task = asyncio.create_task(self.sender.run(), name="slack sender")
-        self._tasks.append(self._sender_task)
-        self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
-        self._tasks.extend(asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers)
-        self._tasks.append(asyncio.create_task(self.sweeper.run(), name="refresh posts"))
+        if settings.reports.schedules() and self._slack is not None:
+            self.summaries = SummaryScheduler(sessions, settings.reports, self._slack)
+            await self.summaries.start()
+        self._leader_tasks = [asyncio.create_task(w.run(), name=f"watch {w.feed.cursor_name}") for w in self.watchers]
+        self._leader_tasks.append(asyncio.create_task(self.sweeper.run(), name="refresh posts"))
         if settings.retention.customer_data_days:
-            # Leader-only work once several daemons share Postgres: one erasing is enough.
-            retention = retention_job(sessions, settings.retention, on_erased=changed)
-            self._tasks.append(asyncio.create_task(retention, name="retention"))
+            assert self.context is not None
+            retention = retention_job(sessions, settings.retention, on_erased=self.context.wake_outbox)
+            self._leader_tasks.append(asyncio.create_task(retention, name="retention"))
+
+    async def _elect(self) -> None:
+        """Keep the leadership in step with the lock, and fail the daemon if a leader task fails (a bug)."""
+        assert self._lock is not None
+        check_s = self.config.settings.database.leader_check_s
+        while True:
+            if not self._leading:
+                await asyncio.sleep(check_s)
+                if await self._lock.try_acquire():
+                    await self._lead()
+                continue
+            if self._leader_tasks:
+                done, _ = await asyncio.wait(self._leader_tasks, timeout=check_s)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
+                self._leader_tasks = [t for t in self._leader_tasks if not t.done()]
+            else:
+                await asyncio.sleep(check_s)
+            if not await self._lock.still_held():
+                await self._step_down()
+
+    async def _step_down(self) -> None:
+        """Leadership is lost: stop the leader's work at once, or end the process if it will not stop."""
+        settings = self.config.settings
+        logger.warning(
+            "leader: lost the leader lock (its database connection failed or the lock is gone); "
+            "stopping the feeds and the schedules, then trying to lead again every %gs",
+            settings.database.leader_check_s,
+        )
+        deadline = asyncio.get_running_loop().time() + settings.daemon.shutdown_timeout_s
+        if not await self._stop_leader_work(deadline):
+            logger.error(
+                "leader work did not stop within daemon.shutdown_timeout_s after losing the leader lock; "
+                "exiting rather than risk two leaders"
+            )
+            raise LeadershipError("leader work did not stop after leadership was lost")
+
+    async def _stop_leader_work(self, deadline: float) -> bool:
+        """Stop the timers, the summaries, the watchers and the sweeper by the loop time deadline; True when all did."""
+        loop = asyncio.get_running_loop()
+        self._leading = False
+        if self.timers is not None:
+            await self.timers.stop(timeout_s=max(0.0, deadline - loop.time()))
+            self.timers = None
+        if self.summaries is not None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.summaries.stop()
+            except TimeoutError:
+                return False
+            self.summaries = None
+        tasks, self._leader_tasks = self._leader_tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+            if pending:
+                self._leader_tasks = list(pending)
+                return False
+        self.watchers = []
+        self.sweeper = None
+        return True
 
     def _health_probes(self, loop_lag: LoopLag, outbox_stuck_after_s: float) -> HealthProbes:
         assert self._engine is not None and self.context is not None
@@ -259,7 +363,9 @@ class Daemon:
         checks = {
             "database": database_check(self._engine),
             # Read at each probe: the watchers are made after the server's routes.
-            "mastodon": mastodon_check(lambda: self.watchers, self.config.settings.mastodon),
+            "mastodon": mastodon_check(
+                lambda: self.watchers, self.config.settings.mastodon, is_leader=lambda: self.is_leader
+            ),
             "slack": slack_check(reachability),
             "outbox": outbox_check(self.context.sessions, stuck_after_s=outbox_stuck_after_s),
         }
@@ -267,7 +373,8 @@ class Daemon:
 
     def dead_workers(self) -> list[str]:
         """Names of the background tasks that must run as long as the daemon but have ended (crashed or cancelled)."""
-        return [t.get_name() for t in self._tasks if t.done() and t.get_name() not in _ONE_SHOT_TASKS]
+        tasks = [*self._tasks, *self._leader_tasks]
+        return [t.get_name() for t in tasks if t.done() and t.get_name() not in _ONE_SHOT_TASKS]
 
     async def _outbox_sender(
         self, sessions: async_sessionmaker[AsyncSession], slack: AsyncWebClient | None, bot_name: str
@@ -452,7 +559,8 @@ class Daemon:
                 self.summaries = None
         elif self.summaries is not None:
             self.summaries.reschedule(settings.reports)
-        elif self.context.slack is not None:
+        elif self.context.slack is not None and self.is_leader:
+            # A follower has none: the leader's scheduler posts them, and a new leader starts from the new config.
             self.summaries = SummaryScheduler(self.context.sessions, settings.reports, self.context.slack)
             await self.summaries.start()
 
@@ -496,6 +604,8 @@ class Daemon:
         return ", ".join(parts)
 
     def _feed_state(self) -> str:
+        if not self.is_leader:
+            return "follower (another process reads Mastodon)"
         if not self.watchers:
             return "not watching Mastodon"
         if not all(w.caught_up.is_set() for w in self.watchers):
@@ -528,12 +638,15 @@ class Daemon:
             self.web = None
         if intake is not None:
             await finish_listeners(left_s())
-        if self.timers is not None:
-            await self.timers.stop(timeout_s=left_s())
-            self.timers = None
-        if self.summaries is not None:
-            await self.summaries.stop()
-            self.summaries = None
+        if self._election_task is not None:
+            self._election_task.cancel()  # first: it must not start the leader work again while that stops
+            await asyncio.wait([self._election_task], timeout=left_s())
+            self._election_task = None
+        if not await self._stop_leader_work(deadline):
+            logger.warning("the feeds or the schedules did not stop within daemon.shutdown_timeout_s; leaving them")
+        if self._lock is not None:
+            await self._lock.release()  # once the leader work has stopped: another process may take over now
+            self._lock = None
         ingest = [t for t in self._tasks if t.get_name() == "ingest"]
         watchers = [t for t in self._tasks if t is not self._sender_task and t not in ingest]
         for task in watchers:

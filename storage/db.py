@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
@@ -26,6 +26,8 @@ from mentiondesk.storage.urls import describe_database, sqlite_path
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Held while migrating a Postgres database; any fixed number other than the leader's (storage/leader.py).
+MIGRATION_LOCK_KEY = 0x6D656E74696F6E  # "mention"
 
 
 class DatabaseError(Exception):
@@ -170,6 +172,10 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 
 def _upgrade(connection: Connection, target: str) -> None:
+    if connection.dialect.name == "postgresql":
+        # Several daemons starting together on one database would all migrate it at once: the first does, the
+        # others wait here (the lock ends with this transaction) and then find nothing left to do.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     cfg = alembic_config()
     current = _current_revision(connection)
     wanted = ScriptDirectory.from_config(cfg).as_revision_number(target)

@@ -145,12 +145,28 @@ async def parked_messages(session: AsyncSession) -> list[tuple[int, str]]:
 
 
 async def claim(session: AsyncSession, *, row: SlackOutbox, lease_until: datetime) -> bool:
-    """Take the row for one send attempt; False when another sender took it first.
+    """Take the row for one send attempt; False when another sender took it first, or is taking it now.
 
     The lease moves the row out of everyone's due list until it expires, and the row is marked in doubt
     for that time: if this sender dies mid-send (crash, kill, shutdown cut short), whoever picks the row
     up after the lease looks in Slack before posting, instead of posting it a second time.
+
+    Commit the session right after, so the row lock is held only for this. On Postgres the row is first
+    locked FOR UPDATE SKIP LOCKED: a sender that finds another one claiming it moves on at once rather than
+    waiting for that transaction, so several processes' senders take disjoint rows. The compare-and-set
+    below is what makes the claim exclusive on both databases (SQLite has no row locks and renders no FOR
+    UPDATE; one writer at a time there). Rows are claimed one at a time, just before each is sent, because
+    the lease is sized for one attempt: a batch claimed at once would be sent one after another, and the
+    last ones could still be posting after their lease ran out.
     """
+    unchanged = (
+        col(SlackOutbox.id) == row.id,
+        col(SlackOutbox.state) == row.state,
+        col(SlackOutbox.next_attempt_at) == row.next_attempt_at,
+    )
+    free = select(SlackOutbox.id).where(*unchanged).with_for_update(skip_locked=True)
+    if (await session.exec(free)).first() is None:
+        return False
     if in_doubt(row):
         marker = row.last_error
     elif row.state == OutboxState.PARKED and row.last_error:
@@ -159,13 +175,7 @@ async def claim(session: AsyncSession, *, row: SlackOutbox, lease_until: datetim
         marker = AMBIGUOUS + "a send attempt did not finish"
     claimed = await execute(
         session,
-        update(SlackOutbox)
-        .where(
-            col(SlackOutbox.id) == row.id,
-            col(SlackOutbox.state) == row.state,
-            col(SlackOutbox.next_attempt_at) == row.next_attempt_at,
-        )
-        .values(next_attempt_at=lease_until, last_error=marker),
+        update(SlackOutbox).where(*unchanged).values(next_attempt_at=lease_until, last_error=marker),
     )
     return claimed == 1
 

@@ -159,8 +159,10 @@ class SummaryScheduler:
             timezone=self._zone, job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
         )
         for kind, trigger in self._triggers.items():
-            self._scheduler.add_job(self._pass, trigger, id=f"summary-{kind}")
-        self._scheduler.add_job(self._pass, "interval", seconds=RECONCILE_S, id="summary-reconcile")
+            self._scheduler.add_job(self._pass, trigger, id=f"summary-{kind}", replace_existing=True)
+        self._scheduler.add_job(
+            self._pass, "interval", seconds=RECONCILE_S, id="summary-reconcile", replace_existing=True
+        )
         self._scheduler.start()
         self._passes.add(asyncio.create_task(self._pass(retry_parked=True), name="summaries at start"))
 

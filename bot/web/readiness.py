@@ -51,11 +51,21 @@ def poll_allowance_s(settings: MastodonSettings) -> float:
     return 2 * interval_s + settings.request_timeout_s
 
 
-def mastodon_check(watchers: Callable[[], Sequence[FeedWatcher]], settings: MastodonSettings) -> Probe:
-    """Each feed passes with its stream connected, or else with a poll within poll_allowance_s."""
+def mastodon_check(
+    watchers: Callable[[], Sequence[FeedWatcher]],
+    settings: MastodonSettings,
+    *,
+    is_leader: Callable[[], bool] = lambda: True,
+) -> Probe:
+    """Each feed passes with its stream connected, or else with a poll within poll_allowance_s.
+
+    A follower (several processes on Postgres) reads no feed: the leader's own probe answers for them.
+    """
     allowance_s = poll_allowance_s(settings)
 
     async def check() -> tuple[bool, str]:
+        if not is_leader():
+            return True, "follower: the leader process reads the feeds"
         feeds = watchers()
         if not feeds:
             return False, "not watching yet (starting)"
