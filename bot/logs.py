@@ -38,6 +38,9 @@ _SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, loggi
 # Mode's connection URL carries a one-time ticket, and Slack's older payloads a verification token.
 _CREDENTIAL_PARAM = re.compile(r"(?<![\w-])(ticket|token|access_token)=[^&\s'\"]+")
 
+# Shorter values are not told apart from ordinary words: replacing a one-letter "token" would mangle every line.
+MIN_SECRET_LEN = 6
+
 # What every LogRecord has; anything else on a record came in through `extra=` and is a field of its own.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -59,7 +62,7 @@ class RedactingFilter(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         # Longest first: a secret that contains another is replaced whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_LEN}, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:

@@ -89,6 +89,12 @@ def test_one_time_credentials_in_urls_and_form_bodies_are_redacted_without_being
     assert RedactingFilter([]).redact("max_token=3 x-ticket=4") == "max_token=3 x-ticket=4"
 
 
+def test_a_value_too_short_to_be_a_secret_does_not_mangle_the_lines() -> None:
+    record = _record("starting with database /tmp/test.db")
+    RedactingFilter(["t", "test"]).filter(record)
+    assert record.getMessage() == "starting with database /tmp/test.db"
+
+
 def test_a_secret_containing_another_is_redacted_whole() -> None:
     record = _record(f"{TOKEN}-extra")
     RedactingFilter([TOKEN, f"{TOKEN}-extra"]).filter(record)
