@@ -434,4 +434,10 @@ def _known_failure(exc: Exception) -> str | None:
         return str(exc)  # already says what to fix
     if isinstance(exc, MastodonError):
         return f"cannot use Mastodon: {exc}"
+    from mentiondesk.bot.daemon import LeadershipError
+
+    # Daemon.wait() reports it as the election task's failure; the cause is what a person reads.
+    lost = exc if isinstance(exc, LeadershipError) else exc.__cause__
+    if isinstance(lost, LeadershipError):
+        return f"{lost}; exiting rather than risk two leaders (the service manager starts a fresh process)"
     return None

@@ -296,3 +296,17 @@ def test_run_with_a_rejected_token_says_so(
     err = capsys.readouterr().err
     assert "Mastodon refused MENTIONDESK_MASTODON_TOKEN" in err
     assert "not-the-token" not in err
+
+
+def test_a_leader_that_cannot_step_down_exits_with_one_line_not_a_traceback() -> None:
+    from mentiondesk.bot.cli import _known_failure
+    from mentiondesk.bot.daemon import LeadershipError
+
+    cause = LeadershipError("leader work did not stop after leadership was lost")
+    failure = RuntimeError("leader election stopped")
+    failure.__cause__ = cause
+    assert _known_failure(failure) == (
+        "leader work did not stop after leadership was lost; exiting rather than risk two leaders "
+        "(the service manager starts a fresh process)"
+    )
+    assert _known_failure(RuntimeError("a bug")) is None
