@@ -43,6 +43,17 @@ KEEPALIVE_DEAD_S = KEEPALIVE_IDLE_S + KEEPALIVE_COUNT * KEEPALIVE_INTERVAL_S
 # How long closing a connection that may be dead is waited for before it is torn down.
 CLOSE_TIMEOUT_S = 2.0
 
+# What a call on the lock's connection raises when the connection or its session is gone. asyncpg's
+# InternalClientError is among them: a backend terminated mid-call can leave the protocol in a state where the
+# next call raises it ("another operation is in progress") rather than a connection error.
+_CONNECTION_FAILURES = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
 _HELD = """
 SELECT count(*) FROM pg_locks
 WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND objsubid = 1
@@ -126,7 +137,7 @@ class PostgresLeaderLock:
                 )
                 await _no_idle_timeout(conn)
                 won = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key))
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _CONNECTION_FAILURES as exc:
             logger.warning("leader election on %s failed: %s", self._name, _reason(exc))
             await _close(conn)
             return False
@@ -143,7 +154,7 @@ class PostgresLeaderLock:
         try:
             async with asyncio.timeout(self._timeout_s):
                 held = await conn.fetchval(_HELD, self._key)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _CONNECTION_FAILURES as exc:
             logger.warning("leader lock on %s cannot be checked: %s", self._name, _reason(exc))
             held = 0
         if held == 1:

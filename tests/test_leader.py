@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from mastodon_mock.testing.server import MockServer
 from sqlalchemy import text
@@ -50,6 +51,37 @@ async def _terminate_lock_sessions(url: str) -> int:
             return int(result.scalar_one())
     finally:
         await engine.dispose()
+
+
+class _ConfusedConnection:
+    """The lock's real connection, but whose next query fails as asyncpg's does after its backend was terminated
+    mid-call (seen in CI): InternalClientError "another operation is in progress", not a connection error."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    async def fetchval(self, *args: Any) -> Any:
+        raise asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+
+    async def close(self) -> None:
+        await self._real.close()
+
+    def terminate(self) -> None:
+        self._real.terminate()
+
+
+@pytest.mark.parametrize("db_url", postgres_only(), indirect=True)
+async def test_a_confused_lock_connection_loses_the_lead_rather_than_crashing_the_daemon(db_url: str) -> None:
+    first = PostgresLeaderLock(db_url, timeout_s=CHECK_S * 4)
+    second = PostgresLeaderLock(db_url, timeout_s=CHECK_S * 4)
+    try:
+        assert await first.try_acquire()
+        first._conn = _ConfusedConnection(first._conn)
+        assert not await first.still_held() and not first.held  # the connection is dropped, and the lock with it
+        assert await second.try_acquire()
+    finally:
+        await first.release()
+        await second.release()
 
 
 async def test_sqlite_has_one_process_which_always_leads(tmp_path: Any) -> None:
