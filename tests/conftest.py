@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -350,3 +351,27 @@ async def settled(*daemons: Daemon, sweeps: bool = False, timeout_s: float = 20.
         return all(s.idle for s in senders) and not listeners_in_progress()
 
     await eventually(quiet, timeout_s=timeout_s, what="an empty outbox, idle senders and no Slack action running")
+
+
+# Of the test run's own environment, what must not reach a daemon under test: its config and tokens come from the
+# test, and a test runner started by systemd must not hand it the runner's notify socket or journal.
+_NOT_INHERITED = ("MENTIONDESK_", "NOTIFY_SOCKET", "WATCHDOG_", "JOURNAL_STREAM")
+
+
+async def spawn_run(
+    config: Path, env: Mapping[str, str], *, stdout: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """`mentiondesk run --config FILE` in a process of its own (it owns its signals), stderr piped; ``env`` on top
+    of this process's environment, less the variables above."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mentiondesk.bot",
+        "run",
+        "--config",
+        str(config),
+        env={**clean, **env},
+        stdout=stdout,
+        stderr=asyncio.subprocess.PIPE,
+    )

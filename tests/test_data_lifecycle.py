@@ -42,7 +42,7 @@ from mentiondesk.storage.models import (
 from mentiondesk.storage.retention import ERASED
 from mentiondesk.storage.single_daemon import AnotherDaemonRunning, DaemonLock
 from mentiondesk.storage.types import utcnow
-from tests.conftest import eventually
+from tests.conftest import eventually, spawn_run
 from tests.fakeslack import FakeSlack
 from tests.test_cli import write_config
 from tests.test_customer_side import _last_card, _opened_with_card, _resolve, _set, _ticket_count
@@ -517,18 +517,7 @@ async def test_a_second_daemon_on_the_same_sqlite_file_refuses_to_start(
 ) -> None:
     first = await start_daemon(make_config())
     config = write_config(tmp_path, mastodon_url=mastodon.base_url, slack_url=slack.base_url, db_url=db_url)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MENTIONDESK_")}
-    second = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mentiondesk.bot",
-        "run",
-        "--config",
-        str(config),
-        env={**clean, **tokens(slack.bot_token, slack.app_token)},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    second = await spawn_run(config, tokens(slack.bot_token, slack.app_token))
     _, err = await asyncio.wait_for(second.communicate(), timeout=60)
     path = db_url.removeprefix("sqlite+aiosqlite:///")
     assert second.returncode == 1

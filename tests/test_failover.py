@@ -8,10 +8,8 @@ stored mention, every complaint one ticket and one card in Slack: nothing lost, 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +23,7 @@ from sqlmodel import col, select
 
 from mentiondesk.storage.db import create_engine, session_factory
 from mentiondesk.storage.models import Mention, OutboxState, SlackOutbox, Ticket
-from tests.conftest import SEED, eventually, postgres_only
+from tests.conftest import SEED, eventually, postgres_only, spawn_run
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, PRAISE, post
 from tests.test_slack_setup import tokens
@@ -110,17 +108,7 @@ shutdown_timeout_s = 3.0
 
 
 async def start(config: Path, env: dict[str, str]) -> Proc:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mentiondesk.bot",
-        "run",
-        "--config",
-        str(config),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await spawn_run(config, env)
     proc = Proc(process)
 
     async def read() -> None:
@@ -159,8 +147,7 @@ async def test_the_leader_is_killed_mid_stream_and_nothing_is_lost_or_doubled(
     config = write_config(
         tmp_path / "config.toml", mastodon_url=mastodon.base_url, slack_url=slack.base_url, db_url=db_url
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MENTIONDESK_")}
-    env = {**clean, **tokens(slack.bot_token, slack.app_token)}
+    env = tokens(slack.bot_token, slack.app_token)
     procs: list[Proc] = []
     survivors: list[Proc] = []
     seen: dict[int, int] = {}  # each process's log length at the kill

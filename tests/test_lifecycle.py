@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from mentiondesk.bot.config import Config, Secrets, Settings, load_settings, par
 from mentiondesk.bot.daemon import Daemon
 from mentiondesk.bot.reload import Reload, Reloader, plan_reload
 from mentiondesk.storage.models import Mention, ReportSummary, Ticket
-from tests.conftest import eventually, settings_dict, settled
+from tests.conftest import eventually, settings_dict, settled, spawn_run
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, COMPLAINT_2, PRAISE, Start, post, rows
 from tests.test_slack_setup import tokens
@@ -83,18 +81,7 @@ class DaemonProcess:
 
     @classmethod
     async def start(cls, config: Path, slack: FakeSlack) -> DaemonProcess:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("MENTIONDESK_")}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "mentiondesk.bot",
-            "run",
-            "--config",
-            str(config),
-            env={**clean, **tokens(slack.bot_token, slack.app_token)},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        proc = await spawn_run(config, tokens(slack.bot_token, slack.app_token))
         return cls(proc)
 
     async def _read(self, stream: asyncio.StreamReader) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from mentiondesk.bot.config import Config, Secrets, parse_settings
 from mentiondesk.bot.logs import REDACTED, JsonFormatter, RedactingFilter, TextFormatter, secret_values, setup_logging
-from tests.conftest import SEED, eventually
+from tests.conftest import SEED, eventually, spawn_run
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, COMPLAINT_2, post
 from tests.test_slack_http import command_body, signed
@@ -273,18 +273,7 @@ class Run:
 
     @classmethod
     async def start(cls, config: Path, env: dict[str, str]) -> Run:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("MENTIONDESK_") and k != "JOURNAL_STREAM"}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "mentiondesk.bot",
-            "run",
-            "--config",
-            str(config),
-            env={**clean, **env},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        proc = await spawn_run(config, env, stdout=asyncio.subprocess.PIPE)
         return cls(proc)
 
     async def stop(self) -> tuple[int, str, str]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 from mastodon_mock.testing.server import MockServer
 
 from mentiondesk.bot.config import Config
-from tests.conftest import eventually
+from tests.conftest import eventually, spawn_run
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT_2, Start, post
 from tests.test_mastodon_timeouts import HoldingProxy
@@ -62,18 +60,7 @@ async def _sigterm_once_held(
         db_url=f"sqlite+aiosqlite:///{tmp_path / 'md.db'}",
         extra=f"[daemon]\nshutdown_timeout_s = {SHUTDOWN_TIMEOUT_S}\n",
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MENTIONDESK_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mentiondesk.bot",
-        "run",
-        "--config",
-        str(config),
-        env={**clean, **tokens(slack.bot_token, slack.app_token)},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_run(config, tokens(slack.bot_token, slack.app_token))
     assert proc.stderr is not None
     reader = asyncio.create_task(proc.stderr.read())
     try:

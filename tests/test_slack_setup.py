@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from mentiondesk.bot.cli import main
 from mentiondesk.bot.config import Config
 from mentiondesk.bot.slack.problems import APP_TOKEN, BOT_TOKEN, Token, token_format_problem
 from mentiondesk.storage.models import OutboxState, SlackOutbox, Ticket
-from tests.conftest import BRAND_TOKEN, eventually
+from tests.conftest import BRAND_TOKEN, eventually, spawn_run
 from tests.fakeslack import FakeSlack
 from tests.fakeslack.server import DEFAULT_SCOPES
 from tests.test_e2e import COMPLAINT, COMPLAINT_2, Start, post, rows
@@ -88,18 +86,7 @@ def line(out: str, start: str) -> str:
 
 async def run_daemon(path: Path, env: dict[str, str], *, timeout_s: float = 60.0) -> tuple[int, str]:
     """`mentiondesk run` in a process of its own (it owns its signals), with only ``env``'s tokens."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MENTIONDESK_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mentiondesk.bot",
-        "run",
-        "--config",
-        str(path),
-        env={**clean, **env},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_run(path, env)
     assert proc.stderr is not None
     # Read as it comes, so what was logged survives a kill.
     reader = asyncio.create_task(proc.stderr.read())

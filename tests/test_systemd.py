@@ -21,7 +21,7 @@ from mastodon_mock.testing.server import MockServer
 
 from mentiondesk.bot.config import Config, DaemonSettings
 from mentiondesk.bot.systemd import Notifier
-from tests.conftest import eventually
+from tests.conftest import eventually, spawn_run
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, COMPLAINT_2, Start, post
 from tests.test_slack_setup import tokens, write_config
@@ -264,20 +264,9 @@ async def test_mentiondesk_run_tells_systemd_ready_status_watchdog_and_stopping(
         db_url=f"sqlite+aiosqlite:///{tmp_path / 'md.db'}",
         extra="[daemon]\nshutdown_timeout_s = 5.0\n",
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MENTIONDESK_", "NOTIFY_", "WATCHDOG_"))}
-    env = {**clean, **tokens(slack.bot_token, slack.app_token), **notify_socket.env()}
+    env = {**tokens(slack.bot_token, slack.app_token), **notify_socket.env()}
     env["WATCHDOG_USEC"] = str(WATCHDOG_USEC)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mentiondesk.bot",
-        "run",
-        "--config",
-        str(config),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_run(config, env)
     assert proc.stderr is not None
     reader = asyncio.create_task(proc.stderr.read())
     try:
