@@ -295,6 +295,47 @@ async def test_a_scrape_without_the_database_still_answers(tmp_path: Path) -> No
     assert "mentiondesk_outbox_messages" not in samples and "mentiondesk_open_tickets" not in samples
 
 
+async def test_a_process_that_stopped_leading_reports_no_stream_of_its_own(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'mentiondesk.db'}")
+    leading = {"value": True}
+    server = WebServer(HttpSettings(port=0))
+    server.add_routes(
+        metrics_routes(
+            session_factory(engine),
+            is_leader=lambda: leading["value"],
+            mastodon_remaining=lambda: None,
+            # The leader's feeds while it leads; none once it stepped down (its watchers are gone).
+            streams=lambda: {"notifications:mention": True} if leading["value"] else {},
+        )
+    )
+    await server.start()
+
+    async def scrape_once() -> Samples:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.get(f"http://127.0.0.1:{server.port}/metrics") as response,
+        ):
+            assert response.status == 200
+            text = await response.text()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    try:
+        as_leader = await scrape_once()
+        leading["value"] = False
+        as_follower = await scrape_once()
+    finally:
+        await server.stop()
+        await engine.dispose()
+    assert value(as_leader, "mentiondesk_stream_connected", feed="notifications:mention") == 1
+    assert value(as_follower, "mentiondesk_leader") == 0
+    # A stale 1 here would hide the new leader's stream going down behind `max by (feed)` in the alert rules.
+    assert not [name for name, _ in as_follower if name == "mentiondesk_stream_connected"]
+
+
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [

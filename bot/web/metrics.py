@@ -54,6 +54,8 @@ def metrics_routes(
         metrics.DATABASE_SCRAPE_OK.set(0 if snapshot is None else 1)
         metrics.LEADER.set(1 if is_leader() else 0)
         metrics.set_mastodon_budget(mastodon_remaining())
+        # Only the feeds this process reads now: a leader that stepped down must not keep reporting its streams.
+        metrics.STREAM_CONNECTED.clear()
         for feed, connected in streams().items():
             metrics.STREAM_CONNECTED.labels(feed=feed).set(1 if connected else 0)
         body = generate_latest(metrics.REGISTRY)
