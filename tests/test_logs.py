@@ -449,3 +449,53 @@ async def test_no_secret_in_the_output_of_an_http_mode_run_with_bad_signatures_a
     assert_no_secret(out + err, secrets)
     _assert_nothing_redacted(out + err)
     assert "signature mismatch" in err, err
+
+
+async def test_a_refused_stream_raises_an_error_that_does_not_carry_the_token(tmp_path: Path) -> None:
+    # asyncio prints the repr of an exception nobody retrieved, and a ClientResponseError's repr shows its
+    # request's headers: the stream's error must not hold the Authorization header at all.
+    from aiohttp import web
+
+    from mentiondesk.bot.config import MastodonSettings
+    from mentiondesk.bot.mastodon.client import MastodonClient
+    from mentiondesk.bot.mastodon.watcher import FeedWatcher, notification_feed
+    from mentiondesk.storage.db import create_engine, session_factory
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_get("/api/v1/streaming/user", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    token = "stream-token-that-must-stay-out-0123456789"
+    client = MastodonClient(base_url, token, timeout_s=5.0)
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'md.db'}")
+
+    async def no_ingest(event: object) -> asyncio.Future[None]:
+        raise AssertionError("nothing is ingested from a refused stream")
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            watcher = FeedWatcher(
+                notification_feed(client),
+                client=client,
+                sessions=session_factory(engine),
+                ingest=no_ingest,
+                settings=MastodonSettings(base_url=base_url, request_timeout_s=5.0),
+                http=http,
+                stream_base_url=base_url,
+            )
+            with pytest.raises(aiohttp.ClientResponseError) as caught:
+                await watcher._stream_once()
+    finally:
+        client.close()
+        await client.aclose()
+        await engine.dispose()
+        await runner.cleanup()
+    assert caught.value.status == 503
+    assert "Authorization" not in caught.value.request_info.headers
+    assert token not in repr(caught.value) and token not in str(caught.value)

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -380,8 +381,8 @@ class FeedWatcher:
                 return min(wait_s, self._settings.max_backoff_s)
             if resp.status >= 400:
                 raise aiohttp.ClientResponseError(
-                    resp.request_info,
-                    resp.history,
+                    _without_headers(resp.request_info),
+                    (),
                     status=resp.status,
                     message=f"streaming endpoint answered HTTP {resp.status}",
                 )
@@ -425,6 +426,11 @@ class FeedWatcher:
             return
         if change is not None:
             await self._hold.deliver(change)
+
+
+def _without_headers(info: aiohttp.RequestInfo) -> aiohttp.RequestInfo:
+    """The request as an error may carry it: the error's repr shows its headers, and they hold the token."""
+    return aiohttp.RequestInfo(info.url, info.method, CIMultiDictProxy(CIMultiDict()), info.real_url)
 
 
 def _retrieve(done: asyncio.Future[None]) -> None:
