@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from mentiondesk.bot.config import Config
-from mentiondesk.bot.daemon import Daemon
+from mentiondesk.bot.daemon import Daemon, LeadershipError
 from mentiondesk.storage.db import create_engine, current_revision, head_revision, transaction, upgrade
 from mentiondesk.storage.leader import PostgresLeaderLock, SingleProcessLock, leader_lock
 from mentiondesk.storage.models import OutboxState, SlackOutbox
@@ -140,6 +140,33 @@ async def test_one_daemon_leads_and_another_takes_over_when_it_loses_the_lock_or
     await leader.stop()
     await eventually(lambda: _leads(follower), timeout_s=TAKEOVER_S, what="the other daemon to take over")
     assert follower.watchers and follower.timers is not None
+
+
+@pytest.mark.parametrize("db_url", postgres_only(), indirect=True)
+async def test_a_leader_whose_work_will_not_stop_after_losing_the_lock_ends_rather_than_lead_twice(
+    mastodon: MockServer, make_config: Callable[..., Config], start_daemon: Start, db_url: str
+) -> None:
+    daemon = await start_daemon(make_config(database={"leader_check_s": CHECK_S}, daemon={"shutdown_timeout_s": 1.0}))
+    assert daemon.is_leader
+    released = asyncio.Event()
+
+    async def stubborn() -> None:
+        # Leader work stuck where a cancellation does not reach it (a call in a C extension, say).
+        while not released.is_set():
+            try:
+                await released.wait()
+            except asyncio.CancelledError:
+                continue
+
+    daemon._leader_tasks.append(asyncio.create_task(stubborn(), name="stubborn leader work"))
+    try:
+        await _terminate_lock_sessions(db_url)
+        with pytest.raises(RuntimeError, match="leader election stopped") as failed:
+            await asyncio.wait_for(daemon.wait(), timeout=TAKEOVER_S + 5)
+        assert isinstance(failed.value.__cause__, LeadershipError)
+        assert not daemon.is_leader  # it stopped claiming the lead before giving up
+    finally:
+        released.set()
 
 
 async def _leads(daemon: Daemon) -> bool:
