@@ -366,10 +366,15 @@ class Daemon:
             "mastodon": mastodon_check(
                 lambda: self.watchers, self.config.settings.mastodon, is_leader=lambda: self.is_leader
             ),
-            "slack": slack_check(reachability),
+            "slack": slack_check(reachability, socket_mode_up=self._socket_mode_up),
             "outbox": outbox_check(self.context.sessions, stuck_after_s=outbox_stuck_after_s),
         }
         return HealthProbes(dead_workers=self.dead_workers, loop_lag=loop_lag, checks=checks)
+
+    async def _socket_mode_up(self) -> bool | None:
+        """None unless Slack reaches this process over Socket Mode; else whether its websocket is up."""
+        intake = self._slack_intake
+        return await intake.connected() if isinstance(intake, SocketModeConnection) else None
 
     def dead_workers(self) -> list[str]:
         """Names of the background tasks that must run as long as the daemon but have ended (crashed or cancelled)."""

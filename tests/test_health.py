@@ -331,6 +331,25 @@ async def test_readyz_fails_while_slack_does_not_answer(
     assert re.fullmatch(r"chat\.postMessage answered \d+s ago", body["checks"]["slack"]["detail"])
 
 
+async def test_readyz_fails_while_the_socket_mode_connection_is_down(
+    mastodon: MockServer,
+    slack: FakeSlack,
+    make_config: Callable[..., Config],
+    start_daemon: Start,
+    http: aiohttp.ClientSession,
+) -> None:
+    daemon = await start_daemon(make_config())
+    await until_ready(http, daemon)
+
+    # Slack's Web API keeps answering; only the websocket that brings agents' clicks is gone, and slack-sdk's
+    # reconnect hangs at the upgrade.
+    slack.slow_socket_upgrade(delay_s=30.0, count=100)
+    await slack.drop_clients()
+    body = await until_failing(http, daemon, "slack")
+    assert body["checks"]["slack"]["detail"].startswith("Socket Mode not connected")
+    assert body["checks"]["database"]["ok"] and body["checks"]["outbox"]["ok"], body
+
+
 async def test_readyz_fails_when_slack_refuses_the_bot_token(
     mastodon: MockServer,
     slack: FakeSlack,

@@ -148,5 +148,9 @@ class SocketModeConnection:
         await client.aiohttp_client_session.close()
         self._upgrade_session = client.aiohttp_client_session = aiohttp.ClientSession(timeout=timeout)
 
+    async def connected(self) -> bool:
+        """Whether the websocket is up now (False while slack-sdk reconnects); /readyz asks."""
+        return bool(await self._handler.client.is_connected())
+
     async def stop(self) -> None:
         await self._handler.close_async()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -90,12 +90,17 @@ def mastodon_check(
     return check
 
 
-def slack_check(reachability: SlackReachability | None) -> Probe:
-    """None: a dry run, which never calls Slack."""
+def slack_check(
+    reachability: SlackReachability | None, *, socket_mode_up: Callable[[], Awaitable[bool | None]] | None = None
+) -> Probe:
+    """None: a dry run, which never calls Slack. ``socket_mode_up``: whether agents' clicks can reach this
+    process (None when it takes them over HTTP instead)."""
 
     async def check() -> tuple[bool, str]:
         if reachability is None:
             return True, "dry run"
+        if socket_mode_up is not None and await socket_mode_up() is False:
+            return False, "Socket Mode not connected: agents' clicks cannot reach this process (slack-sdk reconnects)"
         return await reachability.check(timeout_s=SLACK_TEST_TIMEOUT_S)
 
     return check
