@@ -56,10 +56,10 @@ from mentiondesk.storage.db import (
     session_factory,
     upgrade,
 )
+from mentiondesk.storage.gauges import tickets_on_desk
 from mentiondesk.storage.leader import LeaderLock, leader_lock
-from mentiondesk.storage.outbox import pending_count, unsent_count
+from mentiondesk.storage.outbox import outbox_backlog, pending_count
 from mentiondesk.storage.single_daemon import DaemonLock, lock_single_daemon
-from mentiondesk.storage.tickets import on_desk_count
 from mentiondesk.storage.urls import describe_database
 
 logger = logging.getLogger(__name__)
@@ -597,7 +597,7 @@ class Daemon:
         try:
             assert self.context is not None
             async with asyncio.timeout(STATUS_QUERY_TIMEOUT_S), self.context.sessions() as session:
-                on_desk, outbox = await on_desk_count(session), await pending_count(session)
+                on_desk, outbox = sum((await tickets_on_desk(session)).values()), await pending_count(session)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             logger.debug("status: database query failed: %s", exc)
             parts.append("database unreachable")
@@ -699,7 +699,8 @@ class Daemon:
         if self.context is not None:
             try:
                 async with asyncio.timeout(CLOSE_RESERVE_S), self.context.sessions() as session:
-                    left = await unsent_count(session)
+                    backlog = await outbox_backlog(session)
+                    left = backlog.pending + backlog.parked
             except (TimeoutError, SQLAlchemyError, OSError):
                 pass  # the database is away: the count is all that is missing
         logger.info("stopped: %d messages sent while stopping, %s left in the outbox", sent, left)

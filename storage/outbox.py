@@ -211,9 +211,3 @@ async def outbox_backlog(session: AsyncSession) -> OutboxBacklog:
     pending, oldest = found.get(OutboxState.PENDING, (0, None))
     parked, _ = found.get(OutboxState.PARKED, (0, None))
     return OutboxBacklog(pending=pending, oldest_pending_at=oldest, parked=parked)
-
-
-async def unsent_count(session: AsyncSession) -> int:
-    """Messages still to send: pending ones and those parked until a person fixes their cause."""
-    stmt = select(func.count()).select_from(SlackOutbox).where(col(SlackOutbox.state).in_(_UNSENT))
-    return int((await session.exec(stmt)).one())

@@ -152,10 +152,3 @@ async def posts_to_refresh(session: AsyncSession, *, after_id: int, limit: int) 
         .limit(limit)
     )
     return list(await session.exec(stmt))
-
-
-async def on_desk_count(session: AsyncSession) -> int:
-    """How many tickets are open or waiting on the customer."""
-    on_desk = col(Ticket.state).in_((TicketState.OPEN, TicketState.WAITING))
-    stmt = select(func.count()).select_from(Ticket).where(on_desk)
-    return (await session.exec(stmt)).one()

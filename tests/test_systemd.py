@@ -238,7 +238,7 @@ async def test_the_status_line_counts_open_tickets_and_the_outbox(
     async def unreachable(*args: object, **kwargs: object) -> int:
         raise ConnectionRefusedError("connection refused")
 
-    monkeypatch.setattr("mentiondesk.bot.daemon.on_desk_count", unreachable)
+    monkeypatch.setattr("mentiondesk.bot.daemon.tickets_on_desk", unreachable)
     assert await daemon.status_line() == "streaming, database unreachable"
 
 
