@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mentiondesk.bot.classify.assess import Cues, Judge, primary_language
+from mentiondesk.bot.config import ClassifierSettings
 
 
 def judge(**rules: object) -> Judge:
@@ -54,3 +55,14 @@ def test_thresholds_out_of_order_or_unknown_kinds_are_refused() -> None:
         judge(triage_threshold=0.6)
     with pytest.raises(ValueError, match="tickets_for takes 'complaint' and 'question'"):
         judge(tickets_for=frozenset({"praise"}))
+
+
+def test_from_settings_takes_what_the_config_leaves_out_from_the_model() -> None:
+    meta = {"threshold": 0.4, "triage_threshold": 0.25, "languages": ["en", "fr"]}
+    got = Judge.from_settings(ClassifierSettings(), meta)
+    assert (got.threshold, got.triage_threshold, got.languages) == (0.4, 0.25, frozenset({"en", "fr"}))
+    got = Judge.from_settings(ClassifierSettings(threshold=0.6, triage_threshold=0.5, tickets_for=("question",)), meta)
+    assert (got.threshold, got.triage_threshold, got.tickets_for) == (0.6, 0.5, frozenset({"question"}))
+    # A config threshold below the model's triage threshold: no triage band rather than an inverted one.
+    assert Judge.from_settings(ClassifierSettings(threshold=0.2), meta).triage_threshold == 0.2
+    assert Judge.from_settings(ClassifierSettings(), {"threshold": 0.4}).triage_threshold == 0.4

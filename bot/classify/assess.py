@@ -7,8 +7,11 @@ rules live here, apart from the model, so that both models and `mentiondesk clas
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from mentiondesk.bot.config import ClassifierSettings
 
 __all__ = ["BANDS", "KINDS", "Assessment", "Cues", "Judge", "primary_language"]
 
@@ -66,6 +69,22 @@ class Judge:
         unknown = set(self.tickets_for) - set(KINDS[:2])
         if unknown:
             raise ValueError(f"tickets_for takes 'complaint' and 'question', got {sorted(unknown)!r}")
+
+    @classmethod
+    def from_settings(cls, settings: ClassifierSettings, model_metadata: Mapping[str, Any]) -> Judge:
+        """The config's rules; thresholds and languages the config leaves out come from the model's metadata."""
+        threshold = settings.threshold if settings.threshold is not None else float(model_metadata["threshold"])
+        triage = settings.triage_threshold
+        if triage is None:
+            # A model without a triage threshold of its own gets no triage band unless the config asks for one.
+            triage = min(float(model_metadata.get("triage_threshold", threshold)), threshold)
+        return cls.covering(
+            model_metadata.get("languages", ["en"]),
+            threshold=threshold,
+            triage_threshold=triage,
+            tickets_for=frozenset(settings.tickets_for),
+            high_priority_score=settings.high_priority_score,
+        )
 
     @classmethod
     def covering(cls, languages: Collection[str], **rules: object) -> Judge:
