@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, update
+from sqlalchemy import ColumnElement, Table, and_, func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.storage.db import execute
 from mentiondesk.storage.models import Mention, Ticket, TicketEvent, TicketKind, TicketState
+from mentiondesk.storage.retention import ERASED
 from mentiondesk.storage.ticket_actions import log_event
 from mentiondesk.storage.types import utcnow
 
@@ -48,7 +49,10 @@ async def open_ticket(session: AsyncSession, *, ticket_id: int, user: str, label
     """Put a triage item on the desk as an open ticket of kind label; False when it is no longer in triage."""
     stmt = (
         update(Ticket)
-        .where(col(Ticket.id) == ticket_id, col(Ticket.state) == TicketState.TRIAGE)
+        # An item whose post was erased (retention) has nothing left to open.
+        .where(
+            col(Ticket.id) == ticket_id, col(Ticket.state) == TicketState.TRIAGE, col(Ticket.customer_acct) != ERASED
+        )
         .values(
             state=TicketState.OPEN,
             label=label,
@@ -80,6 +84,14 @@ async def dismiss(session: AsyncSession, *, ticket_id: int, user: str) -> bool:
         return False
     log_event(session, ticket_id=ticket_id, actor=user, action=DISMISSED, detail=DISMISSED_REASON)
     return True
+
+
+def was_on_desk(tickets: Table) -> ColumnElement[bool]:
+    """Tickets agents had on the desk: not items still in triage, nor ones an agent dismissed from it."""
+    return and_(
+        tickets.c.state != TicketState.TRIAGE,
+        or_(tickets.c.closed_reason.is_(None), tickets.c.closed_reason != DISMISSED_REASON),
+    )
 
 
 async def decision(session: AsyncSession, *, ticket_id: int) -> Decision | None:
