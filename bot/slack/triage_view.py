@@ -73,8 +73,8 @@ async def render_triage(session: AsyncSession, ticket: Ticket) -> tuple[str, lis
     text = root.text if root is not None and root.deleted_at is None else ""
     acct = _one_line(ticket.customer_acct.lstrip("@"), 200)
     name = _one_line(ticket.customer_display_name, _NAME_MAX)
-    author = escape_mrkdwn(f"{name} (@{acct})" if name else f"@{acct}")
-    link = link_if_safe(ticket.customer_url, f"@{acct}")
+    label = f"{name} (@{acct})" if name else f"@{acct}"
+    author = link_if_safe(ticket.customer_url, label) or escape_mrkdwn(label)
     prefix = f"triage-{ticket.id}"
     meta = [
         link_if_safe(root.status_url, "View post") if root is not None else "",
@@ -95,7 +95,7 @@ async def render_triage(session: AsyncSession, ticket: Ticket) -> tuple[str, lis
         {
             "type": "section",
             "block_id": f"{prefix}-author",
-            "text": {"type": "mrkdwn", "text": f"*{link or author}* wrote:"[:_SECTION_MAX]},
+            "text": {"type": "mrkdwn", "text": f"*{author}* wrote:"[:_SECTION_MAX]},
         },
         {"type": "section", "block_id": f"{prefix}-text", "text": {"type": "mrkdwn", "text": _quote(text)}},
         {
