@@ -14,10 +14,12 @@ import pytest
 from mastodon_mock.testing.server import MockServer
 
 from mentiondesk.bot.classify.model import ComplaintClassifier
-from mentiondesk.bot.config import Config
+from mentiondesk.bot.config import Config, ConfigError, Settings, parse_settings
+from mentiondesk.bot.context import Tuning
 from mentiondesk.bot.daemon import Daemon
 from mentiondesk.bot.mastodon.client import post_from_json
 from mentiondesk.bot.mastodon.fields import count_field
+from mentiondesk.bot.reload import plan_reload
 from mentiondesk.storage import gauges, queries_desk, reports
 from mentiondesk.storage.labels import team_labels
 from mentiondesk.storage.models import Mention, SlaClock, Ticket
@@ -149,6 +151,8 @@ async def test_three_bands_open_from_triage_and_not_a_complaint_on_a_card(
     assert (await _by_acct(daemon))["alice"].state == "closed"
 
 
+# SQLite only, to keep the suite quick: its storage is the conditional updates and counts the test above runs on both.
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_a_language_the_model_does_not_cover_follow_ups_and_dismissal(
     mastodon: MockServer,
     triage_slack: FakeSlack,
@@ -194,6 +198,28 @@ async def test_a_language_the_model_does_not_cover_follow_ups_and_dismissal(
     await eventually(lambda: _labels_are(daemon, {"dan": ("other", "triage_dismiss")}), what="the dismissal's label")
     on_desk, opened, _ = await _desk_counts(daemon)
     assert (on_desk["open"], opened) == (1, 1), "a dismissed item was never on the desk"
+
+
+def _settings(**classifier: Any) -> Settings:
+    data: dict[str, Any] = {
+        "mastodon": {"base_url": "https://social.example"},
+        "slack": {"default_channel": "C0SUPPORT"},
+        "database": {"url": "sqlite+aiosqlite:///unused.db"},
+        "classifier": classifier,
+    }
+    return parse_settings(data, source="test")
+
+
+def test_the_triage_keys_apply_on_reload_and_bad_bands_are_refused() -> None:
+    running = _settings()
+    plan = plan_reload(running, _settings(triage_threshold=0.2, triage_channel="C0TRIAGE", tickets_for=["question"]))
+    assert plan.restart_needed == () and plan.changed == ("classifier",)
+    judge = Tuning.of(plan.settings, {"threshold": 0.39}).judge
+    assert (judge.threshold, judge.triage_threshold, judge.tickets_for) == (0.39, 0.2, frozenset({"question"}))
+    assert Tuning.of(running, {"threshold": 0.39}).judge.triage_threshold == 0.39, "no triage band unless asked"
+    # Above the model's own threshold, a triage threshold leaves no band: said at start or reload, not mid-batch.
+    with pytest.raises(ConfigError, match="triage threshold"):
+        Tuning.of(_settings(triage_threshold=0.6), {"threshold": 0.39})
 
 
 @pytest.mark.parametrize(
