@@ -36,6 +36,7 @@ RELOADABLE = frozenset(
         "mastodon.accept_bots",
         "slack.default_channel",
         "slack.thread_replies",
+        "slack.label_reactions",
         "daemon.log_level",
         "daemon.shutdown_timeout_s",
     }

@@ -12,6 +12,7 @@ from mentiondesk.handlers import (
     mention,
     post_changes,
     slack_actions,
+    slack_reactions,
     slack_reply,
     slack_thread,
     slash_command,
@@ -35,9 +36,16 @@ def slack_listeners() -> list[Callable[[AsyncApp], None]]:
         slack_thread.register,
         slash_command.register,
         triage.register,
+        slack_reactions.register,
     ]
 
 
 def slack_payload_rules() -> PayloadRules:
     """What those listeners need of the payloads they get; both Slack intakes refuse payloads without it."""
-    return slack_actions.PAYLOADS | slack_reply.PAYLOADS | slack_thread.PAYLOADS | triage.PAYLOADS
+    return (
+        slack_actions.PAYLOADS
+        | slack_reply.PAYLOADS
+        | slack_thread.PAYLOADS
+        | triage.PAYLOADS
+        | slack_reactions.PAYLOADS
+    )

@@ -106,6 +106,14 @@ async def decision(session: AsyncSession, *, ticket_id: int) -> Decision | None:
     return Decision(event.action, event.actor, event.created_at) if event is not None else None
 
 
+async def ticket_shown_at(session: AsyncSession, *, channel: str, ts: str) -> int | None:
+    """The ticket whose card, or whose triage message, is the Slack message at (channel, ts)."""
+    card = (col(Ticket.channel) == channel) & (col(Ticket.slack_ts) == ts)
+    triaged = (col(Ticket.triage_channel) == channel) & (col(Ticket.triage_ts) == ts)
+    result = await session.exec(select(Ticket.id).where(card | triaged).limit(1))
+    return result.first()
+
+
 async def post_count(session: AsyncSession, *, ticket_id: int) -> int:
     """How many of the customer's posts the item holds (the first and its follow-ups)."""
     result = await session.exec(

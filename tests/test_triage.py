@@ -37,7 +37,7 @@ ONE, TWO = "U0ONE", "U0TWO"
 
 
 @pytest.fixture(scope="module")
-def bands() -> dict[str, float]:
+def bands() -> dict[str, Any]:
     """Thresholds that put COMPLAINT in the ticket band, BORDERLINE in triage and PRAISE below both."""
     high, mid, low = ComplaintClassifier.load().score_many([COMPLAINT, BORDERLINE, PRAISE])
     assert high > mid > low, "the texts no longer span three bands with this model: pick others"
@@ -53,6 +53,12 @@ def triage_slack(slack: FakeSlack) -> FakeSlack:
 def _triage_click(slack: FakeSlack, message: dict[str, Any], user: str, action_id: str, value: str) -> Any:
     payload = slack.block_actions_payload(user, action_id, value, TRIAGE, message["ts"])
     return slack.send_envelope("interactive", payload)
+
+
+async def _posted(slack: FakeSlack, channel: str, n: int) -> list[dict[str, Any]]:
+    """The first n messages posted in channel, once there are n."""
+    await slack.wait_for(lambda: len(slack.messages(channel)) >= n, timeout_s=10)
+    return slack.messages(channel)[:n]
 
 
 def _current(slack: FakeSlack, message: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +87,7 @@ async def test_three_bands_open_from_triage_and_not_a_complaint_on_a_card(
     triage_slack: FakeSlack,
     make_config: Callable[..., Config],
     start_daemon: Start,
-    bands: dict[str, float],
+    bands: dict[str, Any],
 ) -> None:
     slack = triage_slack
     daemon = await start_daemon(make_config(classifier=bands))
@@ -89,8 +95,7 @@ async def test_three_bands_open_from_triage_and_not_a_complaint_on_a_card(
     borderline = await post(mastodon, "bob", BORDERLINE)
     await post(mastodon, "carol", PRAISE)
 
-    card = await slack.wait_for(lambda: (slack.messages("C0SUPPORT") or [None])[0], timeout_s=10)
-    message = await slack.wait_for(lambda: (slack.messages(TRIAGE) or [None])[0], timeout_s=10)
+    [card], [message] = await _posted(slack, "C0SUPPORT", 1), await _posted(slack, TRIAGE, 1)
     await eventually(lambda: _stored(daemon, 3), what="the three mentions stored")
     await eventually(lambda: _triage_ts_kept(daemon), what="the triage message's ts kept on its ticket")
 
@@ -124,10 +129,8 @@ async def test_three_bands_open_from_triage_and_not_a_complaint_on_a_card(
     await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 2, timeout_s=10)
     new_card = slack.messages("C0SUPPORT")[1]
     assert f"#{bob.id}" in str(new_card["blocks"]) and "ticket_claim" in button_ids(new_card)
-    updated = await slack.wait_for(
-        lambda: "Opened as ticket" in str(_current(slack, message)["blocks"]) and _current(slack, message),
-        timeout_s=10,
-    )
+    await slack.wait_for(lambda: "Opened as ticket" in str(_current(slack, message)["blocks"]), timeout_s=10)
+    updated = _current(slack, message)
     assert button_ids(updated) == []
     [told] = await slack.wait_for(lambda: [e for e in slack.ephemerals if "already opened" in str(e)], timeout_s=5)
     winner = ONE if told["user"] == TWO else TWO
@@ -158,15 +161,16 @@ async def test_a_language_the_model_does_not_cover_follow_ups_and_dismissal(
     triage_slack: FakeSlack,
     make_config: Callable[..., Config],
     start_daemon: Start,
-    bands: dict[str, float],
+    bands: dict[str, Any],
 ) -> None:
     slack = triage_slack
-    daemon = await start_daemon(make_config(classifier=bands))
+    reactions = {"rotating_light": "complaint", "x": "other"}
+    daemon = await start_daemon(make_config(classifier=bands, slack={"label_reactions": reactions}))
     # However sure the model is, it does not read German: a person decides.
     first = await post(mastodon, "dan", COMPLAINT, language="de")
     # Another customer's borderline post in triage, settled by their next post, a clear complaint.
     await post(mastodon, "carol", BORDERLINE)
-    messages = await slack.wait_for(lambda: len(slack.messages(TRIAGE)) == 2 and slack.messages(TRIAGE), timeout_s=10)
+    messages = await _posted(slack, TRIAGE, 2)
     await eventually(lambda: _triage_ts_kept(daemon, 2), what="both triage messages' ts kept")
     tickets = await _by_acct(daemon)
     dan, carol = tickets["dan"], tickets["carol"]
@@ -185,6 +189,12 @@ async def test_a_language_the_model_does_not_cover_follow_ups_and_dismissal(
     assert tickets["carol"].state == "open" and f"#{carol.id}" in str(slack.messages("C0SUPPORT")[0]["blocks"])
     await slack.wait_for(lambda: "a later post" in str(_current(slack, carol_message)["blocks"]), timeout_s=10)
 
+    # An agent's labelling reaction on the card is a label too; an emoji not in slack.label_reactions is not.
+    await eventually(lambda: _card_ts_kept(daemon, "carol"), what="carol's card ts kept")
+    [carol_card] = slack.messages("C0SUPPORT")
+    for emoji in ("tada", "rotating_light"):
+        await slack.send_envelope("events_api", slack.reaction_added_payload(TWO, "C0SUPPORT", carol_card["ts"], emoji))
+
     await _triage_click(slack, dan_message, ONE, "triage_dismiss", str(dan.id))
     await slack.wait_for(lambda: "Not a complaint, said <@U0ONE>" in str(_current(slack, dan_message)), timeout_s=10)
     assert button_ids(_current(slack, dan_message)) == []
@@ -194,8 +204,9 @@ async def test_a_language_the_model_does_not_cover_follow_ups_and_dismissal(
         "other",
         "not a complaint (triage)",
     )
-    # Only the agent's decision is a label: carol's item was opened by her own post, not by a person.
-    await eventually(lambda: _labels_are(daemon, {"dan": ("other", "triage_dismiss")}), what="the dismissal's label")
+    # Only agents' decisions are labels: carol's item was opened by her own post, her label is the reaction's.
+    expected = {"dan": ("other", "triage_dismiss"), "carol": ("complaint", "reaction")}
+    await eventually(lambda: _labels_are(daemon, expected), what="the dismissal's and the reaction's labels")
     on_desk, opened, _ = await _desk_counts(daemon)
     assert (on_desk["open"], opened) == (1, 1), "a dismissed item was never on the desk"
 
