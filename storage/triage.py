@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Table, and_, func, or_, update
+from sqlalchemy import ColumnElement, Table, exists, func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from mentiondesk.storage.db import execute
+from mentiondesk.storage.db import execute, table_of
 from mentiondesk.storage.models import Mention, Ticket, TicketEvent, TicketKind, TicketState
 from mentiondesk.storage.retention import ERASED
 from mentiondesk.storage.ticket_actions import log_event
@@ -36,6 +36,7 @@ OPENED, DISMISSED = "triage_opened", "triage_dismissed"  # TicketEvent.action
 # The actor when a customer's later post, itself a clear complaint, took their item out of triage.
 AUTOMATIC = "mentiondesk"
 DISMISSED_REASON = "not a complaint (triage)"
+EVENTS = table_of(TicketEvent)
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,12 @@ async def dismiss(session: AsyncSession, *, ticket_id: int, user: str) -> bool:
 
 
 def was_on_desk(tickets: Table) -> ColumnElement[bool]:
-    """Tickets agents had on the desk: not items still in triage, nor ones an agent dismissed from it."""
-    return and_(
-        tickets.c.state != TicketState.TRIAGE,
-        or_(tickets.c.closed_reason.is_(None), tickets.c.closed_reason != DISMISSED_REASON),
-    )
+    """Tickets agents had on the desk: every one that never went to triage, and those opened from it.
+
+    Not an item still waiting there, nor one dismissed, nor one its customer deleted while it waited.
+    """
+    opened = exists().where(EVENTS.c.ticket_id == tickets.c.id, EVENTS.c.action == OPENED)
+    return or_(tickets.c.triage_reason.is_(None), opened)
 
 
 async def decision(session: AsyncSession, *, ticket_id: int) -> Decision | None:
