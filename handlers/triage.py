@@ -24,6 +24,7 @@ from mentiondesk.storage import batches, sla, triage
 from mentiondesk.storage.db import transaction
 from mentiondesk.storage.labels import record_ticket_label
 from mentiondesk.storage.models import LabelSource, Mention, OutboxKind, Ticket, TicketKind, TicketState
+from mentiondesk.storage.retention import ERASED
 from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ async def _lost(ctx: AppContext, body: dict[str, Any], ticket_id: int, verb: str
     elif decided is not None:
         done = "opened as a ticket" if decided.action == triage.OPENED else "closed as not a complaint"
         now = f"it was already {done} by <@{decided.actor}>" if decided.actor != AUTOMATIC else f"it was {done}"
+    elif ticket.customer_acct == ERASED:
+        now = "its post was erased under the data retention policy"
     else:
         now = f"it is not in triage (it is {ticket.state})"
     await tell(ctx, body, f"Could not {verb} #{ticket_id}: {now}.")

@@ -253,9 +253,9 @@ async def expired_dead_letters(session: AsyncSession, *, before: datetime, limit
 async def erase_expired(sessions: async_sessionmaker[AsyncSession], *, before: datetime, chunk: int = CHUNK) -> Erasure:
     """Erase every conversation that ended before `before`, one transaction per chunk.
 
-    A ticket is erased once resolved or closed and untouched (no change, no post) since then: an open one, or
-    one waiting on the customer, keeps its data until it is finished. A mention without a ticket is erased by
-    when it was received; a set-aside feed entry by when it was last read.
+    A ticket is erased once resolved or closed and untouched (no change, no post) since then, as is an item left
+    in triage: an open one, or one waiting on the customer, keeps its data until it is finished. A mention
+    without a ticket is erased by when it was received; a set-aside feed entry by when it was last read.
     """
     total = Erasure()
     while True:

@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 from mastodon_mock.testing.server import MockServer
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.classify.model import ComplaintClassifier
 from mentiondesk.bot.config import Config, ConfigError, Settings, parse_settings
@@ -20,9 +23,10 @@ from mentiondesk.bot.daemon import Daemon
 from mentiondesk.bot.mastodon.client import post_from_json
 from mentiondesk.bot.mastodon.fields import count_field
 from mentiondesk.bot.reload import plan_reload
-from mentiondesk.storage import gauges, queries_desk, reports
+from mentiondesk.bot.slack.triage_view import render_triage
+from mentiondesk.storage import gauges, queries_desk, reports, retention, triage
 from mentiondesk.storage.labels import team_labels
-from mentiondesk.storage.models import Mention, SlaClock, Ticket
+from mentiondesk.storage.models import Mention, SlackOutbox, SlaClock, Ticket
 from mentiondesk.storage.types import utcnow
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
@@ -30,6 +34,7 @@ from tests.test_e2e import COMPLAINT, PRAISE, post, rows
 from tests.test_slack_actions import button_ids, click
 
 Start = Callable[[Config], Awaitable[Daemon]]
+Sessions = async_sessionmaker[AsyncSession]
 TRIAGE = "C0TRIAGE"
 # Customer text with Slack markup in it: the triage message must show it inert, as cards do.
 BORDERLINE = "@brand is the checkout page slow for anyone else today? <!channel> hmm"
@@ -209,6 +214,59 @@ async def test_a_language_the_model_does_not_cover_follow_ups_and_dismissal(
     await eventually(lambda: _labels_are(daemon, expected), what="the dismissal's and the reaction's labels")
     on_desk, opened, _ = await _desk_counts(daemon)
     assert (on_desk["open"], opened) == (1, 1), "a dismissed item was never on the desk"
+
+
+async def test_items_left_in_triage_are_erased_like_closed_tickets(sessions: Sessions) -> None:
+    long_ago = utcnow() - timedelta(days=40)
+    async with sessions() as session:
+        item = Ticket(
+            state="triage",
+            label="other",
+            customer_account_id="9",
+            customer_acct="eve@social.example",
+            root_status_id="77",
+            posted_at=long_ago,
+            received_at=long_ago,
+            created_at=long_ago,
+            updated_at=long_ago,
+            score=0.3,
+            channel="C0SUPPORT",
+            triage_reason="borderline",
+            triage_channel=TRIAGE,
+            triage_ts="1773000000.000001",
+        )
+        session.add(item)
+        await session.flush()
+        session.add(
+            Mention(
+                status_uri="https://social.example/77",
+                status_id="77",
+                status_url="https://social.example/77",
+                account_id="9",
+                account_acct="eve@social.example",
+                text="where is my parcel",
+                source="notification",
+                posted_at=long_ago,
+                received_at=long_ago,
+                label="other",
+                score=0.3,
+                ticket_id=item.id,
+            )
+        )
+        await session.commit()
+        assert item.id is not None
+    assert (await retention.erase_expired(sessions, before=utcnow() - timedelta(days=30))).tickets == 1
+
+    async with sessions() as session:
+        erased = await session.get(Ticket, item.id)
+        assert erased is not None and erased.customer_acct == retention.ERASED
+        # The triage message showed the post: it is drawn again, with the post gone and nothing left to click.
+        queued = list(await session.exec(select(SlackOutbox)))
+        assert [(row.kind, row.ticket_id) for row in queued] == [("triage_update", item.id)]
+        _, blocks = await render_triage(session, erased)
+        assert "parcel" not in str(blocks) and "erased" in str(blocks)
+        assert not [b for b in blocks if b["type"] == "actions"]
+        assert not await triage.open_ticket(session, ticket_id=item.id, user=ONE, label="complaint", due=None)
 
 
 def _settings(**classifier: Any) -> Settings:

@@ -17,6 +17,7 @@ from mentiondesk.bot.mastodon.text import clean_text
 from mentiondesk.bot.slack.cards import escape_mrkdwn, link_if_safe
 from mentiondesk.storage import triage
 from mentiondesk.storage.models import Ticket, TicketState
+from mentiondesk.storage.retention import ERASED
 from mentiondesk.storage.tickets import ticket_mentions
 
 # action_ids of the triage message's buttons; handlers/triage.py registers one listener per id.
@@ -129,6 +130,8 @@ async def render_triage(session: AsyncSession, ticket: Ticket) -> tuple[str, lis
 
 async def _outcome(session: AsyncSession, ticket: Ticket) -> str | None:
     """What became of the item, or None while an agent still has to decide."""
+    if ticket.customer_acct == ERASED and ticket.state == TicketState.TRIAGE:
+        return "The post was erased under the data retention policy: nothing is left to decide."
     if ticket.state == TicketState.TRIAGE:
         return None
     assert ticket.id is not None
