@@ -112,5 +112,7 @@ async def render_card(
         closed_reason=ticket.closed_reason,
         previous_ticket=ticket.previous_ticket_id,
         sla_badge=badge(clock, now).text if clock is not None else None,
+        categories=tuple(ticket.categories),
+        priority_reasons=tuple(ticket.priority_reasons),
     )
     return ticket_card(card, actions=card_actions(ticket), now=now)
