@@ -13,6 +13,7 @@ from typing import Any
 
 from mentiondesk.bot.classify.cues import Categories, PriorityRules
 from mentiondesk.bot.classify.questions import question_sentence
+from mentiondesk.bot.classify.wordmatch import words_of
 from mentiondesk.bot.config import ClassifierSettings
 from mentiondesk.bot.cue_settings import PrioritySettings
 
@@ -105,8 +106,9 @@ class Judge:
         kind = self.kind(text, score)
         band, reason = self._band(kind, score, cues)
         default = self.priority_settings.question if kind == QUESTION else self.priority_settings.complaint
+        words = words_of(text)
         priority, reasons = self._priority_rules.decide(
-            text,
+            words,
             default=default,
             score=score,
             followers=cues.followers,
@@ -114,7 +116,7 @@ class Judge:
             favourites=cues.favourites,
             recent_tickets=cues.recent_tickets,
         )
-        return Assessment(kind, band, score, priority, reasons, self.categories.of(text), reason)
+        return Assessment(kind, band, score, priority, reasons, self.categories.of(words), reason)
 
     def kind(self, text: str, score: float) -> str:
         """Complaint when the score says so, whatever else the post does: "why is it STILL not here?" asks too."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mentiondesk.bot.classify.wordmatch import WordList
+from mentiondesk.bot.classify.wordmatch import WordLists
 from mentiondesk.bot.cue_settings import (
     DEFAULT_CATEGORIES,
     DEFAULT_WORD_GROUPS,
@@ -45,17 +45,17 @@ class _Cue:
     family: str  # cues of one family count once towards urgent
 
 
-@dataclass(frozen=True)
 class _Groups:
-    groups: tuple[tuple[WordGroup, WordList], ...]
+    def __init__(self, groups: Sequence[WordGroup]) -> None:
+        self.groups = tuple(groups)
+        self._lists = WordLists([g.words for g in self.groups])
 
-    def cues(self, text: str) -> list[_Cue]:
-        found = []
-        for group, words in self.groups:
-            hits = words.found(text)
-            if hits:
-                found.append(_Cue(group.level, f"{group.name} words: {', '.join(hits)}", f"words:{group.name}"))
-        return found
+    def cues(self, words: Sequence[str]) -> list[_Cue]:
+        return [
+            _Cue(group.level, f"{group.name} words: {', '.join(hits)}", f"words:{group.name}")
+            for group, hits in zip(self.groups, self._lists.found(words), strict=True)
+            if hits
+        ]
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,11 @@ class PriorityRules:
 
     def __post_init__(self) -> None:
         groups = DEFAULT_WORD_GROUPS if self.settings.words is None else self.settings.words
-        object.__setattr__(self, "_words", _Groups(tuple((g, WordList(g.words)) for g in groups)))
+        object.__setattr__(self, "_words", _Groups(groups))
 
     def decide(
         self,
-        text: str,
+        words: Sequence[str],
         *,
         default: str,
         score: float,
@@ -81,8 +81,8 @@ class PriorityRules:
         favourites: int | None,
         recent_tickets: int,
     ) -> tuple[str, tuple[str, ...]]:
-        """(priority, reasons): the reasons list every cue that fired, most pressing first."""
-        cues = self._words.cues(text) + self._reach(followers, reblogs, favourites)
+        """(priority, reasons) for a post's words (`words_of`): the reasons list every cue, most pressing first."""
+        cues = self._words.cues(words) + self._reach(followers, reblogs, favourites)
         repeat = self.settings.repeat_tickets
         if repeat and recent_tickets >= repeat:
             nth = ordinal(recent_tickets + 1)
@@ -121,14 +121,16 @@ class Categories:
     """Tags from keyword rules, in the order the rules are written."""
 
     rules: tuple[CategoryRule, ...] = DEFAULT_CATEGORIES
-    _lists: tuple[tuple[str, WordList], ...] = field(init=False, repr=False, compare=False)
+    _lists: WordLists = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, rules: Sequence[CategoryRule] | None) -> Categories:
         return cls(DEFAULT_CATEGORIES if rules is None else tuple(rules))
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_lists", tuple((r.name, WordList(r.keywords)) for r in self.rules))
+        object.__setattr__(self, "_lists", WordLists([r.keywords for r in self.rules]))
 
-    def of(self, text: str) -> tuple[str, ...]:
-        return tuple(name for name, words in self._lists if words.found(text))
+    def of(self, words: Sequence[str]) -> tuple[str, ...]:
+        """The categories of a post's words (`words_of`)."""
+        found = self._lists.found(words)
+        return tuple(rule.name for rule, hits in zip(self.rules, found, strict=True) if hits)
