@@ -3,14 +3,22 @@ priority from cues, categories."""
 
 from __future__ import annotations
 
+import re
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from mentiondesk.bot.classify.assess import Cues, Judge, primary_language
 from mentiondesk.bot.classify.cues import Categories
 from mentiondesk.bot.config import ClassifierSettings, ConfigError, parse_settings
-from mentiondesk.bot.cue_settings import CategoryRule, PrioritySettings, WordGroup
+from mentiondesk.bot.cue_settings import (
+    DEFAULT_CATEGORIES,
+    DEFAULT_WORD_GROUPS,
+    CategoryRule,
+    PrioritySettings,
+    WordGroup,
+)
 
 
 def judge(**rules: object) -> Judge:
@@ -297,3 +305,13 @@ def test_config_words_are_tidied_and_match_across_spacing() -> None:
     assert settings.priority.words is not None and settings.priority.words[0].words == ("double charged",)
     got = Judge.from_settings(settings, {"threshold": 0.5}).assess("I was double\ncharged", 0.6)
     assert got.priority_reasons == ("billing words: double charged",)
+
+
+def test_the_example_config_documents_the_built_in_lists_exactly() -> None:
+    example = (Path(__file__).parent.parent / "config.example.toml").read_text(encoding="utf-8")
+    section = example[example.index("[classifier]") : example.index("[tickets]")]
+    # Uncomment every key, table header and continuation line of the [classifier] part.
+    toml = "\n".join(line[2:] if re.match(r"# (\[\[|\w+ = |\s+\")", line) else line for line in section.splitlines())
+    settings = parse_settings(tomllib.loads(MINIMAL + toml), source="example").classifier
+    assert settings.categories == DEFAULT_CATEGORIES
+    assert settings.priority == PrioritySettings(words=DEFAULT_WORD_GROUPS)
