@@ -30,6 +30,9 @@ RELOADABLE = frozenset(
         "reports",
         "classifier.threshold",
         "classifier.high_priority_score",
+        # Pure rules, rebuilt into a new Judge with the thresholds.
+        "classifier.priority",
+        "classifier.categories",
         "mastodon.accept_bots",
         "slack.default_channel",
         "slack.thread_replies",
