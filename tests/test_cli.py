@@ -73,7 +73,7 @@ def test_config_before_a_command_that_reads_none_is_refused(command: str, capsys
     with pytest.raises(SystemExit) as info:
         main(["--config", "config.toml", command])
     assert info.value.code == 2
-    assert f"mentiondesk: error: {command} reads no config file; --config is for: run, check, classify, db" in (
+    assert f"mentiondesk: error: {command} reads no config file; --config is for: run, check, classify" in (
         capsys.readouterr().err
     )
 
