@@ -16,6 +16,7 @@ from mentiondesk.bot.mastodon.client import StatusLimits
 from mentiondesk.bot.slack.card_view import card_actions
 from mentiondesk.bot.slack.cards import TicketCard, escape_mrkdwn, followup_message, render_plain, ticket_card
 from mentiondesk.bot.slack.reply_modal import ReplyTarget, reply_view
+from mentiondesk.handlers.slack_actions import priority_choice
 from mentiondesk.storage.models import Ticket
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, post
@@ -344,6 +345,13 @@ def test_the_priority_select_offers_every_priority_most_pressing_first() -> None
     select = card_actions(ticket)[-1]
     assert [o["value"] for o in select["options"]] == ["7:urgent", "7:high", "7:normal", "7:low"]
     assert select["initial_option"]["text"]["text"] == "Urgent priority"
+    # Every option the card offers is one the action handler takes.
+    assert [priority_choice({"selected_option": o}) for o in select["options"]] == [
+        (7, "urgent"),
+        (7, "high"),
+        (7, "normal"),
+        (7, "low"),
+    ]
 
 
 # -- followup_message -------------------------------------------------------------
