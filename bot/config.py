@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from mentiondesk.bot.cue_settings import CategoryRule, PrioritySettings, check_categories
 from mentiondesk.bot.sla.calendar import (
     ALWAYS_OPEN,
     WEEKDAYS,
@@ -189,6 +190,11 @@ class ClassifierSettings(_Section):
     triage_threshold: float | None = Field(default=None, ge=0, le=1)
     triage_channel: str | None = None
     tickets_for: tuple[Literal["complaint", "question"], ...] = ("complaint",)
+    # Priority cues and category tags (bot/cue_settings.py); left out: the built-in lists.
+    priority: PrioritySettings = PrioritySettings()
+    categories: tuple[CategoryRule, ...] | None = None
+
+    _categories = field_validator("categories")(check_categories)
 
     @model_validator(mode="after")
     def _bands_in_order(self) -> ClassifierSettings:

@@ -33,6 +33,9 @@ RELOADABLE = frozenset(
         "classifier.triage_threshold",
         "classifier.triage_channel",
         "classifier.tickets_for",
+        # Pure rules, rebuilt into a new Judge with the thresholds.
+        "classifier.priority",
+        "classifier.categories",
         "mastodon.accept_bots",
         "slack.default_channel",
         "slack.thread_replies",

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mentiondesk.storage.db import table_of
 from mentiondesk.storage.models import Reply, ReplyState, SlaClock, SlaClockKind, Ticket, TicketState
+from mentiondesk.storage.priorities import priority_rank
 from mentiondesk.storage.triage import was_on_desk
 
 TICKETS = table_of(Ticket)
@@ -315,6 +316,8 @@ async def group_counts(session: AsyncSession, start: datetime, end: datetime, by
     measured = {row.g: (row.measured, row.met) for row in measured_rows if row.g is not None}
 
     keys = sorted({*opened, *answered, *measured} - {None})
+    if by == "priority":
+        keys.sort(key=priority_rank)  # urgent first, as agents rank them; stable, so unknown values stay in order
     return {
         key: GroupCounts(
             opened=opened.get(key, 0),
