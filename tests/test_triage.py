@@ -37,7 +37,8 @@ Start = Callable[[Config], Awaitable[Daemon]]
 Sessions = async_sessionmaker[AsyncSession]
 TRIAGE = "C0TRIAGE"
 # Customer text with Slack markup in it: the triage message must show it inert, as cards do.
-BORDERLINE = "@brand is the checkout page slow for anyone else today? <!channel> hmm"
+# Not a question either: questions are never put in triage.
+BORDERLINE = "@brand hmm the app logged me out again <!channel>"
 ONE, TWO = "U0ONE", "U0TWO"
 
 
