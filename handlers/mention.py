@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot import metrics
 from mentiondesk.bot.classify.assess import STORED, TICKET, TRIAGE, Assessment, Cues
+from mentiondesk.bot.classify.cues import REPEAT_WINDOW_DAYS
 from mentiondesk.bot.classify.model import Classification
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.dispatch import Router
@@ -45,8 +46,8 @@ router = Router()
 # Tickets a customer's next post joins: open, waiting on them (which the post ends), or in triage (where it is
 # shown in the triage message's thread and judged with the post there, rather than opening a second item).
 ACTIVE = (TicketState.OPEN, TicketState.WAITING, TicketState.TRIAGE)
-# How far back a customer's tickets count as recent, a cue for the judge (a repeat complainer matters more).
-RECENT_TICKETS_WINDOW = timedelta(days=30)
+# How far back a customer's tickets count as recent: the judge's repeat cue names this window.
+RECENT_TICKETS_WINDOW = timedelta(days=REPEAT_WINDOW_DAYS)
 TRIAGE_REASON_MAX = max_length(Ticket.triage_reason)
 # How far up a reply chain unread parents are fetched (one status request each) and filed first.
 UNREAD_PARENTS_MAX = 20
