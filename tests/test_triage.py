@@ -13,20 +13,24 @@ from typing import Any
 import pytest
 from mastodon_mock.testing.server import MockServer
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.classify.model import ComplaintClassifier
 from mentiondesk.bot.config import Config, ConfigError, Settings, parse_settings
-from mentiondesk.bot.context import Tuning
+from mentiondesk.bot.context import AppContext, Tuning
 from mentiondesk.bot.daemon import Daemon
-from mentiondesk.bot.mastodon.client import post_from_json
+from mentiondesk.bot.events import AccountRef, MentionReceived, MentionsReceived, Post
+from mentiondesk.bot.mastodon.client import MastodonClient, post_from_json
 from mentiondesk.bot.mastodon.fields import count_field
 from mentiondesk.bot.reload import plan_reload
 from mentiondesk.bot.slack.triage_view import render_triage
+from mentiondesk.handlers.mention import record_mentions
 from mentiondesk.storage import gauges, queries_desk, reports, retention, triage
+from mentiondesk.storage.db import transaction
 from mentiondesk.storage.labels import team_labels
 from mentiondesk.storage.models import Mention, SlackOutbox, SlaClock, Ticket
+from mentiondesk.storage.ticket_actions import close
 from mentiondesk.storage.types import utcnow
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
@@ -268,6 +272,57 @@ async def test_items_left_in_triage_are_erased_like_closed_tickets(sessions: Ses
         assert "parcel" not in str(blocks) and "erased" in str(blocks)
         assert not [b for b in blocks if b["type"] == "actions"]
         assert not await triage.open_ticket(session, ticket_id=item.id, user=ONE, label="complaint", due=None)
+
+
+async def test_the_posts_cues_reach_the_judge(sessions: Sessions) -> None:
+    """Mastodon's counts and the customer's recent tickets, as ingest passes them, show in the ticket's priority."""
+    ctx = AppContext(
+        settings=_settings(),
+        sessions=sessions,
+        classifier=ComplaintClassifier.load(),
+        mastodon=MastodonClient("http://127.0.0.1:9", "not-a-token"),  # never asked: no post here is a reply
+        brand=AccountRef(id="1", acct="brand", display_name="Brand", url=""),
+        wake_outbox=lambda: None,
+    )
+    ids = iter(range(100, 200))
+
+    async def ticket_for(who: str, followers: int | None = None) -> Ticket:
+        status_id = str(next(ids))
+        account = AccountRef(id=f"a-{who}", acct=who, display_name=who, url="", followers_count=followers)
+        post = Post(
+            id=status_id,
+            uri=f"https://social.example/{status_id}",
+            url=f"https://social.example/{status_id}",
+            account=account,
+            text=COMPLAINT,
+            created_at=utcnow(),
+            visibility="public",
+            language="en",
+            in_reply_to_id=None,
+            in_reply_to_account_id=None,
+            tags=(),
+            mentioned_account_ids=("1",),
+        )
+        batch = MentionsReceived(mentions=(MentionReceived(post, "notification"),))
+        await record_mentions(batch, ctx)
+        assert batch.outcomes == [None]
+        async with sessions() as session:
+            found = await session.exec(select(Ticket).where(col(Ticket.root_status_id) == status_id))
+            return found.one()
+
+    famous = await ticket_for("famous", followers=50_000)
+    assert famous.priority in ("high", "urgent") and "50,000 followers" in famous.priority_reasons
+    repeats = []
+    for _ in range(3):
+        ticket = await ticket_for("again")
+        repeats.append([reason for reason in ticket.priority_reasons if "ticket in 30 days" in reason])
+        # Closed, so the next post opens a new ticket rather than joining this one.
+        async with transaction(sessions) as session:
+            assert ticket.id is not None
+            assert await close(session, ticket_id=ticket.id, actor=ONE, reason="test")
+    # The third ticket within the window is a repeat (classifier.priority.repeat_tickets = 2 by default).
+    assert repeats == [[], [], ["3rd ticket in 30 days"]]
+    assert not any("ticket in 30 days" in reason for reason in famous.priority_reasons)
 
 
 def _settings(**classifier: Any) -> Settings:
