@@ -354,8 +354,10 @@ async def test_the_reset_time_is_read_as_mastodon_py_reads_it(
         await new.mentions_after("1")
         await old.status("1")  # through Mastodon.py
     expected = local_reset(now)
-    assert new.ratelimit_reset == (pytest.approx(expected, abs=1) if expected is not None else None)
-    assert old.ratelimit_reset == (pytest.approx(expected, abs=1) if expected is not None else None)
+    # Date carries whole seconds (up to 1 s lost) and the skew is read when the answer arrives, which on a loaded
+    # machine is a while after `now`: 2 s apart is still far from the 50 s skew being corrected.
+    assert new.ratelimit_reset == (pytest.approx(expected, abs=2) if expected is not None else None)
+    assert old.ratelimit_reset == (pytest.approx(expected, abs=2) if expected is not None else None)
 
 
 @pytest.mark.parametrize(

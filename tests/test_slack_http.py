@@ -373,7 +373,7 @@ def malformed_requests(slack: FakeSlack) -> dict[str, tuple[tuple[str, bytes, st
     no_user = click("1")
     del no_user["user"]
     priority = slack.block_actions_payload(ALICE, "ticket_priority", "", "C0SUPPORT", "1700000000.000100", forged=True)
-    priority["actions"][0]["selected_option"] = {"value": "1:urgent"}
+    priority["actions"][0]["selected_option"] = {"value": "1:critical"}
 
     def submission(metadata: str) -> dict[str, Any]:
         return slack.view_submission_payload(ALICE, "reply_modal", metadata, {})
