@@ -106,6 +106,10 @@ class PayloadsMixin(FakeSlackState):
             parent = self._by_key.get((channel_id, thread_ts))
             if parent is not None:
                 event["parent_user_id"] = parent["user"]
+        return self._event_callback(event, ts)
+
+    def _event_callback(self, event: JSONDict, ts: str) -> JSONDict:
+        """The Events API envelope Slack wraps every event in."""
         return {
             "token": "fake-verification-token",
             "team_id": self.team_id,
@@ -152,26 +156,7 @@ class PayloadsMixin(FakeSlackState):
             "item": {"type": "message", "channel": channel_id, "ts": ts},
             "event_ts": event_ts,
         }
-        return {
-            "token": "fake-verification-token",
-            "team_id": self.team_id,
-            "api_app_id": APP_ID,
-            "event": event,
-            "type": "event_callback",
-            "event_id": self._new_id("Ev"),
-            "event_time": int(Decimal(event_ts)),
-            "authorizations": [
-                {
-                    "enterprise_id": None,
-                    "team_id": self.team_id,
-                    "user_id": self.bot_user_id,
-                    "is_bot": True,
-                    "is_enterprise_install": False,
-                }
-            ],
-            "is_ext_shared_channel": False,
-            "event_context": f"4-{uuid.uuid4().hex}",
-        }
+        return self._event_callback(event, event_ts)
 
     # ------------------------------------------------------------------ interactions, slash commands
 
