@@ -42,7 +42,9 @@ __all__ = [
     "normalise_text",
 ]
 
-ARTIFACT_FORMAT = "mentiondesk-complaint-tfidf-lr/1"
+ARTIFACT_FORMAT = "mentiondesk-complaint-tfidf-lr/2"
+# Format 1 had no triage threshold nor languages; its models still load (no triage band, English assumed).
+READABLE_FORMATS = frozenset({"mentiondesk-complaint-tfidf-lr/1", ARTIFACT_FORMAT})
 DEFAULT_MODEL_PATH = Path(__file__).parent / "artifacts" / "complaint_model.npz"
 COMPLAINT = "complaint"
 OTHER = "other"
@@ -211,7 +213,7 @@ def _read_metadata(json_path: Path) -> dict[str, Any]:
         raise ClassifierError(f"{json_path}: cannot read model metadata ({exc})") from exc
     if not isinstance(meta, dict):
         raise ClassifierError(f"{json_path}: metadata is not a JSON object")
-    if meta.get("format") != ARTIFACT_FORMAT:
+    if meta.get("format") not in READABLE_FORMATS:
         raise ClassifierError(
             f"{json_path}: unsupported artifact format {meta.get('format')!r}, expected {ARTIFACT_FORMAT!r}"
         )
@@ -235,13 +237,42 @@ def _parse_threshold(meta: Mapping[str, Any], json_path: Path) -> float:
     return float(threshold)
 
 
+def _parse_triage_threshold(meta: Mapping[str, Any], threshold: float, json_path: Path) -> float:
+    if meta.get("format") != ARTIFACT_FORMAT and "triage_threshold" not in meta:
+        return threshold  # an older artifact: no triage band
+    triage = meta.get("triage_threshold")
+    if isinstance(triage, bool) or not isinstance(triage, int | float) or not 0.0 < triage <= threshold:
+        raise ClassifierError(
+            f"{json_path}: triage_threshold {triage!r} is not a number in (0, threshold {threshold:g}]"
+        )
+    return float(triage)
+
+
+def _parse_languages(meta: Mapping[str, Any], json_path: Path) -> tuple[str, ...]:
+    languages = meta.get("languages", ["en"])
+    if not isinstance(languages, list) or not languages or not all(isinstance(x, str) and x for x in languages):
+        raise ClassifierError(f"{json_path}: languages {languages!r} is not a list of language codes")
+    return tuple(languages)
+
+
 class ComplaintClassifier:
     """Scores posts; immutable after construction, so one instance can serve many threads."""
 
-    def __init__(self, blocks: Sequence[FeatureBlock], arrays: _Arrays, threshold: float, metadata: dict[str, Any]):
+    def __init__(
+        self,
+        blocks: Sequence[FeatureBlock],
+        arrays: _Arrays,
+        threshold: float,
+        metadata: dict[str, Any],
+        *,
+        triage_threshold: float | None = None,
+        languages: Sequence[str] = ("en",),
+    ):
         self._blocks = tuple(blocks)
         self._arrays = arrays
         self._threshold = threshold
+        self._triage_threshold = threshold if triage_threshold is None else triage_threshold
+        self._languages = tuple(languages)
         self._metadata = metadata
 
     @classmethod
@@ -260,7 +291,15 @@ class ComplaintClassifier:
             )
         blocks = _parse_blocks(meta, json_path)
         arrays = _densify(_read_npz(npz_path), blocks, npz_path)
-        clf = cls(blocks, arrays, _parse_threshold(meta, json_path), meta)
+        threshold = _parse_threshold(meta, json_path)
+        clf = cls(
+            blocks,
+            arrays,
+            threshold,
+            meta,
+            triage_threshold=_parse_triage_threshold(meta, threshold, json_path),
+            languages=_parse_languages(meta, json_path),
+        )
         clf._check_probes(json_path)
         return clf
 
@@ -287,6 +326,16 @@ class ComplaintClassifier:
     @property
     def threshold(self) -> float:
         return self._threshold
+
+    @property
+    def triage_threshold(self) -> float:
+        """Below ``threshold``, at or above this: worth a person's glance (the triage band); below: stored."""
+        return self._triage_threshold
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Language codes of the posts the model was trained on; others belong in triage."""
+        return self._languages
 
     @property
     def metadata(self) -> Mapping[str, Any]:
