@@ -175,6 +175,25 @@ class ClassifierSettings(_Section):
     threshold: float | None = Field(default=None, ge=0, le=1)
     model_path: Path | None = None
     high_priority_score: float = Field(default=0.9, ge=0, le=1)
+    triage_threshold: float | None = Field(default=None, ge=0, le=1)
+    triage_channel: str | None = None
+    tickets_for: tuple[Literal["complaint", "question"], ...] = ("complaint",)
+
+    @model_validator(mode="after")
+    def _bands_in_order(self) -> ClassifierSettings:
+        if self.threshold is not None and self.triage_threshold is not None and self.triage_threshold > self.threshold:
+            raise ValueError(
+                f"triage_threshold ({self.triage_threshold:g}) is above threshold ({self.threshold:g}): the "
+                "triage band lies below the ticket threshold"
+            )
+        return self
+
+    @field_validator("triage_channel")
+    @classmethod
+    def _check_triage_channel(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must name a channel (ID like C0123 or #name), or be left out")
+        return value.strip() if value is not None else None
 
 
 class TicketSettings(_Section):

@@ -1,12 +1,12 @@
 """The tables: every mention, the tickets they open, their SLA clocks, the Slack outbox, the stream cursors, the
-dead letters and the scheduled summaries."""
+dead letters, the scheduled summaries and the agents' labels for the classifier."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, false, true
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, false, text, true
 from sqlmodel import Field, SQLModel
 
 from mentiondesk.storage.types import UTCDateTime, utcnow
@@ -18,6 +18,17 @@ class TicketState:
     WAITING = "waiting"
     RESOLVED = "resolved"
     CLOSED = "closed"
+    # Borderline (score between the two thresholds, or a language the model does not cover): posted to the triage
+    # channel for an agent to open as a ticket or dismiss; no SLA clock runs until it is opened.
+    TRIAGE = "triage"
+
+
+class TicketKind:
+    """What a ticket is about (tickets.label): the classifier's verdict, corrected by agents."""
+
+    COMPLAINT = "complaint"
+    QUESTION = "question"
+    OTHER = "other"  # an agent said "Not a complaint"
 
 
 class Ticket(SQLModel, table=True):
@@ -60,6 +71,19 @@ class Ticket(SQLModel, table=True):
     resolved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     closed_reason: str | None = Field(default=None, max_length=200)
     last_customer_activity_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Tags from the keyword rules of [[classifier.categories]] (delivery, billing, ...), shown on the card.
+    categories: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default=text("'[]'"))
+    )
+    # Why the ticket has its priority ("outage words: down", "4,210 followers"), shown on the card.
+    priority_reasons: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default=text("'[]'"))
+    )
+    # Why it went to triage rather than straight to a ticket, and where that triage message is: kept after an agent
+    # opens it, so the triage message can be updated to say who decided what.
+    triage_reason: str | None = Field(default=None, max_length=200)
+    triage_channel: str | None = Field(default=None, max_length=128)
+    triage_ts: str | None = Field(default=None, max_length=64)
     # A customer who comes back after the reopen window gets a new ticket pointing at the old one.
     previous_ticket_id: int | None = Field(default=None, foreign_key="tickets.id")
 
@@ -91,6 +115,34 @@ class Mention(SQLModel, table=True):
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # False when the post's own time was missing or unreadable: posted_at is then when it was received.
     posted_at_known: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
+
+
+class LabelSource:
+    """Which agent decision a classifier label comes from."""
+
+    NOT_COMPLAINT = "card_not_complaint"  # "Not a complaint" on a ticket's card
+    TRIAGE_OPEN = "triage_open"  # "Open ticket" in the triage channel
+    TRIAGE_DISMISS = "triage_dismiss"  # "Not a complaint" in the triage channel
+    REACTION = "reaction"  # a reaction emoji on a card (slack.label_reactions)
+    KIND = "kind"  # the ticket's kind changed by an agent (complaint <-> question)
+
+
+class ClassifierLabel(SQLModel, table=True):
+    """An agent's judgement of a post, kept as a training label for `mentiondesk classifier train`.
+
+    No copy of the text: training reads it from the mention, so retention and `forget` erase it in one place and a
+    label whose post was erased drops out of training.
+    """
+
+    __tablename__ = "classifier_labels"
+
+    id: int | None = Field(default=None, primary_key=True)
+    mention_id: int = Field(foreign_key="mentions.id", index=True)
+    ticket_id: int | None = Field(default=None, foreign_key="tickets.id")
+    label: str = Field(max_length=16)  # TicketKind
+    source: str = Field(max_length=32)  # LabelSource
+    agent_slack_id: str = Field(max_length=32)
+    decided_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class Note(SQLModel, table=True):
