@@ -35,7 +35,7 @@ try:
 
     from mentiondesk.bot.classify.export import runtime_classifier, write_artifact
     from mentiondesk.bot.classify.recipe import train
-    from mentiondesk.bot.classify.training import PUNCT_TOKENS, SEED, Config, block_counts, oof_scores
+    from mentiondesk.bot.classify.training import PUNCT_TOKENS, SEED, Config, block_counts, oof_scores, predict
     from mentiondesk.bot.classify.tuning import best_threshold, per_fold_metrics
 except ImportError as exc:  # the daemon's install leaves scikit-learn out
     raise SystemExit(
@@ -132,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tried = search(candidate_configs()[: 2 if args.quick else None], posts.texts, y)
     best = max(tried, key=lambda r: (r["macro_f1"]["mean"], -len(r["config"].describe())))
     print(f"best: {best['config'].describe()}")
-    outcome = train(posts.texts, y, best["config"], brand=brand, n_folds=N_FOLDS, inner_folds=INNER_FOLDS, progress=print)
+    outcome = train(
+        posts.texts, y, best["config"], brand=brand, n_folds=N_FOLDS, inner_folds=INNER_FOLDS, progress=print
+    )
 
     meta = write_artifact(
         args.out,
@@ -143,26 +145,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         metadata=metadata(args.data, data_sha, y, outcome.config, outcome.cv, tried),
     )
     # The artifact must reproduce the fitted model (up to float32 storage) on every training text.
-    from mentiondesk.bot.classify.training import predict
-
     reference = predict(
-        outcome.model, block_counts({}, outcome.config.blocks, [normalise_text(t) for t in posts.texts]), outcome.config.blocks
+        outcome.model,
+        block_counts({}, outcome.config.blocks, [normalise_text(t) for t in posts.texts]),
+        outcome.config.blocks,
     )
-    runtime = np.array(runtime_classifier(args.out.with_suffix(".npz"), outcome.config.blocks, outcome.threshold).score_many(posts.texts))
+    runtime = np.array(
+        runtime_classifier(args.out.with_suffix(".npz"), outcome.config.blocks, outcome.threshold).score_many(
+            posts.texts
+        )
+    )
     max_diff = float(np.max(np.abs(reference - runtime)))
     if max_diff > 1e-4:
         raise SystemExit(f"artifact scores differ from the fitted model by {max_diff:.3g}")
     cv = outcome.cv
+    nested = cv["nested_threshold"]["metrics"]
     print(
         f"wrote {args.out.with_suffix('.npz')} ({args.out.with_suffix('.npz').stat().st_size / 1e6:.2f} MB); "
         f"thresholds ticket {meta['threshold']:.2f} triage {meta['triage_threshold']:.2f}; "
-        f"CV macro-F1 {cv['at_threshold']['all']['macro_f1']['mean']:.4f} "
-        f"(brand {cv['at_threshold'].get('brand', {}).get('macro_f1', {}).get('mean', float('nan')):.4f}); "
-        f"nested {cv['nested_threshold']['metrics']['all']['macro_f1']['mean']:.4f} "
-        f"(brand {cv['nested_threshold']['metrics'].get('brand', {}).get('macro_f1', {}).get('mean', float('nan')):.4f}); "
+        f"CV macro-F1 {_f1(cv['at_threshold'], 'all')} (brand {_f1(cv['at_threshold'], 'brand')}); "
+        f"nested {_f1(nested, 'all')} (brand {_f1(nested, 'brand')}); "
         f"max |runtime - sklearn| {max_diff:.2g}; {time.perf_counter() - started:.0f}s"
     )
     return 0
+
+
+def _f1(figures: dict[str, Any], part: str) -> str:
+    return f"{figures[part]['macro_f1']['mean']:.4f}" if part in figures else "n/a"
 
 
 def metadata(

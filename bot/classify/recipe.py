@@ -15,9 +15,18 @@ import numpy.typing as npt
 
 from mentiondesk.bot.classify.features import FeatureBlock
 from mentiondesk.bot.classify.model import normalise_text
-from mentiondesk.bot.classify.training import SEED, Config, Fitted, block_counts, fit, folds_of, oof_scores, predict, rows
+from mentiondesk.bot.classify.training import (
+    SEED,
+    Config,
+    Fitted,
+    block_counts,
+    fit,
+    folds_of,
+    oof_scores,
+    predict,
+    rows,
+)
 from mentiondesk.bot.classify.tuning import (
-    Bands,
     Summary,
     bands,
     best_threshold,

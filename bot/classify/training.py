@@ -9,6 +9,7 @@ a sum over blocks of ``coef . tfidf`` plus an intercept.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -150,6 +151,21 @@ def _lr(config: Config) -> LogisticRegression:
     )
 
 
+def _fit_lr(x: sp.csr_matrix, y: IntArray, config: Config) -> tuple[FloatArray, float]:
+    """Coefficients over all of ``x``'s columns and the intercept.
+
+    liblinear's cost per iteration grows with the number of columns, and hashing leaves most of them empty
+    (a 2^20-column block of a few thousand posts uses a few hundred thousand): fitting on the used columns
+    alone gives the same solution, since an empty column's L2-penalised coefficient is zero, several
+    times faster.
+    """
+    used = np.flatnonzero(np.diff(x.tocsc().indptr))
+    lr = _lr(config).fit(x[:, used], y)
+    coef = np.zeros(x.shape[1], dtype=np.float64)
+    coef[used] = lr.coef_.ravel()
+    return coef, float(lr.intercept_[0])
+
+
 def fit(counts: Sequence[sp.csr_matrix], y: IntArray, config: Config) -> Fitted:
     idfs, dfs = [], []
     for c in counts:
@@ -160,16 +176,15 @@ def fit(counts: Sequence[sp.csr_matrix], y: IntArray, config: Config) -> Fitted:
     if config.combine == "average":
         coefs, intercepts = [], []
         for block_x in weighted:
-            lr = _lr(config).fit(block_x, y)
+            coef, intercept = _fit_lr(block_x, y, config)
             # Averaging log-odds keeps the model linear in the features, so the runtime formula holds.
-            coefs.append(lr.coef_.ravel() / len(weighted))
-            intercepts.append(float(lr.intercept_[0]))
+            coefs.append(coef / len(weighted))
+            intercepts.append(intercept)
         return Fitted(idfs, dfs, coefs, float(np.mean(intercepts)))
-    lr = _lr(config).fit(sp.csr_matrix(sp.hstack(weighted, format="csr")), y)
-    flat = lr.coef_.ravel()
+    flat, intercept = _fit_lr(sp.csr_matrix(sp.hstack(weighted, format="csr")), y, config)
     bounds = np.cumsum([0, *(b.n_features for b in config.blocks)])
-    coef = [np.array(flat[lo:hi], dtype=np.float64) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-    return Fitted(idfs, dfs, coef, float(lr.intercept_[0]))
+    coef = [np.array(flat[lo:hi], dtype=np.float64) for lo, hi in itertools.pairwise(bounds)]
+    return Fitted(idfs, dfs, coef, intercept)
 
 
 def predict(model: Fitted, counts: Sequence[sp.csr_matrix], blocks: Sequence[FeatureBlock]) -> FloatArray:
