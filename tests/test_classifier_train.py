@@ -11,13 +11,13 @@ import asyncio
 import csv
 import json
 import random
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import mentiondesk.bot.classify
 from mentiondesk.bot.classify.retrain import RetrainError, models_folder
 from mentiondesk.bot.classify.tuning import bands, triage_threshold
 from mentiondesk.bot.cli import main
@@ -174,21 +174,22 @@ def test_retrain_without_labels_or_data_says_so(tmp_path: Path, capsys: pytest.C
 def test_models_folder_is_beside_sqlite_and_must_be_set_for_postgres(tmp_path: Path) -> None:
     assert models_folder(None, f"sqlite+aiosqlite:///{tmp_path / 'd.db'}") == tmp_path / "models"
     assert models_folder(tmp_path / "m", "postgresql+asyncpg://u@h/db") == tmp_path / "m"
-    with pytest.raises(RetrainError, match="set classifier.models_dir"):
+    with pytest.raises(RetrainError, match=r"set classifier\.models_dir"):
         models_folder(None, "postgresql+asyncpg://u@h/db")
 
 
-def test_without_scikit_learn_train_exits_2_naming_the_extra(tmp_path: Path) -> None:
+def test_without_scikit_learn_train_exits_2_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = write_config(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'mentiondesk.db'}")
-    code = (
-        "import sys\n"
-        "sys.modules['sklearn'] = None  # as if not installed\n"
-        "from mentiondesk.bot.cli import main\n"
-        f"sys.exit(main(['classifier', 'train', '--config', {str(config)!r}]))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 2
-    assert "install mentiondesk[train]" in result.stderr
+    # As if scikit-learn were not installed: importing it fails, and the training modules load afresh.
+    for name in [m for m in sys.modules if m.split(".")[0] == "sklearn"] or ["sklearn"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    for name in ("retrain", "recipe", "training"):
+        monkeypatch.delitem(sys.modules, f"mentiondesk.bot.classify.{name}", raising=False)
+        monkeypatch.delattr(mentiondesk.bot.classify, name, raising=False)
+    assert main(["classifier", "train", "--config", str(config)]) == 2
+    assert "install mentiondesk[train]" in capsys.readouterr().err
 
 
 def test_triage_threshold_leaves_at_most_5_percent_of_complaints_below_it() -> None:
