@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from mentiondesk.bot.classify.evaluation import GENERAL_DOMAINS, EvalDataError, read_labelled
-from mentiondesk.bot.classify.model import MAX_CHARS, normalise_text
+from mentiondesk.bot.classify.model import MAX_CHARS
 
 try:
     import sklearn
@@ -57,24 +57,26 @@ CITATION = (
 N_FEATURES = 2**20
 
 
-def word(lo: int, hi: int) -> FeatureBlock:
-    return FeatureBlock("word", "word", (lo, hi), N_FEATURES, token_pattern=PUNCT_TOKENS)
+def word(lo: int, hi: int, n_features: int = N_FEATURES) -> FeatureBlock:
+    return FeatureBlock("word", "word", (lo, hi), n_features, token_pattern=PUNCT_TOKENS)
 
 
-def char(analyzer: str, lo: int, hi: int) -> FeatureBlock:
-    return FeatureBlock("char", analyzer, (lo, hi), N_FEATURES)
+def char(analyzer: str, lo: int, hi: int, *, lowercase: bool = True, n_features: int = N_FEATURES) -> FeatureBlock:
+    name = "char" if lowercase else "char_cased"
+    return FeatureBlock(name, analyzer, (lo, hi), n_features, lowercase=lowercase)
 
 
 def candidate_configs() -> list[Config]:
     """A deliberately small grid: each extra setting tried makes the best CV figure more optimistic."""
     return [
-        Config((word(1, 2), char("char", 2, 5)), 10.0),
+        # The shipped model of format 1, for comparison.
+        Config((word(1, 2, 2**18), char("char", 2, 5, n_features=2**18)), 10.0),
+        Config((word(1, 2, 2**18), char("char", 2, 5, lowercase=False, n_features=2**18)), 10.0),
         Config((word(1, 2), char("char", 2, 5)), 10.0, combine="average"),
-        Config((word(1, 2), char("char", 2, 5)), 30.0, combine="average"),
-        Config((word(1, 3), char("char", 2, 5)), 10.0, combine="average"),
-        Config((word(1, 2), char("char", 1, 6)), 10.0, combine="average"),
-        Config((word(1, 2), char("char_wb", 2, 5)), 10.0, combine="average"),
-        Config((word(1, 2), char("char", 2, 5)), 10.0, balanced=True, combine="average"),
+        Config((word(1, 3), char("char", 1, 6)), 10.0, combine="average"),
+        Config((word(1, 2), char("char", 2, 5, lowercase=False)), 10.0),
+        Config((word(1, 2), char("char", 2, 5, lowercase=False)), 20.0, combine="average"),
+        Config((word(1, 2), char("char", 2, 5), char("char", 1, 4, lowercase=False)), 10.0, combine="average"),
     ]
 
 
@@ -92,12 +94,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def search(configs: list[Config], texts: list[str], y: np.ndarray) -> list[dict[str, Any]]:
-    normalised = [normalise_text(t) for t in texts]
     cache: dict[FeatureBlock, Any] = {}
     tried = []
     for n, config in enumerate(configs, 1):
         t0 = time.perf_counter()
-        oof, folds = oof_scores(block_counts(cache, config.blocks, normalised), y, config, N_FOLDS, SEED)
+        oof, folds = oof_scores(block_counts(cache, config.blocks, texts), y, config, N_FOLDS, SEED)
         th = best_threshold(y, oof, folds)
         at_best = per_fold_metrics(y, oof, folds, [th] * N_FOLDS)["macro_f1"]
         tried.append({"config": config, "threshold": th, "macro_f1": at_best})
@@ -147,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The artifact must reproduce the fitted model (up to float32 storage) on every training text.
     reference = predict(
         outcome.model,
-        block_counts({}, outcome.config.blocks, [normalise_text(t) for t in posts.texts]),
+        block_counts({}, outcome.config.blocks, posts.texts),
         outcome.config.blocks,
     )
     runtime = np.array(

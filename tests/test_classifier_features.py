@@ -171,11 +171,11 @@ def test_an_empty_batch_and_empty_texts() -> None:
 def sklearn_path_scores(texts: Sequence[str]) -> npt.NDArray[np.float64]:
     """Scores as the classifier computed them with scikit-learn and scipy, before features.py."""
     arrays = _densify(_read_npz(DEFAULT_MODEL_PATH), ARTIFACT_BLOCKS, DEFAULT_MODEL_PATH)
-    normalised = [normalise_text(t) for t in texts]
     z = np.full(len(texts), arrays.intercept)
     for block, hasher, idf, coef in zip(
         ARTIFACT_BLOCKS, make_hashers(ARTIFACT_BLOCKS), arrays.idf, arrays.coef, strict=True
     ):
+        normalised = [normalise_text(t, lowercase=block.lowercase) for t in texts]
         z += weight_block(sp.csr_matrix(hasher.transform(normalised)), idf, block.sublinear_tf) @ coef
     return _sigmoid(z)
 

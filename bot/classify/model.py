@@ -21,7 +21,7 @@ import math
 import re
 import unicodedata
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ __all__ = [
     "FeatureBlock",
     "block_scores",
     "normalise_text",
+    "normalised_views",
 ]
 
 ARTIFACT_FORMAT = "mentiondesk-complaint-tfidf-lr/2"
@@ -83,8 +84,7 @@ def _drop_control(ch: str) -> str:
     return " " if unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} else ch
 
 
-def normalise_text(text: str) -> str:
-    """Canonical form used at training and inference time; must stay identical for both."""
+def _normalise_keeping_case(text: str) -> str:
     # Lone surrogates (legal in JSON, not in UTF-8) would make the feature hashing raise.
     text = text[: MAX_CHARS * 2].encode("utf-8", "replace").decode("utf-8")
     text = unicodedata.normalize("NFKC", text)
@@ -92,8 +92,27 @@ def normalise_text(text: str) -> str:
         text = "".join(ch if ch.isprintable() else _drop_control(ch) for ch in text)
     text = _URL_RE.sub(" http ", text)
     text = _HANDLE_RE.sub(" @user ", text)
-    text = _WS_RE.sub(" ", text).strip().lower()
-    return text[:MAX_CHARS]
+    return _WS_RE.sub(" ", text).strip()
+
+
+def normalise_text(text: str, *, lowercase: bool = True) -> str:
+    """Canonical form used at training and inference time; must stay identical for both."""
+    text = _normalise_keeping_case(text)
+    return (text.lower() if lowercase else text)[:MAX_CHARS]
+
+
+def normalised_views(texts: Sequence[str], cases: Collection[bool]) -> dict[bool, list[str]]:
+    """``normalise_text`` of every text, lowercased (key True) and/or with case kept (key False).
+
+    The shared steps run once per text however many views a model's blocks need.
+    """
+    kept = [_normalise_keeping_case(t) for t in texts]
+    views: dict[bool, list[str]] = {}
+    if True in cases:
+        views[True] = [t.lower()[:MAX_CHARS] for t in kept]
+    if False in cases:
+        views[False] = [t[:MAX_CHARS] for t in kept]
+    return views
 
 
 def block_scores(
@@ -140,16 +159,16 @@ def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return out
 
 
-def _batches(texts: Sequence[str]) -> Iterator[Sequence[str]]:
+def _batches(texts: Sequence[str]) -> Iterator[slice]:
     """Consecutive slices of at most SCORE_BATCH texts and, unless one text alone exceeds it, SCORE_BATCH_CHARS."""
     start, chars = 0, 0
     for i, text in enumerate(texts):
         if i > start and (i - start == SCORE_BATCH or chars + len(text) > SCORE_BATCH_CHARS):
-            yield texts[start:i]
+            yield slice(start, i)
             start, chars = i, 0
         chars += len(text)
     if start < len(texts):
-        yield texts[start:]
+        yield slice(start, len(texts))
 
 
 @dataclass(frozen=True)
@@ -343,13 +362,17 @@ class ComplaintClassifier:
 
     def decision_function(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
         """Raw log-odds; callers wanting probabilities use ``score_many``."""
-        normalised = [normalise_text(t) for t in texts]
-        return np.concatenate([np.empty(0), *(self._log_odds(batch) for batch in _batches(normalised))])
+        views = normalised_views(texts, {block.lowercase for block in self._blocks})
+        # The views differ only by case folding, so one view's lengths serve to cut batches for both.
+        cut_by = views[True] if True in views else views[False]
+        parts = (self._log_odds({case: view[part] for case, view in views.items()}) for part in _batches(cut_by))
+        return np.concatenate([np.empty(0), *parts])
 
-    def _log_odds(self, normalised: Sequence[str]) -> npt.NDArray[np.float64]:
-        z = np.full(len(normalised), self._arrays.intercept, dtype=np.float64)
+    def _log_odds(self, views: Mapping[bool, Sequence[str]]) -> npt.NDArray[np.float64]:
+        n = len(next(iter(views.values())))
+        z = np.full(n, self._arrays.intercept, dtype=np.float64)
         for block, idf, coef in zip(self._blocks, self._arrays.idf, self._arrays.coef, strict=True):
-            z += block_scores(hash_counts(block, normalised), idf, coef, block.sublinear_tf)
+            z += block_scores(hash_counts(block, views[block.lowercase]), idf, coef, block.sublinear_tf)
         return z
 
     def score_many(self, texts: Sequence[str]) -> list[float]:

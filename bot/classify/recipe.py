@@ -14,7 +14,6 @@ import numpy as np
 import numpy.typing as npt
 
 from mentiondesk.bot.classify.features import FeatureBlock
-from mentiondesk.bot.classify.model import normalise_text
 from mentiondesk.bot.classify.training import (
     SEED,
     Config,
@@ -105,8 +104,7 @@ def train(
 
     ``brand`` marks the brand-addressed rows for their own figures; ``inner_folds=0`` skips the nested CV.
     """
-    normalised = [normalise_text(t) for t in texts]
-    counts = block_counts({}, config.blocks, normalised)
+    counts = block_counts({}, config.blocks, texts)
     progress(f"{n_folds}-fold cross-validation of {config.describe()}")
     oof, folds = oof_scores(counts, y, config, n_folds)
     threshold = best_threshold(y, oof, folds)

@@ -22,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from mentiondesk.bot.classify.features import FeatureBlock
+from mentiondesk.bot.classify.model import normalised_views
 
 __all__ = [
     "PUNCT_TOKENS",
@@ -63,6 +64,7 @@ class Config:
         parts = [
             f"{b.analyzer}{b.ngram_range[0]}-{b.ngram_range[1]}"
             + ("/punct" if b.token_pattern == PUNCT_TOKENS else "")
+            + ("" if b.lowercase else "/cased")
             + f"/2^{int(np.log2(b.n_features))}"
             for b in self.blocks
         ]
@@ -120,12 +122,15 @@ def hash_counts(hashers: Sequence[HashingVectorizer], normalised: Sequence[str])
 
 
 def block_counts(
-    cache: dict[FeatureBlock, sp.csr_matrix], blocks: Sequence[FeatureBlock], normalised: Sequence[str]
+    cache: dict[FeatureBlock, sp.csr_matrix], blocks: Sequence[FeatureBlock], texts: Sequence[str]
 ) -> list[sp.csr_matrix]:
+    """Each block's counts of the raw ``texts``, normalised as the runtime does for that block."""
     # Hashing is stateless, so each block's counts are computed once and shared by all folds and settings.
-    for block in blocks:
-        if block not in cache:
-            cache[block] = hash_counts(make_hashers([block]), normalised)[0]
+    missing = [b for b in blocks if b not in cache]
+    if missing:
+        views = normalised_views(texts, {b.lowercase for b in missing})
+        for block in missing:
+            cache[block] = hash_counts(make_hashers([block]), views[block.lowercase])[0]
     return [cache[b] for b in blocks]
 
 
