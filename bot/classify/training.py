@@ -181,9 +181,9 @@ def fit(counts: Sequence[sp.csr_matrix], y: IntArray, config: Config) -> Fitted:
     if config.combine == "average":
         coefs, intercepts = [], []
         for block_x in weighted:
-            coef, intercept = _fit_lr(block_x, y, config)
+            block_coef, intercept = _fit_lr(block_x, y, config)
             # Averaging log-odds keeps the model linear in the features, so the runtime formula holds.
-            coefs.append(coef / len(weighted))
+            coefs.append(block_coef / len(weighted))
             intercepts.append(intercept)
         return Fitted(idfs, dfs, coefs, float(np.mean(intercepts)))
     flat, intercept = _fit_lr(sp.csr_matrix(sp.hstack(weighted, format="csr")), y, config)
