@@ -171,6 +171,17 @@ def test_retrain_without_labels_or_data_says_so(tmp_path: Path, capsys: pytest.C
     assert not (tmp_path / "models").exists()
 
 
+def test_retrain_on_a_database_not_yet_upgraded_says_to_upgrade(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db_file = tmp_path / "mentiondesk.db"
+    db_file.touch()  # exists, but no schema
+    config = write_config(tmp_path, f"sqlite+aiosqlite:///{db_file}")
+    base = write_base(tmp_path / "base.csv", n=20)
+    assert main(["classifier", "train", "--config", str(config), "--data", str(base)]) == 1
+    assert "run `mentiondesk db upgrade`" in capsys.readouterr().err
+
+
 def test_models_folder_is_beside_sqlite_and_must_be_set_for_postgres(tmp_path: Path) -> None:
     assert models_folder(None, f"sqlite+aiosqlite:///{tmp_path / 'd.db'}") == tmp_path / "models"
     assert models_folder(tmp_path / "m", "postgresql+asyncpg://u@h/db") == tmp_path / "m"

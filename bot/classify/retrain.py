@@ -28,7 +28,7 @@ from mentiondesk.bot.classify.export import write_artifact
 from mentiondesk.bot.classify.model import DEFAULT_MODEL_PATH, ClassifierError, ComplaintClassifier
 from mentiondesk.bot.classify.recipe import Outcome, config_from_metadata, train
 from mentiondesk.bot.classify.tuning import metrics
-from mentiondesk.storage.db import open_engine, session_factory
+from mentiondesk.storage.db import DatabaseError, current_revision, head_revision, open_engine, session_factory
 from mentiondesk.storage.labels import TeamLabel, team_labels
 from mentiondesk.storage.urls import sqlite_path
 
@@ -69,6 +69,11 @@ def models_folder(models_dir: Path | None, database_url: str) -> Path:
 async def read_team_labels(database_url: str) -> list[TeamLabel]:
     engine = await open_engine(database_url, create=False)
     try:
+        current, head = await current_revision(engine), head_revision()
+        if current != head:
+            raise DatabaseError(
+                f"database schema is at {current or 'nothing'}, this version needs {head}: run `mentiondesk db upgrade`"
+            )
         async with session_factory(engine)() as session:
             return await team_labels(session)
     finally:
