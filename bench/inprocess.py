@@ -132,7 +132,6 @@ async def run_pipeline(
             settings=settings,
             sessions=sessions,
             classifier=classifier,
-            threshold=classifier.threshold,
             mastodon=mastodon,
             brand=BRAND,
             wake_outbox=lambda: None,

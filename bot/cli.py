@@ -34,7 +34,7 @@ STATUS_REFRESH_S = 30.0
 
 
 # The commands that read a config file; `--config` may come before or after them.
-CONFIG_COMMANDS = ("run", "check", "db", "report", "forget", "classifier")
+CONFIG_COMMANDS = ("run", "check", "classify", "db", "report", "forget", "classifier")
 
 
 def _add_config_arg(parser: argparse.ArgumentParser, dest: str = "config") -> None:
@@ -81,18 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
     classify = sub.add_parser(
         "classify",
         help="classify JSON lines from stdin",
-        description='Read JSON lines {"text": ...} on stdin; write one JSON line '
-        '{"label": "complaint"|"other", "score": 0..1} per input, in order. A line that cannot be scored '
-        '(blank, invalid JSON, not an object, "text" missing or not a string) gets {"error": "line N: ..."} '
-        'in its place. An input line\'s "id" field, if any, is echoed at the front of its output line '
-        "(error lines too), so callers can join results.",
+        description='Read JSON lines {"text": ...} on stdin; write one JSON line per input, in order: '
+        '{"label": "complaint"|"other", "score": 0..1, "kind": "complaint"|"question"|"other", '
+        '"band": "ticket"|"triage"|"stored", "priority": "urgent"|"high"|"normal"|"low", "priority_reasons": '
+        '[...], "categories": [...]}, decided by the same rules as the daemon. Optional input fields feed the '
+        'priority cues: "language", "followers_count", "reblogs_count", "favourites_count". A line that cannot be '
+        'scored (blank, invalid JSON, not an object, "text" missing or not a string, a count that is not a whole '
+        'number of 0 or more) gets {"error": "line N: ..."} in its place. An input line\'s "id" field, if any, is '
+        "echoed at the front of its output line (error lines too), so callers can join results. Without --config: "
+        "the packaged model and the default rules (no config file is looked for).",
         epilog="exit status: 0 when every line was scored, 1 when any line was an error line "
-        "(or the model cannot be loaded), 2 for bad arguments.",
+        "(or the model cannot be loaded), 2 for bad arguments or a config file that cannot be used.",
+    )
+    _add_config_arg(classify)
+    classify.add_argument(
+        "--threshold",
+        type=_unit_interval,
+        default=None,
+        help="complaint threshold, 0 to 1 (default: the config's, else the model's)",
     )
     classify.add_argument(
-        "--threshold", type=_unit_interval, default=None, help="complaint threshold, 0 to 1 (default: the model's)"
+        "--model", type=Path, default=None, help="model artifact (.npz); default: the config's, else the packaged one"
     )
-    classify.add_argument("--model", type=Path, default=None, help="model artifact (.npz); default: the packaged one")
 
     classifier = sub.add_parser(
         "classifier", help="measure the complaint model", description="Measure the complaint model."
@@ -331,14 +341,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from mentiondesk.bot.classify.cli import run_classify
-    from mentiondesk.bot.classify.model import ComplaintClassifier
+    from mentiondesk.bot.classify.cli import load_model, make_judge, run_classify
+    from mentiondesk.bot.config import ClassifierSettings, load_settings
 
-    classifier = ComplaintClassifier.load(args.model)
+    # Only the file named: a pipeline run from some directory must not pick up a config.toml lying there.
+    settings = load_settings(args.config).classifier if args.config is not None else ClassifierSettings()
+    classifier = load_model(settings, args.model)
+    judge = make_judge(settings, classifier, args.threshold)
     # A stray invalid byte must become an error line for that input, not end the whole run.
     if isinstance(sys.stdin, io.TextIOWrapper):
         sys.stdin.reconfigure(errors="replace")
-    return run_classify(sys.stdin, sys.stdout, classifier, threshold=args.threshold)
+    return run_classify(sys.stdin, sys.stdout, classifier, judge=judge)
 
 
 def _cmd_classifier(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from mentiondesk.bot.cue_settings import CategoryRule, PrioritySettings, check_categories
 from mentiondesk.bot.sla.calendar import (
     ALWAYS_OPEN,
     WEEKDAYS,
@@ -102,6 +103,9 @@ class SlackSettings(_Section):
     needs_approval: tuple[str, ...] = ()
     approval_channel: str | None = None
     slash_command: str = "/mentiondesk"
+    # Reaction emoji (name without colons) -> the label an agent's reaction on a card or triage message records
+    # for the post, as training data for the classifier: {"x" = "other", "rotating_light" = "complaint"}.
+    label_reactions: dict[str, Literal["complaint", "question", "other"]] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -126,6 +130,14 @@ class SlackSettings(_Section):
         if bad:
             raise ValueError(f"must be Slack user IDs (U...) or user group IDs (S...), got {bad!r}")
         return ids
+
+    @field_validator("label_reactions")
+    @classmethod
+    def _check_reactions(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in value if not re.fullmatch(r"[a-z0-9_+'-]{1,100}", name)]
+        if bad:
+            raise ValueError(f'emoji names are written without colons, in lowercase (like "x"), got {bad!r}')
+        return value
 
     @field_validator("slash_command")
     @classmethod
@@ -180,6 +192,11 @@ class ClassifierSettings(_Section):
     tickets_for: tuple[Literal["complaint", "question"], ...] = ("complaint",)
     # Where `mentiondesk classifier train` writes its versioned models; None: `models` beside a SQLite database.
     models_dir: Path | None = None
+    # Priority cues and category tags (bot/cue_settings.py); left out: the built-in lists.
+    priority: PrioritySettings = PrioritySettings()
+    categories: tuple[CategoryRule, ...] | None = None
+
+    _categories = field_validator("categories")(check_categories)
 
     @model_validator(mode="after")
     def _bands_in_order(self) -> ClassifierSettings:

@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import copy
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from mentiondesk.bot.classify.assess import Judge
 from mentiondesk.bot.classify.model import ComplaintClassifier
-from mentiondesk.bot.config import Settings
+from mentiondesk.bot.config import ConfigError, Settings
 from mentiondesk.bot.events import AccountRef
 from mentiondesk.bot.mastodon.client import MastodonClient, StatusLimits
 from mentiondesk.bot.sla.policy import SlaBook, sla_book
@@ -28,17 +30,33 @@ class Tuning:
     """The settings in force and what is built from them; a reload replaces the whole object, never a part."""
 
     settings: Settings
-    threshold: float
+    # The rules that turn a post's score into a band (ticket, triage, stored), a kind and a priority.
+    judge: Judge
     # The SLA policies and calendars, built from settings.sla.
     sla: SlaBook
 
+    @property
+    def threshold(self) -> float:
+        return self.judge.threshold
+
     @classmethod
-    def of(cls, settings: Settings, threshold: float) -> Tuning:
-        return cls(settings=settings, threshold=threshold, sla=sla_book(settings.sla))
+    def of(cls, settings: Settings, model_metadata: Mapping[str, Any]) -> Tuning:
+        """Build everything from settings; thresholds and languages the config leaves out come from the model."""
+        try:
+            judge = Judge.from_settings(settings.classifier, model_metadata)
+        except (ValueError, KeyError, TypeError) as exc:
+            # Only now are the config's classifier keys and the model's own thresholds seen together.
+            raise ConfigError(f"[classifier] with this model: {exc}") from exc
+        return cls(settings=settings, judge=judge, sla=sla_book(settings.sla))
+
+
+def model_rules(classifier: ComplaintClassifier) -> dict[str, Any]:
+    """The model's metadata with the threshold it was loaded with, which its loader has already checked."""
+    return {**classifier.metadata, "threshold": classifier.threshold}
 
 
 class AppContext:
-    """The shared resources, and the current Tuning (settings, threshold, SLA book), which a reload swaps.
+    """The shared resources, and the current Tuning (settings, judge, SLA book), which a reload swaps.
 
     A unit of work that reads settings more than once takes a pinned() view, so it sees one Tuning throughout.
     """
@@ -49,7 +67,6 @@ class AppContext:
         settings: Settings,
         sessions: async_sessionmaker[AsyncSession],
         classifier: ComplaintClassifier,
-        threshold: float,
         mastodon: MastodonClient,
         brand: AccountRef,
         # Nudges the Slack sender after a commit so a new card goes out at once instead of at the next poll.
@@ -65,7 +82,7 @@ class AppContext:
         self.wake_outbox = wake_outbox
         self.limits = limits
         self.slack = slack
-        self._tuning = Tuning.of(settings, threshold)
+        self._tuning = Tuning.of(settings, model_rules(classifier))
         # Pinned views in use, by the Tuning they pinned: a reload waits for the old one's to end.
         self._pins: Counter[Tuning] = Counter()
         self._unpinned = asyncio.Event()
@@ -81,6 +98,10 @@ class AppContext:
     @property
     def threshold(self) -> float:
         return self._tuning.threshold
+
+    @property
+    def judge(self) -> Judge:
+        return self._tuning.judge
 
     @property
     def sla(self) -> SlaBook:

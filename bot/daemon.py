@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.classify.model import ComplaintClassifier
 from mentiondesk.bot.config import Config, ConfigError, Settings
-from mentiondesk.bot.context import AppContext, Tuning
+from mentiondesk.bot.context import AppContext, Tuning, model_rules
 from mentiondesk.bot.dispatch import Dispatcher
 from mentiondesk.bot.erasure import retention_job
 from mentiondesk.bot.events import MentionReceived, MentionsReceived, Post, PostChange, PostEdited
@@ -154,7 +154,6 @@ class Daemon:
         await recompute_open_clocks(sessions, sla_book(settings.sla))
 
         classifier = await asyncio.to_thread(ComplaintClassifier.load, settings.classifier.model_path)
-        threshold = settings.classifier.threshold if settings.classifier.threshold is not None else classifier.threshold
 
         assert secrets.mastodon_token is not None
         mastodon = self._mastodon = MastodonClient(
@@ -197,7 +196,6 @@ class Daemon:
             settings=settings,
             sessions=sessions,
             classifier=classifier,
-            threshold=threshold,
             mastodon=mastodon,
             brand=brand,
             wake_outbox=changed,
@@ -528,10 +526,8 @@ class Daemon:
             raise RuntimeError("daemon not started")
         plan = plan_reload(self.config.settings, config.settings)
         settings = plan.settings
-        classifier = settings.classifier
-        threshold = classifier.threshold if classifier.threshold is not None else self.context.classifier.threshold
         # Everything built before anything is swapped: a failure leaves the running config whole.
-        tuning = Tuning.of(settings, threshold)
+        tuning = Tuning.of(settings, model_rules(self.context.classifier))
         old = self.context.swap(tuning)
         self.config = Config(settings=settings, secrets=self.config.secrets, source=config.source)
         if "sla" in plan.changed:

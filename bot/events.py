@@ -16,6 +16,8 @@ class AccountRef:
     display_name: str
     url: str
     bot: bool = False
+    # None when the server left it out or sent something that is not a count (a judging cue, never required).
+    followers_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class Post:
     mentioned_account_ids: tuple[str, ...] = ()
     # False when the server gave no believable time: created_at is then when the post was received.
     created_at_known: bool = True
+    # As Mastodon counted them when the post was read; None when absent or unreadable.
+    reblogs_count: int | None = None
+    favourites_count: int | None = None
 
 
 @dataclass(frozen=True)

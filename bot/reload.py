@@ -30,9 +30,16 @@ RELOADABLE = frozenset(
         "reports",
         "classifier.threshold",
         "classifier.high_priority_score",
+        "classifier.triage_threshold",
+        "classifier.triage_channel",
+        "classifier.tickets_for",
+        # Pure rules, rebuilt into a new Judge with the thresholds.
+        "classifier.priority",
+        "classifier.categories",
         "mastodon.accept_bots",
         "slack.default_channel",
         "slack.thread_replies",
+        "slack.label_reactions",
         "daemon.log_level",
         "daemon.shutdown_timeout_s",
     }

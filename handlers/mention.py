@@ -20,6 +20,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot import metrics
+from mentiondesk.bot.classify.assess import STORED, TICKET, TRIAGE, Assessment, Cues
+from mentiondesk.bot.classify.cues import REPEAT_WINDOW_DAYS
 from mentiondesk.bot.classify.model import Classification
 from mentiondesk.bot.context import AppContext
 from mentiondesk.bot.dispatch import Router
@@ -31,18 +33,22 @@ from mentiondesk.bot.retry import Verdict, sort_mastodon_error
 from mentiondesk.bot.routing import route
 from mentiondesk.bot.sla import clocks
 from mentiondesk.bot.slack.cards import followup_message
+from mentiondesk.handlers.triage import open_automatically
 from mentiondesk.storage import batches, sla
 from mentiondesk.storage.db import transaction
-from mentiondesk.storage.models import OutboxKind, TicketState
+from mentiondesk.storage.models import OutboxKind, Ticket, TicketState, max_length
 from mentiondesk.storage.ticket_actions import reopen, resume, touch_waiting_renders
 from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 router = Router()
 
-COMPLAINT = "complaint"
-# Tickets a customer's next post joins: open, or waiting on them (which the post ends).
-ACTIVE = (TicketState.OPEN, TicketState.WAITING)
+# Tickets a customer's next post joins: open, waiting on them (which the post ends), or in triage (where it is
+# shown in the triage message's thread and judged with the post there, rather than opening a second item).
+ACTIVE = (TicketState.OPEN, TicketState.WAITING, TicketState.TRIAGE)
+# How far back a customer's tickets count as recent: the judge's repeat cue names this window.
+RECENT_TICKETS_WINDOW = timedelta(days=REPEAT_WINDOW_DAYS)
+TRIAGE_REASON_MAX = max_length(Ticket.triage_reason)
 # How far up a reply chain unread parents are fetched (one status request each) and filed first.
 UNREAD_PARENTS_MAX = 20
 
@@ -132,6 +138,7 @@ class _Entry:
     mention: MentionReceived
     index: int | None
     result: Classification | None = None
+    assessment: Assessment | None = None  # set as the post is placed: the customer's history is a cue
     ancestors: list[str] = field(default_factory=list)
 
     @property
@@ -166,13 +173,14 @@ async def _record_batch(mentions: list[MentionReceived], outcomes: list[BaseExce
     if filed.tickets_touched:
         ctx.wake_outbox()
     for entry, ticket_id in filed.placed:
-        assert entry.result is not None
+        assert entry.assessment is not None
         logger.info(
-            "mention %s from @%s: %s %.2f%s",
+            "mention %s from @%s: %s %.2f, %s%s",
             entry.post.id,
             entry.post.account.acct,
-            entry.result.label,
-            entry.result.score,
+            entry.assessment.kind,
+            entry.assessment.score,
+            entry.assessment.band,
             f" -> ticket #{ticket_id}" if ticket_id is not None else "",
             extra={"status_id": entry.post.id, "ticket_id": ticket_id},
         )
@@ -182,8 +190,8 @@ def _count(filed: _Filed) -> None:
     """The batch is committed: count it for /metrics."""
     stored_at = utcnow()
     for entry, _ in filed.placed:
-        assert entry.result is not None
-        metrics.MENTIONS_INGESTED.labels(source=entry.mention.source, label=entry.result.label).inc()
+        assert entry.assessment is not None
+        metrics.MENTIONS_INGESTED.labels(source=entry.mention.source, label=entry.assessment.kind).inc()
         if entry.post.created_at_known:
             metrics.INGEST_LAG_SECONDS.observe(max(0.0, (stored_at - entry.post.created_at).total_seconds()))
     metrics.TICKETS_OPENED.inc(filed.opened)
@@ -317,6 +325,7 @@ class _Ticket:
     account_id: str
     state: str
     resolved_at: datetime | None
+    created_at: datetime
     channel: str = ""
     stored_id: int | None = None  # None until a ticket opened by this batch is inserted
 
@@ -348,7 +357,7 @@ class _CustomerBook:
     @classmethod
     async def load(cls, session: AsyncSession, entries: list[_Entry], ctx: AppContext) -> _CustomerBook:
         summaries = await batches.customer_tickets(session, {e.post.account.id for e in entries})
-        tickets = [_Ticket(s.id, s.account_id, s.state, s.resolved_at, stored_id=s.id) for s in summaries]
+        tickets = [_Ticket(s.id, s.account_id, s.state, s.resolved_at, s.created_at, stored_id=s.id) for s in summaries]
         book = cls(tickets, {}, ctx)
         await book.learn_threads(session, [p for e in entries if (p := e.post.in_reply_to_id) is not None])
         return book
@@ -364,6 +373,13 @@ class _CustomerBook:
     def tickets_of(self, account_id: str) -> list[_Ticket]:
         return self._by_account.get(account_id, [])
 
+    def recent_tickets(self, post: Post) -> int:
+        """The customer's tickets opened within RECENT_TICKETS_WINDOW before post (items still in triage are not)."""
+        since = post.created_at - RECENT_TICKETS_WINDOW
+        return sum(
+            1 for t in self.tickets_of(post.account.id) if t.state != TicketState.TRIAGE and t.created_at >= since
+        )
+
     def needs_ancestors(self, post: Post) -> bool:
         """Whether placing post may need its wider reply chain: it replies under a post no ticket of theirs holds,
         and they have tickets but none that it would join anyway."""
@@ -376,7 +392,7 @@ class _CustomerBook:
             return False
         return self._holder(post.account.id, [post.in_reply_to_id], open_only=False) is None
 
-    def place(self, post: Post, *, complaint: bool, ancestors: Sequence[str]) -> Placement:
+    def place(self, post: Post, *, new_item: bool, ancestors: Sequence[str]) -> Placement:
         """Which ticket the post belongs to, from the customer's tickets and its reply chain (as handled alone)."""
         account_id = post.account.id
         parent = [post.in_reply_to_id] if post.in_reply_to_id else []
@@ -389,11 +405,11 @@ class _CustomerBook:
             return Placement(join=resolved, reopen=True)
         latest = self._latest(account_id, None)
         if latest is None:
-            return Placement(new=complaint)  # a first-time customer: no request spent on the thread
+            return Placement(new=new_item)  # a first-time customer: no request spent on the thread
         old = self._holder(account_id, parent, open_only=False) or self._holder(account_id, ancestors, open_only=False)
         if old is not None:
             return Placement(previous=old, new=True)
-        return Placement(previous=latest if complaint else None, new=complaint)
+        return Placement(previous=latest if new_item else None, new=new_item)
 
     def _holder(self, account_id: str, status_ids: Sequence[str], *, open_only: bool) -> _Ticket | None:
         holders = [
@@ -420,8 +436,8 @@ class _CustomerBook:
             return None
         return latest
 
-    def opened(self, post: Post, channel: str) -> _Ticket:
-        ticket = _Ticket(self._next_key, post.account.id, TicketState.OPEN, None, channel=channel)
+    def opened(self, post: Post, channel: str, *, state: str, now: datetime) -> _Ticket:
+        ticket = _Ticket(self._next_key, post.account.id, state, None, now, channel=channel)
         self._next_key += 1
         self._by_account.setdefault(post.account.id, []).append(ticket)
         return ticket
@@ -476,10 +492,13 @@ async def _file_all(
     followups: list[int] = []  # positions in mentions
     reopened: list[tuple[_Ticket, Post]] = []
     resumed: list[tuple[_Ticket, Post]] = []
+    # Items in triage a later post of the customer settles: that post alone would have opened a ticket.
+    settled: dict[int, tuple[_Ticket, Post]] = {}
     for entry in entries:
         post, result = entry.post, entry.result
         assert result is not None
-        placement = book.place(post, complaint=result.label == COMPLAINT, ancestors=entry.ancestors)
+        entry.assessment = assessment = ctx.judge.assess(post.text, result.score, _cues(post, book))
+        placement = book.place(post, new_item=assessment.band != STORED, ancestors=entry.ancestors)
         ticket = placement.join
         if ticket is not None:
             if placement.reopen:
@@ -488,16 +507,19 @@ async def _file_all(
             elif placement.resume:
                 book.resumed(ticket)
                 resumed.append((ticket, post))
+            elif ticket.state == TicketState.TRIAGE and assessment.band == TICKET:
+                settled.setdefault(ticket.key, (ticket, post))
             followups.append(len(mentions))
         elif placement.new:
             channel = route(post, ctx.settings.routing.rules, ctx.settings.slack.default_channel)
-            ticket = book.opened(post, channel)
-            row, clocks_started = _ticket_row(post, result, ctx, placement.previous, channel=channel, now=now)
+            state = TicketState.TRIAGE if assessment.band == TRIAGE else TicketState.OPEN
+            ticket = book.opened(post, channel, state=state, now=now)
+            row, clocks_started = _ticket_row(post, assessment, ctx, placement.previous, channel=channel, now=now)
             new_tickets.append((ticket, row))
             clock_rows.extend((ticket, clock) for clock in clocks_started)
         if ticket is not None:
             book.holds(ticket, post.id)
-        mentions.append((entry, ticket, _mention_row(post, entry.mention.source, result, now=now)))
+        mentions.append((entry, ticket, _mention_row(post, entry.mention.source, assessment, now=now)))
 
     # Reopens first: a customer post joining a resolved ticket is only a follow-up once it is open again. Its
     # clocks run again from the post's own time, as the customer's wait does.
@@ -534,6 +556,11 @@ async def _file_all(
     for _, ticket, row in mentions:
         row["ticket_id"] = ticket.stored_id if ticket is not None else None
     mention_ids = await batches.insert_mentions(session, [row for _, _, row in mentions])
+    opened_from_triage = 0
+    for ticket, post in settled.values():
+        assert ticket.stored_id is not None
+        if await open_automatically(session, ctx, ticket.stored_id, at=post.created_at):
+            opened_from_triage += 1
 
     new_ids = {t.stored_id for t, _ in new_tickets}
     outbox: list[dict[str, object]] = []
@@ -541,8 +568,26 @@ async def _file_all(
     for position, (_, ticket, _) in enumerate(mentions):
         if ticket is not None and ticket.stored_id is not None and ticket.stored_id in new_ids:
             first_post.setdefault(ticket.stored_id, position)
-    for (ticket, _), ticket_id in zip(new_tickets, ids, strict=True):
+    for (ticket, row), ticket_id in zip(new_tickets, ids, strict=True):
         first = first_post[ticket_id]
+        opener = mentions[first][0].post
+        if ticket.state == TicketState.TRIAGE:
+            # An agent decides; the ticket's card goes to its routed channel only once they open it.
+            where = str(row["triage_channel"])
+            outbox.append(
+                batches.outbox_row(
+                    kind=OutboxKind.TRIAGE, ticket_id=ticket_id, channel=where, now=now, mention_id=mention_ids[first]
+                )
+            )
+            logger.info(
+                "TriageQueued #%d for @%s in %s: %s",
+                ticket_id,
+                opener.account.acct,
+                where,
+                row["triage_reason"],
+                extra={"ticket_id": ticket_id, "status_id": opener.id, "channel": where},
+            )
+            continue
         # The card itself is rendered when it is sent, so one posted after an outage shows the ticket as it is then.
         outbox.append(
             batches.outbox_row(
@@ -553,7 +598,6 @@ async def _file_all(
                 mention_id=mention_ids[first],
             )
         )
-        opener = mentions[first][0].post
         logger.info(
             "TicketOpened #%d for @%s in %s",
             ticket_id,
@@ -569,7 +613,8 @@ async def _file_all(
         assert ticket is not None and ticket.stored_id is not None
         post = entry.post
         activity[ticket.stored_id] = post.created_at
-        if ticket.stored_id not in new_ids:
+        # An item in triage has no clocks until an agent opens it.
+        if ticket.stored_id not in new_ids and ticket.state != TicketState.TRIAGE:
             answers.append((ticket.stored_id, post.created_at))
         events.append(
             batches.event_row(ticket_id=ticket.stored_id, actor="customer", action="customer_post", detail="", now=now)
@@ -608,25 +653,40 @@ async def _file_all(
     return _Filed(
         placed=[(entry, ticket.stored_id if ticket is not None else None) for (entry, ticket, _) in mentions],
         tickets_touched=bool(new_tickets or followups),
-        opened=len(new_tickets),
+        # Items put in triage are not on the desk: they count as opened when an agent opens them.
+        opened=sum(1 for ticket, _ in new_tickets if ticket.state != TicketState.TRIAGE) + opened_from_triage,
         reopened=reopens,
     )
 
 
-def _priority(score: float, ctx: AppContext) -> str:
-    return "high" if score >= ctx.settings.classifier.high_priority_score else "normal"
+def _cues(post: Post, book: _CustomerBook) -> Cues:
+    """What the judge weighs besides the score: Mastodon's data about the post, the customer's recent tickets."""
+    return Cues(
+        language=post.language,
+        followers=post.account.followers_count,
+        reblogs=post.reblogs_count,
+        favourites=post.favourites_count,
+        recent_tickets=book.recent_tickets(post),
+    )
 
 
 def _ticket_row(
-    post: Post, result: Classification, ctx: AppContext, previous: _Ticket | None, *, channel: str, now: datetime
+    post: Post, assessment: Assessment, ctx: AppContext, previous: _Ticket | None, *, channel: str, now: datetime
 ) -> tuple[dict[str, object], list[dict[str, Any]]]:
-    """The new ticket's row and the rows of the SLA clocks it starts with (their ticket_id still to fill in)."""
-    priority = _priority(result.score, ctx)
-    # From the post's own time: a post read late (after downtime) counts against us as it does for the customer.
-    policy = ctx.sla.policy_for(priority=priority, channel=channel)
-    started = clocks.opening_clocks(ctx.sla, policy, post.created_at)
+    """The new ticket's row and the rows of the SLA clocks it starts with (their ticket_id still to fill in).
+
+    An item for triage starts none: it is not on the desk until an agent opens it, and then its clocks run from
+    the post's own time (handlers/triage.py).
+    """
+    priority = assessment.priority
+    triage = assessment.band == TRIAGE
+    started: list[dict[str, Any]] = []
+    if assessment.band == TICKET:
+        # From the post's own time: a post read late (after downtime) counts against us as it does for the customer.
+        policy = ctx.sla.policy_for(priority=priority, channel=channel)
+        started = clocks.opening_clocks(ctx.sla, policy, post.created_at)
     row: dict[str, object] = {
-        "state": TicketState.OPEN,
+        "state": TicketState.TRIAGE if triage else TicketState.OPEN,
         "priority": priority,
         "customer_account_id": post.account.id,
         "customer_acct": post.account.acct,
@@ -635,7 +695,7 @@ def _ticket_row(
         "root_status_id": post.id,
         "posted_at": post.created_at,
         "received_at": now,
-        "score": result.score,
+        "score": assessment.score,
         "channel": channel,
         "slack_ts": None,
         # None when the policy sets no first-response target: no deadline to show rather than an invented one.
@@ -643,18 +703,28 @@ def _ticket_row(
         "created_at": now,
         "updated_at": now,
         "version": 1,
-        "label": COMPLAINT,
+        "label": assessment.kind,
         "assignee_slack_id": None,
         "first_response_at": None,
         "resolved_at": None,
         "closed_reason": None,
         "last_customer_activity_at": post.created_at,
         "previous_ticket_id": previous.stored_id if previous is not None else None,
+        "categories": list(assessment.categories),
+        "priority_reasons": list(assessment.priority_reasons),
+        "triage_reason": _cut(assessment.triage_reason, TRIAGE_REASON_MAX) if triage else None,
+        # The routed channel gets the card once an agent opens it; until then the message is in the triage channel.
+        "triage_channel": (ctx.settings.classifier.triage_channel or channel) if triage else None,
+        "triage_ts": None,
     }
     return row, started
 
 
-def _mention_row(post: Post, source: str, result: Classification, *, now: datetime) -> dict[str, object]:
+def _cut(text: str | None, limit: int) -> str | None:
+    return text if text is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _mention_row(post: Post, source: str, assessment: Assessment, *, now: datetime) -> dict[str, object]:
     return {
         "status_uri": post.uri,
         "status_id": post.id,
@@ -671,8 +741,8 @@ def _mention_row(post: Post, source: str, result: Classification, *, now: dateti
         "source": source,
         "posted_at": post.created_at,
         "received_at": now,
-        "label": result.label,
-        "score": result.score,
+        "label": assessment.kind,
+        "score": assessment.score,
         "ticket_id": None,
         # Read after an edit (a late poll), the post is stored as edited, so the refresh sweep sees nothing new.
         "edited_at": post.edited_at,

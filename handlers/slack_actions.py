@@ -29,7 +29,8 @@ from mentiondesk.bot.slack.ephemeral import tell
 from mentiondesk.bot.slack.inbound import PayloadRules, action_number, row_number, shown
 from mentiondesk.storage import ticket_actions
 from mentiondesk.storage.db import transaction
-from mentiondesk.storage.models import Ticket, TicketState
+from mentiondesk.storage.labels import record_ticket_label
+from mentiondesk.storage.models import LabelSource, Ticket, TicketKind, TicketState
 from mentiondesk.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
@@ -106,10 +107,14 @@ async def not_a_complaint(
 ) -> bool:
     at = at or utcnow()
     if not await ticket_actions.close(
-        session, ticket_id=ticket_id, actor=user, reason="not a complaint", label="other"
+        session, ticket_id=ticket_id, actor=user, reason="not a complaint", label=TicketKind.OTHER
     ):
         return False
     await clocks.taken_off_desk(session, book, ticket_id, at=at)
+    # The agent's correction is a training label for the classifier, kept only if the close is.
+    await record_ticket_label(
+        session, ticket_id=ticket_id, label=TicketKind.OTHER, source=LabelSource.NOT_COMPLAINT, agent=user, at=at
+    )
     return True
 
 

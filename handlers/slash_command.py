@@ -54,6 +54,8 @@ def _first_response(ticket: Ticket, now: datetime) -> str:
         return f"responded {_date(ticket.first_response_at)}{verdict}"
     if ticket.state == TicketState.WAITING:
         return "paused while waiting on the customer"
+    if ticket.state == TicketState.TRIAGE:
+        return "not started: in triage until an agent opens it"
     if ticket.state != TicketState.OPEN:
         return "closed without a public response"
     if due is None:

@@ -32,6 +32,7 @@ class TicketSummary:
     account_id: str
     state: str
     resolved_at: datetime | None
+    created_at: datetime  # when the desk opened it: how many tickets a customer had lately is a judging cue
 
 
 async def stored_uris(session: AsyncSession, uris: Collection[str]) -> set[str]:
@@ -58,7 +59,13 @@ async def customer_tickets(session: AsyncSession, account_ids: Collection[str]) 
     """Every ticket of these customers, oldest first."""
     conn = await core_connection(session)
     found: list[TicketSummary] = []
-    columns = (TICKETS.c.id, TICKETS.c.customer_account_id, TICKETS.c.state, TICKETS.c.resolved_at)
+    columns = (
+        TICKETS.c.id,
+        TICKETS.c.customer_account_id,
+        TICKETS.c.state,
+        TICKETS.c.resolved_at,
+        TICKETS.c.created_at,
+    )
     for chunk in in_chunks(account_ids):
         rows = await conn.execute(select(*columns).where(TICKETS.c.customer_account_id.in_(chunk)))
         found.extend(TicketSummary(*row) for row in rows)

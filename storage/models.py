@@ -299,6 +299,10 @@ class OutboxKind:
     FOLLOWUP = "followup"  # a message in the card's thread
     UPDATE = "update"  # re-render the card in place (chat.update) from the ticket's current state
     ALERT = "alert"  # a message of its own in row.channel, outside the card's thread (an SLA breach's escalation)
+    # A borderline post's message in row.channel (the triage channel), with "Open ticket" / "Not a complaint";
+    # rendered from the ticket when sent, its ts kept in tickets.triage_ts.
+    TRIAGE = "triage"
+    TRIAGE_UPDATE = "triage_update"  # re-render the triage message in place: an agent decided, a follow-up came
 
 
 class SlackOutbox(SQLModel, table=True):

@@ -89,6 +89,14 @@ async def mark_sent(session: AsyncSession, *, row_id: int, channel: str, ts: str
             .where(col(Ticket.id) == row.ticket_id)
             .values(channel=channel, slack_ts=ts, updated_at=utcnow(), version=col(Ticket.version) + 1),
         )
+    elif row.kind == OutboxKind.TRIAGE:
+        # Apart from the card's: the card posted once an agent opens the ticket must not be mistaken for it.
+        await execute(
+            session,
+            update(Ticket)
+            .where(col(Ticket.id) == row.ticket_id)
+            .values(triage_channel=channel, triage_ts=ts, updated_at=utcnow(), version=col(Ticket.version) + 1),
+        )
 
 
 async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error: str, ambiguous: bool = False) -> None:

@@ -9,9 +9,10 @@ from sqlalchemy import ColumnElement, update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from mentiondesk.storage.db import execute
+from mentiondesk.storage.db import execute, table_of
 from mentiondesk.storage.models import Mention, Note, Reply, Ticket, TicketState
 from mentiondesk.storage.ticket_actions import log_event
+from mentiondesk.storage.triage import was_on_desk
 
 
 async def ticket_for_thread(session: AsyncSession, *, channel: str, thread_ts: str) -> Ticket | None:
@@ -105,7 +106,7 @@ async def day_stats(session: AsyncSession, *, since: datetime, now: datetime) ->
     return DayStats(
         mentions=await _count(session, Mention, col(Mention.received_at) >= since),
         complaints=await _count(session, Mention, col(Mention.received_at) >= since, col(Mention.label) == "complaint"),
-        opened=await _count(session, Ticket, col(Ticket.created_at) >= since),
+        opened=await _count(session, Ticket, col(Ticket.created_at) >= since, was_on_desk(table_of(Ticket))),
         resolved=await _count(session, Ticket, col(Ticket.resolved_at) >= since),
         responded_in_sla=await _count(
             session, Ticket, *responded_today, col(Ticket.first_response_at) <= col(Ticket.first_response_due_at)

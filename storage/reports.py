@@ -32,6 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mentiondesk.storage.db import table_of
 from mentiondesk.storage.models import Reply, ReplyState, SlaClock, SlaClockKind, Ticket, TicketState
+from mentiondesk.storage.priorities import priority_rank
+from mentiondesk.storage.triage import was_on_desk
 
 TICKETS = table_of(Ticket)
 CLOCKS = table_of(SlaClock)
@@ -187,7 +189,8 @@ async def clock_counts(session: AsyncSession, start: datetime, end: datetime) ->
 
 async def ticket_counts(session: AsyncSession, start: datetime, end: datetime) -> TicketCounts:
     t = TICKETS.c
-    opened = _in(t.created_at, start, end)
+    # Items put in triage count once an agent opens them (dated by when the post came in, as other tickets are).
+    opened = and_(_in(t.created_at, start, end), was_on_desk(TICKETS))
 
     def count_where(condition: ColumnElement[bool]) -> Any:
         return select(func.count()).select_from(TICKETS).where(condition).scalar_subquery()
@@ -284,7 +287,8 @@ async def group_counts(session: AsyncSession, start: datetime, end: datetime, by
     answered_key: Any = answerer if by == "agent" else opened_key
 
     opened_rows = await _run(
-        session, _count_by(select(opened_key.label("g")).where(_in(TICKETS.c.created_at, start, end)))
+        session,
+        _count_by(select(opened_key.label("g")).where(_in(TICKETS.c.created_at, start, end), was_on_desk(TICKETS))),
     )
     opened = {row.g: row.n for row in opened_rows if row.g is not None}
     answered_rows = await _run(
@@ -312,6 +316,8 @@ async def group_counts(session: AsyncSession, start: datetime, end: datetime, by
     measured = {row.g: (row.measured, row.met) for row in measured_rows if row.g is not None}
 
     keys = sorted({*opened, *answered, *measured} - {None})
+    if by == "priority":
+        keys.sort(key=priority_rank)  # urgent first, as agents rank them; stable, so unknown values stay in order
     return {
         key: GroupCounts(
             opened=opened.get(key, 0),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, cast, exists, func, literal, or_, select, update
+from sqlalchemy import String, and_, cast, exists, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -31,6 +31,7 @@ from mentiondesk.storage.models import (
     Mention,
     Note,
     OutboxKind,
+    OutboxState,
     Reply,
     ReplyState,
     SlackOutbox,
@@ -53,7 +54,8 @@ EVENTS = table_of(TicketEvent)
 OUTBOX = table_of(SlackOutbox)
 DEAD_LETTERS = table_of(DeadLetter)
 
-_FINISHED = (TicketState.RESOLVED, TicketState.CLOSED)
+# Items nobody took out of triage are erased like closed tickets: they were never on the desk.
+_FINISHED = (TicketState.RESOLVED, TicketState.CLOSED, TicketState.TRIAGE)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ async def erase_tickets(session: AsyncSession, ticket_ids: Collection[int], *, f
                 root_status_id="",
                 version=TICKETS.c.version + 1,
             )
-            .returning(TICKETS.c.id, TICKETS.c.slack_ts)
+            .returning(TICKETS.c.id, TICKETS.c.slack_ts, TICKETS.c.triage_ts)
         )
         rows = list(erased)
         ids = [int(row[0]) for row in rows]
@@ -140,6 +142,18 @@ async def erase_tickets(session: AsyncSession, ticket_ids: Collection[int], *, f
         carded = sorted(int(row[0]) for row in rows if row[1] is not None)
         for ticket_id in carded:
             await queue_card_refresh(session, ticket_id=ticket_id)
+        # A triage message shows the post too, whether or not the item became a ticket with a card.
+        now = utcnow()
+        triaged = sorted(int(row[0]) for row in rows if row[2] is not None)
+        if triaged:
+            await conn.execute(
+                insert(OUTBOX),
+                [
+                    {"kind": OutboxKind.TRIAGE_UPDATE, "ticket_id": t, "channel": "", "text": "", "blocks": []}
+                    | {"created_at": now, "next_attempt_at": now, "state": OutboxState.PENDING, "attempts": 0}
+                    for t in triaged
+                ],
+            )
         total += Erasure(
             mentions=int(mentions.rowcount),
             tickets=len(ids),
@@ -239,9 +253,9 @@ async def expired_dead_letters(session: AsyncSession, *, before: datetime, limit
 async def erase_expired(sessions: async_sessionmaker[AsyncSession], *, before: datetime, chunk: int = CHUNK) -> Erasure:
     """Erase every conversation that ended before `before`, one transaction per chunk.
 
-    A ticket is erased once resolved or closed and untouched (no change, no post) since then: an open one, or
-    one waiting on the customer, keeps its data until it is finished. A mention without a ticket is erased by
-    when it was received; a set-aside feed entry by when it was last read.
+    A ticket is erased once resolved or closed and untouched (no change, no post) since then, as is an item left
+    in triage: an open one, or one waiting on the customer, keeps its data until it is finished. A mention
+    without a ticket is erased by when it was received; a set-aside feed entry by when it was last read.
     """
     total = Erasure()
     while True:

@@ -17,9 +17,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.storage.db import execute
 from mentiondesk.storage.models import OutboxKind, OutboxState, SlackOutbox, Ticket, TicketEvent, TicketState
+
+# Re-exported: the card's priority select is checked against it.
+from mentiondesk.storage.priorities import PRIORITIES as PRIORITIES
 from mentiondesk.storage.types import utcnow
 
-PRIORITIES = ("high", "normal", "low")
 # On the desk: agents are working it, whether or not they are waiting on the customer.
 ACTIVE = (TicketState.OPEN, TicketState.WAITING)
 

@@ -138,13 +138,14 @@ async def all_posts_deleted(session: AsyncSession, *, ticket_id: int) -> bool:
 
 
 async def posts_to_refresh(session: AsyncSession, *, after_id: int, limit: int) -> list[Mention]:
-    """Live customer posts of open tickets (waiting on the customer too) with an id above after_id, in id order
-    (the sweep walks them round)."""
+    """Live customer posts of open tickets (waiting on the customer, or in triage, too) with an id above after_id,
+    in id order (the sweep walks them round)."""
     stmt = (
         select(Mention)
         .join(Ticket, col(Ticket.id) == col(Mention.ticket_id))
         .where(
-            col(Ticket.state).in_([TicketState.OPEN, TicketState.WAITING]),
+            # Posts in triage too: an agent deciding on one should see what it says now.
+            col(Ticket.state).in_([TicketState.OPEN, TicketState.WAITING, TicketState.TRIAGE]),
             col(Mention.deleted_at).is_(None),
             col(Mention.id) > after_id,
         )

@@ -68,12 +68,12 @@ def test_bad_config_exits_2_naming_the_key(
     assert "slack.default_chanel: unknown key" in err and "slack.default_channel: required key is missing" in err
 
 
-@pytest.mark.parametrize("command", ["classify", "demo"])
+@pytest.mark.parametrize("command", ["demo"])
 def test_config_before_a_command_that_reads_none_is_refused(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--config", "config.toml", command])
     assert info.value.code == 2
-    assert f"mentiondesk: error: {command} reads no config file; --config is for: run, check, db, report" in (
+    assert f"mentiondesk: error: {command} reads no config file; --config is for: run, check, classify" in (
         capsys.readouterr().err
     )
 
@@ -199,6 +199,86 @@ def test_classify_accepts_the_ends_of_0_to_1(
     assert json.loads(capsys.readouterr().out)["label"] == label
 
 
+CLASSIFY_CONFIG = """
+[mastodon]
+base_url = "https://social.example"
+[slack]
+default_channel = "#support"
+[classifier]
+# Above any score these posts get from a model, so the rules decide what they are; --threshold 0 below checks
+# that a complaint's score wins.
+threshold = 0.999
+triage_threshold = 0.999
+tickets_for = ["complaint", "question"]
+[classifier.priority]
+followers_high = 500
+[[classifier.priority.words]]
+name = "refund"
+level = "high"
+words = ["refund"]
+[[classifier.categories]]
+name = "money"
+keywords = ["refund", "price"]
+"""
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_classify_with_a_config_applies_its_rules_line_for_line(
+    before: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(CLASSIFY_CONFIG, encoding="utf-8")
+    lines = [
+        {"id": 1, "text": "@shop can I get a refund on a sale item?", "followers_count": 900, "language": "en"},
+        {"id": 2, "text": "@shop my parcel is two weeks late and nobody answers, worst service ever"},
+        {"id": 3, "text": "@shop lovely weather today", "reblogs_count": None},
+        {"id": 4, "text": "@shop hi", "followers_count": "many"},
+        {"id": 5, "text": "@shop wo ist mein Paket?", "language": "de"},
+    ]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(json.dumps(x) + "\n" for x in lines)))
+    argv = ["--config", str(config), "classify"] if before else ["classify", "--config", str(config)]
+    assert main(argv) == 1
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["id"] for o in out] == [1, 2, 3, 4, 5]
+    question, complaint, other, bad, german = out
+    assert (question["kind"], question["band"], question["priority"]) == ("question", "ticket", "urgent")
+    assert question["priority_reasons"] == ["2 high cues together", "refund words: refund", "900 followers"]
+    assert question["categories"] == ["money"]
+    assert (complaint["label"], complaint["kind"]) == ("other", "other")  # no question in it
+    assert (other["kind"], other["band"], other["priority"], other["categories"]) == ("other", "stored", "normal", [])
+    assert bad == {
+        "id": 4,
+        "error": "line 4: 'followers_count' must be a whole number of 0 or more, or null (got 'many')",
+    }
+    assert german["band"] == "triage"
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(lines[0]) + "\n"))
+    assert main([*argv, "--threshold", "0"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["label"], got["kind"], got["band"]) == ("complaint", "complaint", "ticket")
+
+
+def test_classify_without_a_config_uses_the_default_rules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A config.toml where the command runs is not read: only --config names one.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.toml").write_text(CLASSIFY_CONFIG, encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"text": "@shop can I get a refund?"}) + "\n"))
+    assert main(["classify", "--threshold", "1"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    # Questions get low priority by default, and "refund" is a billing keyword, not a priority word.
+    assert (got["kind"], got["priority"], got["priority_reasons"]) == ("question", "low", [])
+    assert got["categories"] == ["billing"]
+
+
+def test_classify_with_a_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(CLASSIFY_CONFIG.replace("followers_high = 500", "followers_high = -5"), encoding="utf-8")
+    assert main(["classify", "--config", str(config)]) == 2
+    assert "classifier.priority.followers_high: must be greater than or equal to 0" in capsys.readouterr().err
+
+
 def test_classify_help_explains_error_lines_ids_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["classify", "--help"])
@@ -220,8 +300,11 @@ async def test_demo_shows_tickets_arriving() -> None:
     maya = re.search(r"@maya +complaint score [0-9.]+ +ticket #([0-9]+)", text)
     assert maya is not None
     assert text.count(f"--- [dry run] would post to #support (thread of ticket #{maya[1]}'s card) ---") == 1
-    assert text.count("--- [dry run]") == 4
-    assert "6 mentions stored, 3 tickets opened" in text
+    # Theo's praise scores in the default model's triage band (0.16 to 0.41): one triage message, and his
+    # question joins that post's ticket (a thread message and a card update).
+    assert text.count("--- [dry run] would post to #support (triage: ") == 1
+    assert text.count("--- [dry run]") == 7
+    assert "6 mentions stored, 4 tickets opened" in text
 
 
 async def _demo_until_signal(sig: signal.Signals, *options: str) -> tuple[int, str, str]:

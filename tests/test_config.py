@@ -30,7 +30,7 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     example = EXAMPLE.read_text(encoding="utf-8")
     for section_name, section in settings.model_dump().items():
         for key in section:
-            documented = f"{key} =" in example or f"[[{section_name}.{key}]]" in example
+            documented = f"{key} =" in example or f"[{section_name}.{key}]" in example  # [x.y] or [[x.y]]
             assert documented, f"{section_name}.{key} not in example"
     for rule_key in ("channel", "keywords", "hashtags", "languages"):
         assert f"{rule_key} =" in example

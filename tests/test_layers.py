@@ -23,6 +23,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "mentiondesk.bot",
             "mentiondesk.bot.config",
+            # The [classifier.priority] and [[classifier.categories]] settings, read by the config.
+            "mentiondesk.bot.cue_settings",
             "mentiondesk.bot.logs",
             "mentiondesk.bot.events",
             # Imports nothing of mentiondesk: every layer above storage may count.

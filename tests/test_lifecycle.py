@@ -340,6 +340,18 @@ def test_plan_keeps_restart_only_keys_at_their_running_values() -> None:
     assert applied.routing == new.routing
 
 
+def test_plan_applies_new_priority_cues_and_categories() -> None:
+    new = _settings(
+        classifier={
+            "priority": {"followers_high": 500},
+            "categories": [{"name": "app", "keywords": ["app"]}],
+        }
+    )
+    plan = plan_reload(_settings(), new)
+    assert (plan.changed, plan.restart_needed) == (("classifier",), ())
+    assert plan.settings.classifier == new.classifier
+
+
 def test_plan_of_the_same_file_changes_nothing() -> None:
     plan = plan_reload(_settings(), _settings())
     assert plan.changed == () and plan.restart_needed == ()

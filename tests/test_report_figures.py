@@ -381,6 +381,14 @@ async def test_backlog_buckets_split_at_their_bounds(sessions: async_sessionmake
     assert got.backlog == [("<1h", 1), ("1-4h", 2), ("4-24h", 2), ("1-3d", 2), (">3d", 2)]
 
 
+async def test_priority_rows_run_from_urgent_to_low(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await seed(
+        sessions, [Seed(i + 1, at(0, i + 1), priority=p) for i, p in enumerate(["low", "urgent", "normal", "high"])]
+    )
+    got = await compute_figures(sessions, PERIOD, with_previous=False, now=NOW)
+    assert [row.key for row in got.by_priority] == ["urgent", "high", "normal", "low"]
+
+
 async def test_daily_points_follow_the_zones_calendar_days(sessions: async_sessionmaker[AsyncSession]) -> None:
     # Answers at 23:30 UTC fall on the next day in Paris (UTC+1 in March before the switch).
     tickets = [

@@ -104,7 +104,6 @@ class Desk:
             settings=settings(**sla),
             sessions=sessions,
             classifier=classifier,
-            threshold=classifier.threshold,
             mastodon=self.mastodon,
             brand=BRAND,
             wake_outbox=lambda: None,

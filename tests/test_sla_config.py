@@ -260,8 +260,9 @@ BERLIN_CALENDAR = table("sla.calendars", CALENDAR)
             id="too-long",
         ),
         pytest.param(
-            [{**POLICY, "priorities": '["urgent"]'}],
-            "sla.policies.priorities (item 1): a ticket's priority is one of 'high', 'normal', 'low', got ['urgent']",
+            [{**POLICY, "priorities": '["critical"]'}],
+            "sla.policies.priorities (item 1): a ticket's priority is one of 'urgent', 'high', 'normal', 'low', got"
+            " ['critical']",
             id="unknown-priority",
         ),
         pytest.param(
@@ -353,7 +354,7 @@ def test_a_changed_calendar_makes_a_different_policy() -> None:
 def test_no_sla_section_keeps_the_old_targets() -> None:
     sla = book("")
     assert [(p.name, p.priorities, p.first_response, p.calendar) for p in sla.policies] == [
-        ("high", frozenset({"high"}), timedelta(minutes=30), ALWAYS_OPEN),
+        ("high", frozenset({"urgent", "high"}), timedelta(minutes=30), ALWAYS_OPEN),
         ("default", frozenset(), timedelta(minutes=60), ALWAYS_OPEN),
     ]
     assert all(p.next_response is None and p.resolution is None for p in sla.policies)
@@ -363,6 +364,8 @@ def test_the_old_keys_become_two_policies_on_the_24_7_calendar() -> None:
     sla = book("[sla]\nfirst_response_minutes = 45\nhigh_priority_first_response_minutes = 10\n")
     assert sla.policy_for(priority="high", channel="#support").first_response == timedelta(minutes=10)
     assert sla.policy_for(priority="normal", channel="#support").first_response == timedelta(minutes=45)
+    # Urgent is newer than these keys; it gets the faster of the two targets, never the default's.
+    assert sla.policy_for(priority="urgent", channel="#support").first_response == timedelta(minutes=10)
     posted = datetime(2026, 6, 6, 23, 55, tzinfo=BERLIN)  # a Saturday night: always open, so due 10 minutes on
     assert sla.default.calendar.add(posted, timedelta(minutes=10)) == datetime(2026, 6, 7, 0, 5, tzinfo=BERLIN)
 
@@ -511,3 +514,15 @@ def test_a_policy_can_target_every_priority_an_agent_can_set() -> None:
     sla = book(text)
     assert sla.policy_for(priority="low", channel="C0SUPPORT").name == "relaxed"
     assert set(TICKET_PRIORITIES) <= set(POLICY_PRIORITIES)
+
+
+def test_urgent_picks_its_own_policy_and_is_refused_nowhere() -> None:
+    text = (
+        table("sla.policies", {"name": '"urgent"', "priorities": '["urgent"]', "first_response": '"15m"'})
+        + table("sla.policies", {"name": '"high"', "priorities": '["high"]', "first_response": '"1h"'})
+        + table("sla.policies", {"name": '"standard"', "first_response": '"4h"'})
+    )
+    sla = book(text)
+    assert sla.policy_for(priority="urgent", channel="C0SUPPORT").first_response == timedelta(minutes=15)
+    assert sla.policy_for(priority="high", channel="C0SUPPORT").name == "high"
+    assert TICKET_PRIORITIES == POLICY_PRIORITIES == ("urgent", "high", "normal", "low")

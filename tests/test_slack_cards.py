@@ -13,8 +13,11 @@ from mastodon_mock.testing.server import MockServer
 
 from mentiondesk.bot.config import Config
 from mentiondesk.bot.mastodon.client import StatusLimits
+from mentiondesk.bot.slack.card_view import card_actions
 from mentiondesk.bot.slack.cards import TicketCard, escape_mrkdwn, followup_message, render_plain, ticket_card
 from mentiondesk.bot.slack.reply_modal import ReplyTarget, reply_view
+from mentiondesk.handlers.slack_actions import priority_choice
+from mentiondesk.storage.models import Ticket
 from tests.fakeslack import FakeSlack
 from tests.test_e2e import COMPLAINT, post
 from tests.test_slack_reply import AGENT, Start, new_ticket, open_modal
@@ -292,6 +295,63 @@ def test_actions_block_appended_when_given() -> None:
     assert blocks[-1] == {"type": "actions", "block_id": "ticket-42-actions", "elements": [button]}
     assert_block_kit_limits(fallback, blocks)
     assert "actions" not in [b["type"] for b in ticket_card(CARD)[1]]
+
+
+def test_categories_and_priority_reasons_are_shown_escaped() -> None:
+    card = replace(
+        CARD,
+        priority="urgent",
+        categories=("delivery", "<!here>"),
+        priority_reasons=("2 high cues together", "outage words: is down", "12,400 followers"),
+    )
+    fallback, blocks = ticket_card(card, now=POSTED)
+    assert block(blocks, "ticket-42-header")["text"]["text"] == "Ticket #42 · urgent priority"
+    why = [e["text"] for e in block(blocks, "ticket-42-why")["elements"]]
+    assert why == [
+        "Categories: delivery, &lt;!here&gt;",
+        "Urgent because: 2 high cues together; outage words: is down; 12,400 followers",
+    ]
+    assert render_plain(fallback, blocks).splitlines()[-1] == (
+        "Categories: delivery, <!here> · Urgent because: 2 high cues together; outage words: is down; 12,400 followers"
+    )
+    assert_block_kit_limits(fallback, blocks)
+    assert_no_injection(fallback, blocks)
+    assert "ticket-42-why" not in [b["block_id"] for b in ticket_card(CARD)[1]]
+
+
+def test_many_long_categories_and_reasons_still_fit() -> None:
+    big = "<@U1>|&>" * 2000
+    card = replace(CARD, categories=(big,) * 500, priority_reasons=(big,) * 500)
+    fallback, blocks = ticket_card(card)
+    why = block(blocks, "ticket-42-why")["elements"]
+    # Shortened before escaping, so the cut is ours (with its marker), never Slack's limit halving an entity.
+    assert [e["text"][-1] for e in why] == ["…", "…"]
+    assert_block_kit_limits(fallback, blocks)
+    assert_no_injection(fallback, blocks)
+
+
+def test_the_priority_select_offers_every_priority_most_pressing_first() -> None:
+    ticket = Ticket(
+        id=7,
+        priority="urgent",
+        customer_account_id="1",
+        customer_acct="a@x.example",
+        root_status_id="1",
+        posted_at=POSTED,
+        received_at=POSTED,
+        score=0.9,
+        channel="C0SUPPORT",
+    )
+    select = card_actions(ticket)[-1]
+    assert [o["value"] for o in select["options"]] == ["7:urgent", "7:high", "7:normal", "7:low"]
+    assert select["initial_option"]["text"]["text"] == "Urgent priority"
+    # Every option the card offers is one the action handler takes.
+    assert [priority_choice({"selected_option": o}) for o in select["options"]] == [
+        (7, "urgent"),
+        (7, "high"),
+        (7, "normal"),
+        (7, "low"),
+    ]
 
 
 # -- followup_message -------------------------------------------------------------

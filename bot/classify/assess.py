@@ -8,10 +8,14 @@ rules live here, apart from the model, so that both models and `mentiondesk clas
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from mentiondesk.bot.classify.cues import Categories, PriorityRules
+from mentiondesk.bot.classify.questions import question_sentence
+from mentiondesk.bot.classify.wordmatch import words_of
 from mentiondesk.bot.config import ClassifierSettings
+from mentiondesk.bot.cue_settings import PrioritySettings
 
 __all__ = ["BANDS", "KINDS", "Assessment", "Cues", "Judge", "primary_language"]
 
@@ -59,6 +63,9 @@ class Judge:
     languages: frozenset[str]  # the languages the model covers; an unknown language counts as covered
     tickets_for: frozenset[str] = frozenset({COMPLAINT})
     high_priority_score: float = 0.9
+    priority_settings: PrioritySettings = field(default_factory=PrioritySettings)
+    categories: Categories = field(default_factory=Categories)
+    _priority_rules: PriorityRules = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.triage_threshold <= self.threshold <= 1.0:
@@ -69,6 +76,8 @@ class Judge:
         unknown = set(self.tickets_for) - set(KINDS[:2])
         if unknown:
             raise ValueError(f"tickets_for takes 'complaint' and 'question', got {sorted(unknown)!r}")
+        rules = PriorityRules(self.priority_settings, self.high_priority_score)
+        object.__setattr__(self, "_priority_rules", rules)
 
     @classmethod
     def from_settings(cls, settings: ClassifierSettings, model_metadata: Mapping[str, Any]) -> Judge:
@@ -84,6 +93,8 @@ class Judge:
             triage_threshold=triage,
             tickets_for=frozenset(settings.tickets_for),
             high_priority_score=settings.high_priority_score,
+            priority_settings=settings.priority,
+            categories=Categories.from_settings(settings.categories),
         )
 
     @classmethod
@@ -92,10 +103,26 @@ class Judge:
 
     def assess(self, text: str, score: float, cues: Cues | None = None) -> Assessment:
         cues = cues or Cues()
-        kind = COMPLAINT if score >= self.threshold else OTHER
+        kind = self.kind(text, score)
         band, reason = self._band(kind, score, cues)
-        priority, reasons = self._priority(score)
-        return Assessment(kind, band, score, priority, reasons, (), reason)
+        default = self.priority_settings.question if kind == QUESTION else self.priority_settings.complaint
+        words = words_of(text)
+        priority, reasons = self._priority_rules.decide(
+            words,
+            default=default,
+            score=score,
+            followers=cues.followers,
+            reblogs=cues.reblogs,
+            favourites=cues.favourites,
+            recent_tickets=cues.recent_tickets,
+        )
+        return Assessment(kind, band, score, priority, reasons, self.categories.of(words), reason)
+
+    def kind(self, text: str, score: float) -> str:
+        """Complaint when the score says so, whatever else the post does: "why is it STILL not here?" asks too."""
+        if score >= self.threshold:
+            return COMPLAINT
+        return QUESTION if question_sentence(text) is not None else OTHER
 
     def _band(self, kind: str, score: float, cues: Cues) -> tuple[str, str | None]:
         language = primary_language(cues.language)
@@ -105,14 +132,10 @@ class Judge:
             return TRIAGE, f"written in '{language}', which the model does not cover ({covered})"
         if kind in self.tickets_for:
             return TICKET, None
-        if kind != QUESTION and score >= self.triage_threshold:
+        # A question that opens no ticket by itself is still a borderline complaint when its score says so.
+        if score >= self.triage_threshold:
             return TRIAGE, (
                 f"complaint score {score:.2f}: between the triage threshold {self.triage_threshold:.2f} "
                 f"and the ticket threshold {self.threshold:.2f}"
             )
         return STORED, None
-
-    def _priority(self, score: float) -> tuple[str, tuple[str, ...]]:
-        if score >= self.high_priority_score:
-            return "high", (f"complaint score {score:.2f}",)
-        return "normal", ()

@@ -1,28 +1,66 @@
 """JSON-lines front end for the complaint classifier (``mentiondesk classify``).
 
-Input: one ``{"text": "..."}`` object per line. Output: exactly one line per input line, in order —
-``{"label": ..., "score": ...}`` or ``{"error": "line N: ..."}`` — so callers can zip input and output.
-An input line's ``"id"`` field, when it has one, is copied to the front of its output line.
+Input: one ``{"text": "..."}`` object per line, optionally with what Mastodon tells about the post (``language``,
+``followers_count``, ``reblogs_count``, ``favourites_count``). Output: exactly one line per input line, in order —
+``{"label", "score", "kind", "band", "priority", "priority_reasons", "categories"}`` or
+``{"error": "line N: ..."}`` — so callers can zip input and output. The daemon's rules decide kind, band, priority
+and categories (bot/classify/assess.py), so a post gets here what it would get in the core loop. An input line's
+``"id"`` field, when it has one, is copied to the front of its output line.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from itertools import islice
+from pathlib import Path
 from typing import Any, TextIO
 
+from mentiondesk.bot.classify.assess import Cues, Judge
 from mentiondesk.bot.classify.model import COMPLAINT, OTHER, ComplaintClassifier
+from mentiondesk.bot.config import ClassifierSettings
 
-__all__ = ["run_classify"]
+__all__ = ["load_model", "make_judge", "run_classify"]
+
+# Input fields that feed the priority cues: Mastodon's names, so a caller can pass a status's fields through.
+_COUNTS = ("followers_count", "reblogs_count", "favourites_count")
 
 
 # What an input line carries over to its output line, so callers can join results without counting lines.
 Echo = dict[str, Any]
 
 
-def _parse(line: str, lineno: int) -> tuple[Echo, str | None, str | None]:
-    """Return (echo, text, None) for a valid line, (echo, None, error message) otherwise."""
+def load_model(settings: ClassifierSettings, override: Path | None = None) -> ComplaintClassifier:
+    """The model the config names (or `--model`'s), loaded once; the one place the CLI loads one."""
+    return ComplaintClassifier.load(override if override is not None else settings.model_path)
+
+
+def make_judge(settings: ClassifierSettings, classifier: ComplaintClassifier, threshold: float | None = None) -> Judge:
+    """The config's rules for this model; `--threshold` moves the complaint threshold (and a triage band above it)."""
+    judge = Judge.from_settings(settings, classifier.metadata)
+    if threshold is None:
+        return judge
+    return replace(judge, threshold=threshold, triage_threshold=min(judge.triage_threshold, threshold))
+
+
+def _cues(obj: dict[str, Any], lineno: int) -> tuple[Cues | None, str | None]:
+    language = obj.get("language")
+    if language is not None and not isinstance(language, str):
+        return None, f"line {lineno}: 'language' must be a string or null ({type(language).__name__})"
+    counts: list[int | None] = []
+    for field in _COUNTS:
+        value = obj.get(field)
+        # bool is an int to Python, never a count to a person.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            return None, f"line {lineno}: '{field}' must be a whole number of 0 or more, or null (got {value!r})"
+        counts.append(value)
+    followers, reblogs, favourites = counts
+    return Cues(language=language, followers=followers, reblogs=reblogs, favourites=favourites), None
+
+
+def _parse(line: str, lineno: int) -> tuple[Echo, tuple[str, Cues] | None, str | None]:
+    """Return (echo, (text, cues), None) for a valid line, (echo, None, error message) otherwise."""
     if not line.strip():
         return {}, None, f"line {lineno}: blank line"
     try:
@@ -38,7 +76,10 @@ def _parse(line: str, lineno: int) -> tuple[Echo, str | None, str | None]:
     if not isinstance(text, str):
         got = "missing" if "text" not in obj else type(text).__name__
         return echo, None, f"line {lineno}: 'text' must be a string ({got})"
-    return echo, text, None
+    cues, error = _cues(obj, lineno)
+    if cues is None:
+        return echo, None, error
+    return echo, (text, cues), None
 
 
 def _batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -48,20 +89,29 @@ def _batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 def _score_batch(
-    batch: list[str], first_lineno: int, classifier: ComplaintClassifier, threshold: float
+    batch: list[str], first_lineno: int, classifier: ComplaintClassifier, judge: Judge
 ) -> tuple[list[str], bool]:
     parsed = [_parse(line, first_lineno + i) for i, line in enumerate(batch)]
-    texts = [text for _, text, _ in parsed if text is not None]
-    scores = iter(classifier.score_many(texts))
+    scores = iter(classifier.score_many([post[0] for _, post, _ in parsed if post is not None]))
     out, any_bad = [], False
-    for echo, text, error in parsed:
-        if text is None:
+    for echo, post, error in parsed:
+        if post is None:
             any_bad = True
             out.append(json.dumps({**echo, "error": error}))
-        else:
-            score = next(scores)
-            label = COMPLAINT if score >= threshold else OTHER
-            out.append(json.dumps({**echo, "label": label, "score": round(score, 4)}))
+            continue
+        text, cues = post
+        score = next(scores)
+        got = judge.assess(text, score, cues)
+        result = {
+            "label": COMPLAINT if score >= judge.threshold else OTHER,
+            "score": round(score, 4),
+            "kind": got.kind,
+            "band": got.band,
+            "priority": got.priority,
+            "priority_reasons": list(got.priority_reasons),
+            "categories": list(got.categories),
+        }
+        out.append(json.dumps({**echo, **result}))
     return out, any_bad
 
 
@@ -70,17 +120,21 @@ def run_classify(
     stdout: TextIO,
     classifier: ComplaintClassifier,
     *,
+    judge: Judge | None = None,
     threshold: float | None = None,
     batch_size: int = 512,
 ) -> int:
-    """Classify JSON lines from ``stdin`` to ``stdout``; 0 if every line was valid, else 1."""
+    """Classify JSON lines from ``stdin`` to ``stdout``; 0 if every line was valid, else 1.
+
+    Without a judge, the default rules for this model (a config's `[classifier]` left empty).
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    cut = classifier.threshold if threshold is None else threshold
+    judge = judge or make_judge(ClassifierSettings(), classifier, threshold)
     status = 0
     lineno = 1
     for batch in _batches(stdin, batch_size):
-        out, any_bad = _score_batch(batch, lineno, classifier, cut)
+        out, any_bad = _score_batch(batch, lineno, classifier, judge)
         lineno += len(batch)
         status |= int(any_bad)
         stdout.write("\n".join(out) + "\n")

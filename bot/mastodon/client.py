@@ -24,6 +24,7 @@ from mentiondesk.bot.mastodon.explain import MastodonSetupError, explain
 from mentiondesk.bot.mastodon.fields import (
     MAX_CLOCK_SKEW,
     UnreadablePost,
+    count_field,
     feed_id,
     objects,
     optional_id,
@@ -111,6 +112,7 @@ def account_from_json(data: Any) -> AccountRef:
         display_name=text_field(data.get("display_name"), limit=_NAME_MAX),
         url=text_field(data.get("url"), limit=_PROFILE_URL_MAX),
         bot=data.get("bot") is True,
+        followers_count=count_field(data.get("followers_count")),
     )
 
 
@@ -153,6 +155,8 @@ def post_from_json(data: Any) -> Post:
         mentioned_account_ids=tuple(
             found for m in mentions if (found := optional_id(m.get("id"), limit=_ACCOUNT_ID_MAX)) is not None
         ),
+        reblogs_count=count_field(data.get("reblogs_count")),
+        favourites_count=count_field(data.get("favourites_count")),
     )
     # Names, handles, URLs and tags are the customer's (or their server's): no bidi or invisible controls.
     return clean_fields(post)

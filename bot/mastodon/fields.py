@@ -21,6 +21,8 @@ MAX_CLOCK_SKEW = timedelta(hours=1)
 
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _DIGITS_RE = re.compile(r"[0-9]+")
+# Past a trillion a count is not a real one (and would not fit a database integer comfortably).
+_COUNT_DIGITS_MAX = 12
 
 
 class UnreadablePost(ValueError):
@@ -71,6 +73,23 @@ def feed_id(value: Any, *, limit: int) -> str | None:
     """A feed entry's id, usable as the feed's cursor (Mastodon's are numbers), or None."""
     found = plain_string(value)
     return found if _DIGITS_RE.fullmatch(found) and len(found) <= limit else None
+
+
+def count_field(value: Any) -> int | None:
+    """A non-negative count (followers, reblogs), or None when missing or not a count.
+
+    JSON numbers only, or digits in a string (some servers quote them); a bool, a fraction, a negative number or
+    one too large to be real reads as unknown rather than as a number it is not.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        found = value
+    elif isinstance(value, str) and _DIGITS_RE.fullmatch(value.strip()) and len(value.strip()) <= _COUNT_DIGITS_MAX:
+        found = int(value.strip())
+    else:
+        return None
+    return found if 0 <= found < 10**_COUNT_DIGITS_MAX else None
 
 
 def time_field(value: Any, *, latest: datetime | None = None) -> datetime | None:

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Literal
 
 from mentiondesk.bot.sla.calendar import ALWAYS_OPEN, BusinessCalendar
 
+# The priorities a ticket can have, most pressing first (the classifier's rules give any of them, agents set them
+# from the card); a policy naming another could never apply. Re-exported: the config checks policies against it.
+from mentiondesk.storage.priorities import PRIORITIES as PRIORITIES
+
 if TYPE_CHECKING:
     from mentiondesk.bot.config import CalendarSettings, SlaSettings
 
-# The priorities a ticket can have (the classifier gives high or normal; agents can also set low from the card);
-# a policy naming another could never apply.
-PRIORITIES = ("high", "normal", "low")
 Clock = Literal["first_response", "next_response", "resolution"]
 CLOCKS: tuple[Clock, ...] = ("first_response", "next_response", "resolution")
 
@@ -101,7 +102,8 @@ def legacy_policies(*, first_response_minutes: int, high_priority_first_response
         )
 
     return (
-        policy("high", frozenset({"high"}), high_priority_first_response_minutes),
+        # Urgent came after these keys: it gets the high target rather than the slower default.
+        policy("high", frozenset({"urgent", "high"}), high_priority_first_response_minutes),
         policy("default", frozenset(), first_response_minutes),
     )
 

@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from mentiondesk.bot.sla.badge import badge
 from mentiondesk.bot.slack.cards import TicketCard, ticket_card
 from mentiondesk.storage.models import Ticket, TicketState
+from mentiondesk.storage.priorities import PRIORITIES
 from mentiondesk.storage.sla import current_clock
 from mentiondesk.storage.tickets import ticket_mentions
 from mentiondesk.storage.types import utcnow
@@ -44,7 +45,7 @@ def _priority_select(ticket: Ticket) -> dict[str, Any]:
     def option(value: str) -> dict[str, Any]:
         return {"text": {"type": "plain_text", "text": f"{value.title()} priority"}, "value": f"{ticket.id}:{value}"}
 
-    options = [option(p) for p in ("high", "normal", "low")]
+    options = [option(p) for p in PRIORITIES]
     current = next((o for o in options if o["value"].endswith(f":{ticket.priority}")), None)
     select: dict[str, Any] = {
         "type": "static_select",
@@ -111,5 +112,7 @@ async def render_card(
         closed_reason=ticket.closed_reason,
         previous_ticket=ticket.previous_ticket_id,
         sla_badge=badge(clock, now).text if clock is not None else None,
+        categories=tuple(ticket.categories),
+        priority_reasons=tuple(ticket.priority_reasons),
     )
     return ticket_card(card, actions=card_actions(ticket), now=now)

@@ -34,6 +34,10 @@ _ACCT_MAX = 200
 _META_MAX = 100
 _SNIPPET_CHARS = 150
 _BADGE_MAX = 400
+# A category name, and the whole list of categories or of priority reasons (word lists can be long); escaping
+# grows text at most five-fold, so an escaped list stays within CONTEXT_TEXT_MAX.
+_TAG_MAX = 40
+_WHY_MAX = 350
 
 TRUNCATED_MARKER = "_… (truncated)_"
 _WORD_JOINER = "\u2060"
@@ -157,7 +161,7 @@ class TicketCard:
 
     number: int
     state: str  # "open" / "waiting" (on the customer) / "resolved" / "closed"
-    priority: str  # "high" / "normal" / "low"
+    priority: str  # "urgent" / "high" / "normal" / "low"
     score: float
     label: str
     author_acct: str
@@ -181,6 +185,10 @@ class TicketCard:
     # The SLA badge of the clock the ticket shows (bot/sla/badge.py), our own mrkdwn; None: the first-response
     # due time alone, as before SLA clocks were kept.
     sla_badge: str | None = None
+    # Tags from the keyword rules and why the ticket has its priority (bot/classify/cues.py). Our own words, but
+    # they quote the config's words and names, so they are escaped like anything else.
+    categories: tuple[str, ...] = ()
+    priority_reasons: tuple[str, ...] = ()
 
 
 _SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,30}$")
@@ -209,6 +217,21 @@ def _status_parts(card: TicketCard, now: datetime) -> list[str]:
         parts.append(f"Closed: {escape_mrkdwn(_clamp(_one_line(card.closed_reason), _META_MAX))}")
     if card.previous_ticket is not None:
         parts.append(f"Follows ticket #{card.previous_ticket}")
+    return parts
+
+
+def _why_parts(card: TicketCard) -> list[str]:
+    """The categories and the priority's reasons, each list clamped so that many long words still fit."""
+    parts = []
+    if card.categories:
+        names = ", ".join(_clamp(_one_line(c), _TAG_MAX) for c in card.categories)
+        parts.append(f"Categories: {escape_mrkdwn(_clamp(names, _WHY_MAX))}")
+    if card.priority_reasons:
+        reasons = "; ".join(_one_line(r) for r in card.priority_reasons)
+        parts.append(
+            f"{escape_mrkdwn(_clamp(_one_line(card.priority), _TAG_MAX)).capitalize()} because: "
+            f"{escape_mrkdwn(_clamp(reasons, _WHY_MAX))}"
+        )
     return parts
 
 
@@ -253,6 +276,10 @@ def ticket_card(
         _context(f"{prefix}-meta", meta),
         _context(f"{prefix}-status", _status_parts(card, now or datetime.now(UTC))),
     ]
+    why = _why_parts(card)
+    if why:
+        # Last before the controls: agents read it when they look at the priority select.
+        blocks.append(_context(f"{prefix}-why", why))
     if actions:
         blocks.append({"type": "actions", "block_id": f"{prefix}-actions", "elements": actions[:ACTIONS_ELEMENTS_MAX]})
     # Escape "@" + acct as a whole: an acct of "here@x" must not become "@here".

@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from mentiondesk.bot.slack.card_view import render_card
 from mentiondesk.bot.slack.cards import render_plain
 from mentiondesk.bot.slack.sender import IDLE_POLL_S
+from mentiondesk.bot.slack.triage_view import render_triage
 from mentiondesk.storage.models import OutboxKind, SlackOutbox, Ticket
 from mentiondesk.storage.outbox import pending_after, pending_count
 
@@ -105,6 +106,10 @@ def _action(row: SlackOutbox, ticket: Ticket) -> str:
         return f"would post to {row.channel}"
     if row.kind == OutboxKind.ALERT:
         return f"would post to {row.channel} (an alert about ticket #{ticket.id})"
+    if row.kind == OutboxKind.TRIAGE:
+        return f"would post to {row.channel} (triage: is ticket #{ticket.id}'s post a complaint?)"
+    if row.kind == OutboxKind.TRIAGE_UPDATE:
+        return f"would update the triage message of ticket #{ticket.id}"
     if row.kind == OutboxKind.UPDATE:
         return f"would update the card of ticket #{ticket.id} in {ticket.channel}"
     return f"would post to {ticket.channel} (thread of ticket #{ticket.id}'s card)"
@@ -114,4 +119,6 @@ async def _render(session: AsyncSession, row: SlackOutbox, ticket: Ticket) -> tu
     # As the real sender does: a card shows the ticket as it is now; thread messages were fixed when queued.
     if row.kind in (OutboxKind.FOLLOWUP, OutboxKind.ALERT):
         return row.text, row.blocks
+    if row.kind in (OutboxKind.TRIAGE, OutboxKind.TRIAGE_UPDATE):
+        return await render_triage(session, ticket)
     return await render_card(session, ticket)

@@ -62,6 +62,8 @@ def configured_channels(settings: Settings) -> list[ConfiguredChannel]:
         found.append(ConfiguredChannel("sla.escalation_channel", settings.sla.escalation_channel))
     if settings.reports.channel:
         found.append(ConfiguredChannel("reports.channel", settings.reports.channel))
+    if settings.classifier.triage_channel:
+        found.append(ConfiguredChannel("classifier.triage_channel", settings.classifier.triage_channel))
     return found
 
 

@@ -40,8 +40,9 @@ from mentiondesk.bot.slack.card_view import render_card
 from mentiondesk.bot.slack.parking import Parking
 from mentiondesk.bot.slack.problems import DEFAULT_BOT_NAME
 from mentiondesk.bot.slack.reachability import SlackReachability
+from mentiondesk.bot.slack.triage_view import render_triage
 from mentiondesk.storage.db import transaction
-from mentiondesk.storage.models import OutboxKind, SlackOutbox, Ticket
+from mentiondesk.storage.models import OutboxKind, SlackOutbox, Ticket, TicketState
 from mentiondesk.storage.outbox import claim, due_messages, in_doubt, mark_retry, mark_sent, next_due_at
 from mentiondesk.storage.types import utcnow
 
@@ -217,8 +218,12 @@ class SlackSender:
 
     def _target(self, row: SlackOutbox, ticket: Ticket) -> tuple[str, str | None] | None:
         """Channel and thread (or, for a refresh, the card's ts) of a message; None while the card is not in Slack."""
-        if row.kind in (OutboxKind.CARD, OutboxKind.ALERT):
+        if row.kind in (OutboxKind.CARD, OutboxKind.ALERT, OutboxKind.TRIAGE):
             return row.channel, None
+        if row.kind == OutboxKind.TRIAGE_UPDATE or _in_triage_thread(ticket):
+            if ticket.triage_ts is None or ticket.triage_channel is None:
+                return None  # the triage message's own send wakes us
+            return ticket.triage_channel, ticket.triage_ts
         if ticket.slack_ts is None:
             return None
         return ticket.channel, ticket.slack_ts
@@ -227,7 +232,7 @@ class SlackSender:
         target = self._target(row, ticket)
         if target is None:
             return IDLE_POLL_S  # the card's own send wakes us
-        if row.kind == OutboxKind.UPDATE:
+        if row.kind in (OutboxKind.UPDATE, OutboxKind.TRIAGE_UPDATE):
             return 0.0  # edits are not under the one-message-per-second posting limit
         return self._channel_free_at.get(target[0], 0.0) - time.monotonic()
 
@@ -248,7 +253,7 @@ class SlackSender:
         deadline = await self._claim(row)
         if deadline is None:
             return  # another daemon sharing the database is sending it
-        if row.kind == OutboxKind.UPDATE:
+        if row.kind in (OutboxKind.UPDATE, OutboxKind.TRIAGE_UPDATE):
             await self._refresh_card(row, channel, thread_ts, text, blocks, deadline)
             return
         self._channel_free_at[channel] = time.monotonic() + self._settings.post_interval_s
@@ -305,6 +310,10 @@ class SlackSender:
         async with self._sessions() as session:
             ticket = await session.get(Ticket, row.ticket_id)
             assert ticket is not None
+            if row.kind in (OutboxKind.TRIAGE, OutboxKind.TRIAGE_UPDATE) or (
+                row.kind == OutboxKind.UPDATE and _in_triage_thread(ticket)
+            ):
+                return await render_triage(session, ticket)
             return await render_card(session, ticket)
 
     async def _claim(self, row: SlackOutbox) -> float | None:
@@ -335,6 +344,15 @@ class SlackSender:
             await self._parking.went_through(session, channel, posted_channel)
         self.sent += 1
         self._channel_free_at.setdefault(posted_channel, self._channel_free_at[channel])
+        if row.kind == OutboxKind.TRIAGE:
+            logger.info(
+                "TriagePosted ticket #%d in %s ts=%s",
+                row.ticket_id,
+                posted_channel,
+                ts,
+                extra=_fields(row, posted_channel),
+            )
+            self._wake.set()  # follow-ups may have been waiting for the triage message's thread
         if row.kind == OutboxKind.CARD:
             logger.info(
                 "CardPosted ticket #%d in %s ts=%s",
@@ -454,6 +472,18 @@ class SlackSender:
                 error=verdict.reason,
                 ambiguous=ambiguous,
             )
+
+
+def _in_triage_thread(ticket: Ticket) -> bool:
+    """Whether the ticket's thread and message are its triage message's: it has no card and none is coming.
+
+    A card comes once an agent opens the item; a dismissed item (closed from triage) never gets one.
+    """
+    return (
+        ticket.slack_ts is None
+        and ticket.triage_reason is not None
+        and ticket.state in (TicketState.TRIAGE, TicketState.CLOSED)
+    )
 
 
 def _names_outbox_row(message: dict[str, Any], row: SlackOutbox) -> bool:

@@ -21,7 +21,7 @@ from decimal import Decimal
 
 from aiohttp import web
 
-from .protocol import APP_ID, BOT_ID, JSONDict
+from .protocol import APP_ID, BOT_ID, ApiError, JSONDict
 from .state import FakeSlackState
 
 
@@ -114,6 +114,52 @@ class PayloadsMixin(FakeSlackState):
             "type": "event_callback",
             "event_id": self._new_id("Ev"),
             "event_time": int(Decimal(ts)),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": self.team_id,
+                    "user_id": self.bot_user_id,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+            "event_context": f"4-{uuid.uuid4().hex}",
+        }
+
+    def reaction_added_payload(self, user_id: str, channel: str, ts: str, name: str) -> JSONDict:
+        """An ``events_api`` event_callback for a user adding a reaction (the reaction is recorded on the message).
+
+        Refused (ValueError) as Slack would refuse it or never deliver it: no such message, an invalid emoji
+        name, a reaction the user already added, a channel the bot is not in, or an app without reactions:read.
+        """
+        channel_id = self._channel_id(channel, allow_name=True)
+        if not self._channels[channel_id].bot_is_member:
+            raise ValueError(f"the bot is not in {channel_id}: Slack sends it no reaction_added from there")
+        if "reactions:read" not in self.scopes:
+            raise ValueError("without the reactions:read scope Slack sends no reaction_added events")
+        try:
+            record = self._react(user_id, channel_id, ts, name)
+        except ApiError as exc:
+            raise ValueError(f"Slack would refuse this reaction: {exc}") from None
+        self.known_users.add(user_id)
+        event_ts = self._next_ts()
+        event: JSONDict = {
+            "type": "reaction_added",
+            "user": user_id,
+            "reaction": name,
+            "item_user": record["user"],
+            "item": {"type": "message", "channel": channel_id, "ts": ts},
+            "event_ts": event_ts,
+        }
+        return {
+            "token": "fake-verification-token",
+            "team_id": self.team_id,
+            "api_app_id": APP_ID,
+            "event": event,
+            "type": "event_callback",
+            "event_id": self._new_id("Ev"),
+            "event_time": int(Decimal(event_ts)),
             "authorizations": [
                 {
                     "enterprise_id": None,

@@ -62,6 +62,7 @@ DEFAULT_SCOPES = frozenset(
         "commands",
         "usergroups:read",
         "files:write",
+        "reactions:read",
     }
 )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -118,6 +119,24 @@ class FakeSlackState:
     def _read_scope(self, channel: FakeChannel, kind: str) -> str:
         """The scope reading ``kind`` ("read" or "history") of this channel needs: channels:* or groups:*."""
         return f"{'groups' if channel.is_private else 'channels'}:{kind}"
+
+    def _react(self, user_id: str, channel_id: str, ts: str, name: object) -> JSONDict:
+        """Add user_id's reaction to a stored message, as reactions.add does; returns the message."""
+        record = self._by_key.get((channel_id, ts))
+        if record is None:
+            raise ApiError("message_not_found")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_+'-]{1,100}", name):
+            raise ApiError("invalid_name")
+        reactions: list[JSONDict] = record.setdefault("reactions", [])
+        found = next((r for r in reactions if r["name"] == name), None)
+        if found is None:
+            found = {"name": name, "users": [], "count": 0}
+            reactions.append(found)
+        if user_id in found["users"]:
+            raise ApiError("already_reacted")
+        found["users"].append(user_id)
+        found["count"] += 1
+        return record
 
     def _visible_channel(self, value: object, *, allow_name: bool, scope_kind: str | None = None) -> FakeChannel:
         """The channel, as far as the bot may see it: a private channel it is not in does not exist for it."""

@@ -156,6 +156,7 @@ class WebApiMixin(FakeSlackState):
             "conversations.replies": self._conversations_replies,
             "conversations.info": self._conversations_info,
             "conversations.list": self._conversations_list,
+            "reactions.add": self._reactions_add,
             "views.open": self._views_open,
             "views.update": self._views_update,
             "usergroups.users.list": self._usergroups_users_list,
@@ -311,6 +312,13 @@ class WebApiMixin(FakeSlackState):
         self._check_sent_markup("chat.update", channel_id, p, changes)
         message = self._render(record, with_metadata=True)
         return {"channel": channel_id, "ts": record["ts"], "text": record["text"], "message": message}
+
+    def _reactions_add(self, p: JSONDict) -> JSONDict:
+        # The manifest does not ask for reactions:write: the product only reads reactions, so a call fails.
+        self._require_scope("reactions:write")
+        channel_id = self._visible_channel(p.get("channel"), allow_name=False).id
+        self._react(self.bot_user_id, channel_id, str(p.get("timestamp")), p.get("name"))
+        return {}
 
     def _chat_post_ephemeral(self, p: JSONDict) -> JSONDict:
         self._require_scope("chat:write")
