@@ -34,7 +34,7 @@ STATUS_REFRESH_S = 30.0
 
 
 # The commands that read a config file; `--config` may come before or after them.
-CONFIG_COMMANDS = ("run", "check", "classify", "db", "report", "forget")
+CONFIG_COMMANDS = ("run", "check", "classify", "db", "report", "forget", "classifier")
 
 
 def _add_config_arg(parser: argparse.ArgumentParser, dest: str = "config") -> None:
@@ -123,6 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=_unit_interval, default=None, help="complaint threshold, 0 to 1 (default: the model's)"
     )
     evaluate.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    retrain = classifier_sub.add_parser(
+        "train",
+        help="retrain on the base data plus the team's labels",
+        description="Retrain the complaint model on the base training data plus the posts agents labelled, print "
+        "the before/after figures, write complaint-model-v<N>.{npz,json} to classifier.models_dir and install it "
+        "as current.{npz,json} unless a figure dropped. Needs the train extra: pip install 'mentiondesk[train]'.",
+        epilog="exit status: 0 when the new model was installed, 1 when it scored worse and was not (or "
+        "training failed), 2 for bad arguments, config or data, or without the train extra.",
+    )
+    _add_config_arg(retrain)
+    retrain.add_argument(
+        "--data", type=Path, default=None, metavar="CSV", help="the base training data (default: the shipped file)"
+    )
+    retrain.add_argument("--force", action="store_true", help="install the new model even when it scores worse")
+    retrain.add_argument("--folds", type=int, default=10, help="cross-validation folds (default: %(default)s)")
 
     db = sub.add_parser("db", help="database schema commands", description="Database schema commands.")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
@@ -340,6 +355,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_classifier(args: argparse.Namespace) -> int:
+    if args.classifier_command == "train":
+        return _cmd_classifier_train(args)
     from mentiondesk.bot.classify.evaluation import EvalDataError, as_json, as_table, evaluate, read_labelled
     from mentiondesk.bot.classify.model import ComplaintClassifier
 
@@ -355,6 +372,49 @@ def _cmd_classifier(args: argparse.Namespace) -> int:
         print(json.dumps(as_json(result, threshold=threshold)))
     else:
         print(as_table(result, threshold=threshold))
+    return EXIT_OK
+
+
+def _cmd_classifier_train(args: argparse.Namespace) -> int:
+    try:
+        from mentiondesk.bot.classify import retrain
+    except ImportError as exc:  # scikit-learn or scipy missing: the daemon's install leaves them out
+        print(f"mentiondesk: training needs scikit-learn ({exc}); install mentiondesk[train]", file=sys.stderr)
+        return EXIT_CONFIG
+    from mentiondesk.bot.classify.evaluation import EvalDataError
+
+    if args.folds < 2:
+        print("mentiondesk: --folds must be at least 2", file=sys.stderr)
+        return EXIT_CONFIG
+    config = _load(args.config)
+    settings = config.settings
+    _setup_logging("WARNING", config)
+    try:
+        result = asyncio.run(
+            retrain.run(
+                database_url=settings.database.url,
+                data=args.data or retrain.DEFAULT_BASE_DATA,
+                model_path=settings.classifier.model_path,
+                models_dir=settings.classifier.models_dir,
+                force=args.force,
+                n_folds=args.folds,
+                progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+            )
+        )
+    except (retrain.RetrainError, EvalDataError) as exc:
+        print(f"mentiondesk: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(result.report)
+    for drop in result.drops:
+        print(f"worse: {drop}")
+    if not result.installed:
+        print(
+            f"wrote {result.version_path} but did not install it; rerun with --force to install it anyway",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    current = result.version_path.with_name("current.npz")
+    print(f'installed {result.version_path.name} as {current}; set classifier.model_path = "{current}" and restart')
     return EXIT_OK
 
 

@@ -190,6 +190,8 @@ class ClassifierSettings(_Section):
     triage_threshold: float | None = Field(default=None, ge=0, le=1)
     triage_channel: str | None = None
     tickets_for: tuple[Literal["complaint", "question"], ...] = ("complaint",)
+    # Where `mentiondesk classifier train` writes its versioned models; None: `models` beside a SQLite database.
+    models_dir: Path | None = None
     # Priority cues and category tags (bot/cue_settings.py); left out: the built-in lists.
     priority: PrioritySettings = PrioritySettings()
     categories: tuple[CategoryRule, ...] | None = None

@@ -33,6 +33,8 @@ RELOADABLE = frozenset(
         "classifier.triage_threshold",
         "classifier.triage_channel",
         "classifier.tickets_for",
+        # Read by `mentiondesk classifier train` only; the running daemon has nothing to redo.
+        "classifier.models_dir",
         # Pure rules, rebuilt into a new Judge with the thresholds.
         "classifier.priority",
         "classifier.categories",

@@ -72,6 +72,23 @@ def test_packaged_artifact_loads(clf: ComplaintClassifier) -> None:
     assert clf.metadata["training_set"]["rows"] > 0
 
 
+def test_packaged_model_has_a_triage_band_below_its_threshold_and_covers_english(clf: ComplaintClassifier) -> None:
+    assert 0.0 < clf.triage_threshold < clf.threshold
+    assert clf.languages == ("en",)
+    assert clf.classify("@shop third refund request and still nothing, cancelling now").label == "complaint"
+
+
+def test_a_format_1_model_still_loads_without_a_triage_band(tmp_path: Path) -> None:
+    npz = copy_artifact(tmp_path)
+    meta = json.loads(npz.with_suffix(".json").read_text(encoding="utf-8"))
+    del meta["triage_threshold"], meta["languages"]
+    meta["format"] = "mentiondesk-complaint-tfidf-lr/1"
+    npz.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+    old = ComplaintClassifier.load(npz)
+    assert old.triage_threshold == old.threshold
+    assert old.languages == ("en",)
+
+
 def test_load_accepts_json_path_too() -> None:
     clf = ComplaintClassifier.load(DEFAULT_MODEL_PATH.with_suffix(".json"))
     assert clf.threshold == ComplaintClassifier.load().threshold
@@ -129,6 +146,9 @@ def test_corrupt_metadata_names_file(tmp_path: Path) -> None:
         ({"features": {"blocks": []}}, "no feature blocks"),
         ({"features": {"blocks": [{"name": "x"}]}}, "feature settings are invalid"),
         ({"probes": [{"text": "hello there", "score": 0.123456789}]}, "probe scores differ"),
+        ({"triage_threshold": 0.95}, r"triage_threshold 0\.95 is not a number in \(0, threshold"),
+        ({"triage_threshold": None}, "triage_threshold None"),
+        ({"languages": []}, "languages"),
     ],
 )
 def test_mismatched_metadata_is_rejected(tmp_path: Path, changes: dict[str, object], reason: str) -> None:

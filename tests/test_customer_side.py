@@ -107,7 +107,11 @@ async def test_post_on_recently_resolved_ticket_reopens_it(
 async def test_post_after_the_reopen_window_opens_a_linked_ticket(
     mastodon: MockServer, slack: FakeSlack, make_config: Callable[..., Config], start_daemon: Start
 ) -> None:
-    daemon = await start_daemon(make_config(tickets={"reopen_window_days": 7}))
+    # No triage band (both thresholds equal): calm words below the ticket threshold would otherwise go to
+    # triage, and this test is about the link between the tickets.
+    no_band = {"threshold": 0.5, "triage_threshold": 0.5}
+    config = make_config(tickets={"reopen_window_days": 7}, classifier=no_band)
+    daemon = await start_daemon(config)
     first, old = await _opened_with_card(daemon, mastodon, slack)
     await _resolve(daemon, old.id, days_ago=8)
     # Calm words, but a reply in the old ticket's thread: a follow-up, so a new ticket that links back.

@@ -273,7 +273,8 @@ async def test_reload_moves_open_tickets_due_times_and_applies_the_threshold(
 
     data = settings_dict(mastodon_url=mastodon.base_url, slack_url=slack.base_url, db_url=db_url)
     data["sla"] = {"policies": [{"name": "standard", "first_response": "3h"}]}
-    data["classifier"] = {"threshold": 1.0}  # nothing is a complaint any more
+    # Nothing is a complaint any more, nor worth triage (the model's own triage band would catch it).
+    data["classifier"] = {"threshold": 1.0, "triage_threshold": 1.0}
     result = await _reload(daemon, data)
     assert result.changed == ("classifier", "sla") and result.restart_needed == ()
 

@@ -46,6 +46,8 @@ class FeatureBlock:
     n_features: int
     token_pattern: str | None = None  # word blocks only
     sublinear_tf: bool = True
+    # False: n-grams of the text with its case kept ("NEVER AGAIN" reads differently from "never again").
+    lowercase: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +57,7 @@ class FeatureBlock:
             "n_features": self.n_features,
             "token_pattern": self.token_pattern,
             "sublinear_tf": self.sublinear_tf,
+            "lowercase": self.lowercase,
         }
 
     @classmethod
@@ -67,6 +70,8 @@ class FeatureBlock:
             n_features=int(raw["n_features"]),
             token_pattern=None if raw.get("token_pattern") is None else str(raw["token_pattern"]),
             sublinear_tf=bool(raw["sublinear_tf"]),
+            # Artifacts of format 1 predate the key: every block then read lowercased text.
+            lowercase=bool(raw.get("lowercase", True)),
         )
         if block.analyzer not in {"word", "char", "char_wb"}:
             raise ValueError(f"unknown analyzer {block.analyzer!r}")

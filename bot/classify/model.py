@@ -21,7 +21,7 @@ import math
 import re
 import unicodedata
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,12 @@ __all__ = [
     "FeatureBlock",
     "block_scores",
     "normalise_text",
+    "normalised_views",
 ]
 
-ARTIFACT_FORMAT = "mentiondesk-complaint-tfidf-lr/1"
+ARTIFACT_FORMAT = "mentiondesk-complaint-tfidf-lr/2"
+# Format 1 had no triage threshold nor languages; its models still load (no triage band, English assumed).
+READABLE_FORMATS = frozenset({"mentiondesk-complaint-tfidf-lr/1", ARTIFACT_FORMAT})
 DEFAULT_MODEL_PATH = Path(__file__).parent / "artifacts" / "complaint_model.npz"
 COMPLAINT = "complaint"
 OTHER = "other"
@@ -81,8 +84,7 @@ def _drop_control(ch: str) -> str:
     return " " if unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} else ch
 
 
-def normalise_text(text: str) -> str:
-    """Canonical form used at training and inference time; must stay identical for both."""
+def _normalise_keeping_case(text: str) -> str:
     # Lone surrogates (legal in JSON, not in UTF-8) would make the feature hashing raise.
     text = text[: MAX_CHARS * 2].encode("utf-8", "replace").decode("utf-8")
     text = unicodedata.normalize("NFKC", text)
@@ -90,8 +92,27 @@ def normalise_text(text: str) -> str:
         text = "".join(ch if ch.isprintable() else _drop_control(ch) for ch in text)
     text = _URL_RE.sub(" http ", text)
     text = _HANDLE_RE.sub(" @user ", text)
-    text = _WS_RE.sub(" ", text).strip().lower()
-    return text[:MAX_CHARS]
+    return _WS_RE.sub(" ", text).strip()
+
+
+def normalise_text(text: str, *, lowercase: bool = True) -> str:
+    """Canonical form used at training and inference time; must stay identical for both."""
+    text = _normalise_keeping_case(text)
+    return (text.lower() if lowercase else text)[:MAX_CHARS]
+
+
+def normalised_views(texts: Sequence[str], cases: Collection[bool]) -> dict[bool, list[str]]:
+    """``normalise_text`` of every text, lowercased (key True) and/or with case kept (key False).
+
+    The shared steps run once per text however many views a model's blocks need.
+    """
+    kept = [_normalise_keeping_case(t) for t in texts]
+    views: dict[bool, list[str]] = {}
+    if True in cases:
+        views[True] = [t.lower()[:MAX_CHARS] for t in kept]
+    if False in cases:
+        views[False] = [t[:MAX_CHARS] for t in kept]
+    return views
 
 
 def block_scores(
@@ -138,16 +159,16 @@ def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return out
 
 
-def _batches(texts: Sequence[str]) -> Iterator[Sequence[str]]:
+def _batches(texts: Sequence[str]) -> Iterator[slice]:
     """Consecutive slices of at most SCORE_BATCH texts and, unless one text alone exceeds it, SCORE_BATCH_CHARS."""
     start, chars = 0, 0
     for i, text in enumerate(texts):
         if i > start and (i - start == SCORE_BATCH or chars + len(text) > SCORE_BATCH_CHARS):
-            yield texts[start:i]
+            yield slice(start, i)
             start, chars = i, 0
         chars += len(text)
     if start < len(texts):
-        yield texts[start:]
+        yield slice(start, len(texts))
 
 
 @dataclass(frozen=True)
@@ -211,7 +232,7 @@ def _read_metadata(json_path: Path) -> dict[str, Any]:
         raise ClassifierError(f"{json_path}: cannot read model metadata ({exc})") from exc
     if not isinstance(meta, dict):
         raise ClassifierError(f"{json_path}: metadata is not a JSON object")
-    if meta.get("format") != ARTIFACT_FORMAT:
+    if meta.get("format") not in READABLE_FORMATS:
         raise ClassifierError(
             f"{json_path}: unsupported artifact format {meta.get('format')!r}, expected {ARTIFACT_FORMAT!r}"
         )
@@ -235,13 +256,42 @@ def _parse_threshold(meta: Mapping[str, Any], json_path: Path) -> float:
     return float(threshold)
 
 
+def _parse_triage_threshold(meta: Mapping[str, Any], threshold: float, json_path: Path) -> float:
+    if meta.get("format") != ARTIFACT_FORMAT and "triage_threshold" not in meta:
+        return threshold  # an older artifact: no triage band
+    triage = meta.get("triage_threshold")
+    if isinstance(triage, bool) or not isinstance(triage, int | float) or not 0.0 < triage <= threshold:
+        raise ClassifierError(
+            f"{json_path}: triage_threshold {triage!r} is not a number in (0, threshold {threshold:g}]"
+        )
+    return float(triage)
+
+
+def _parse_languages(meta: Mapping[str, Any], json_path: Path) -> tuple[str, ...]:
+    languages = meta.get("languages", ["en"])
+    if not isinstance(languages, list) or not languages or not all(isinstance(x, str) and x for x in languages):
+        raise ClassifierError(f"{json_path}: languages {languages!r} is not a list of language codes")
+    return tuple(languages)
+
+
 class ComplaintClassifier:
     """Scores posts; immutable after construction, so one instance can serve many threads."""
 
-    def __init__(self, blocks: Sequence[FeatureBlock], arrays: _Arrays, threshold: float, metadata: dict[str, Any]):
+    def __init__(
+        self,
+        blocks: Sequence[FeatureBlock],
+        arrays: _Arrays,
+        threshold: float,
+        metadata: dict[str, Any],
+        *,
+        triage_threshold: float | None = None,
+        languages: Sequence[str] = ("en",),
+    ):
         self._blocks = tuple(blocks)
         self._arrays = arrays
         self._threshold = threshold
+        self._triage_threshold = threshold if triage_threshold is None else triage_threshold
+        self._languages = tuple(languages)
         self._metadata = metadata
 
     @classmethod
@@ -260,7 +310,15 @@ class ComplaintClassifier:
             )
         blocks = _parse_blocks(meta, json_path)
         arrays = _densify(_read_npz(npz_path), blocks, npz_path)
-        clf = cls(blocks, arrays, _parse_threshold(meta, json_path), meta)
+        threshold = _parse_threshold(meta, json_path)
+        clf = cls(
+            blocks,
+            arrays,
+            threshold,
+            meta,
+            triage_threshold=_parse_triage_threshold(meta, threshold, json_path),
+            languages=_parse_languages(meta, json_path),
+        )
         clf._check_probes(json_path)
         return clf
 
@@ -289,18 +347,32 @@ class ComplaintClassifier:
         return self._threshold
 
     @property
+    def triage_threshold(self) -> float:
+        """Below ``threshold``, at or above this: worth a person's glance (the triage band); below: stored."""
+        return self._triage_threshold
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Language codes of the posts the model was trained on; others belong in triage."""
+        return self._languages
+
+    @property
     def metadata(self) -> Mapping[str, Any]:
         return self._metadata
 
     def decision_function(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
         """Raw log-odds; callers wanting probabilities use ``score_many``."""
-        normalised = [normalise_text(t) for t in texts]
-        return np.concatenate([np.empty(0), *(self._log_odds(batch) for batch in _batches(normalised))])
+        views = normalised_views(texts, {block.lowercase for block in self._blocks})
+        # The views differ only by case folding, so one view's lengths serve to cut batches for both.
+        cut_by = views[True] if True in views else views[False]
+        parts = (self._log_odds({case: view[part] for case, view in views.items()}) for part in _batches(cut_by))
+        return np.concatenate([np.empty(0), *parts])
 
-    def _log_odds(self, normalised: Sequence[str]) -> npt.NDArray[np.float64]:
-        z = np.full(len(normalised), self._arrays.intercept, dtype=np.float64)
+    def _log_odds(self, views: Mapping[bool, Sequence[str]]) -> npt.NDArray[np.float64]:
+        n = len(next(iter(views.values())))
+        z = np.full(n, self._arrays.intercept, dtype=np.float64)
         for block, idf, coef in zip(self._blocks, self._arrays.idf, self._arrays.coef, strict=True):
-            z += block_scores(hash_counts(block, normalised), idf, coef, block.sublinear_tf)
+            z += block_scores(hash_counts(block, views[block.lowercase]), idf, coef, block.sublinear_tf)
         return z
 
     def score_many(self, texts: Sequence[str]) -> list[float]:

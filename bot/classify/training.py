@@ -1,24 +1,97 @@
-"""scikit-learn featurisation for training only (``scripts/train_classifier.py`` and the tests).
+"""The training recipe of the complaint model, with scikit-learn (the ``train`` extra only).
 
-Needs the ``train`` extra (``pip install -e '.[train]'``). Nothing the daemon runs may import this
-module: scikit-learn and scipy cost it ~90 MiB of memory. At run time
+Used by ``scripts/train_classifier.py`` and ``mentiondesk classifier train``; nothing the daemon runs may
+import this module: scikit-learn and scipy cost it ~90 MiB of memory. At run time
 ``mentiondesk.bot.classify.features`` computes the same counts with numpy alone, and
-``mentiondesk.bot.classify.model.block_scores`` the same weighting.
+``mentiondesk.bot.classify.model.block_scores`` the same weighting, so whatever is fitted here must stay
+a sum over blocks of ``coef . tfidf`` plus an intercept.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 
 from mentiondesk.bot.classify.features import FeatureBlock
+from mentiondesk.bot.classify.model import normalised_views
 
-__all__ = ["hash_counts", "make_hashers", "weight_block"]
+__all__ = [
+    "PUNCT_TOKENS",
+    "SEED",
+    "Config",
+    "Fitted",
+    "block_counts",
+    "fit",
+    "hash_counts",
+    "make_hashers",
+    "oof_scores",
+    "predict",
+    "weight_block",
+]
+
+SEED = 42
+# Keeps single characters, punctuation and emoji as tokens ("?" and "!" are informative here);
+# sklearn's default pattern drops all of them.
+PUNCT_TOKENS = r"(?u)@user|\w+|[^\w\s]"
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Config:
+    """One model setting: feature blocks, regularisation, and how the blocks' evidence is combined.
+
+    ``combine="joint"`` fits one logistic regression over all blocks side by side; ``"average"`` fits one
+    per block and averages their log-odds. Both are a sum over blocks of ``coef . tfidf`` at run time.
+    """
+
+    blocks: tuple[FeatureBlock, ...]
+    C: float
+    balanced: bool = False
+    combine: Literal["joint", "average"] = "joint"
+
+    def describe(self) -> str:
+        parts = [
+            f"{b.analyzer}{b.ngram_range[0]}-{b.ngram_range[1]}"
+            + ("/punct" if b.token_pattern == PUNCT_TOKENS else "")
+            + ("" if b.lowercase else "/cased")
+            + f"/2^{int(np.log2(b.n_features))}"
+            for b in self.blocks
+        ]
+        return (
+            " + ".join(parts)
+            + f" | C={self.C:g}"
+            + (" balanced" if self.balanced else "")
+            + (" | log-odds average" if self.combine == "average" else "")
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "C": self.C,
+            "class_weight": "balanced" if self.balanced else None,
+            "combine": self.combine,
+            "solver": "liblinear",
+        }
+
+
+@dataclass
+class Fitted:
+    """A fitted model in the artifact's terms: per-block IDF (and document counts) and coefficients."""
+
+    idf: list[FloatArray]
+    df: list[IntArray]
+    coef: list[FloatArray]
+    intercept: float
 
 
 def make_hashers(blocks: Sequence[FeatureBlock]) -> list[HashingVectorizer]:
@@ -48,7 +121,20 @@ def hash_counts(hashers: Sequence[HashingVectorizer], normalised: Sequence[str])
     return [sp.csr_matrix(h.transform(normalised)) for h in hashers]
 
 
-def weight_block(counts: sp.csr_matrix, idf: npt.NDArray[np.float64], sublinear_tf: bool) -> sp.csr_matrix:
+def block_counts(
+    cache: dict[FeatureBlock, sp.csr_matrix], blocks: Sequence[FeatureBlock], texts: Sequence[str]
+) -> list[sp.csr_matrix]:
+    """Each block's counts of the raw ``texts``, normalised as the runtime does for that block."""
+    # Hashing is stateless, so each block's counts are computed once and shared by all folds and settings.
+    missing = [b for b in blocks if b not in cache]
+    if missing:
+        views = normalised_views(texts, {b.lowercase for b in missing})
+        for block in missing:
+            cache[block] = hash_counts(make_hashers([block]), views[block.lowercase])[0]
+    return [cache[b] for b in blocks]
+
+
+def weight_block(counts: sp.csr_matrix, idf: FloatArray, sublinear_tf: bool) -> sp.csr_matrix:
     """TF-IDF with per-row L2 normalisation, matching sklearn's TfidfVectorizer(norm="l2")."""
     weighted = counts.copy()
     if sublinear_tf:
@@ -58,3 +144,78 @@ def weight_block(counts: sp.csr_matrix, idf: npt.NDArray[np.float64], sublinear_
     norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
     norms[norms == 0.0] = 1.0
     return sp.csr_matrix(sp.diags(1.0 / norms) @ weighted)
+
+
+def _lr(config: Config) -> LogisticRegression:
+    return LogisticRegression(
+        C=config.C,
+        class_weight="balanced" if config.balanced else None,
+        solver="liblinear",
+        random_state=SEED,
+        max_iter=1000,
+    )
+
+
+def _fit_lr(x: sp.csr_matrix, y: IntArray, config: Config) -> tuple[FloatArray, float]:
+    """Coefficients over all of ``x``'s columns and the intercept.
+
+    liblinear's cost per iteration grows with the number of columns, and hashing leaves most of them empty
+    (a 2^20-column block of a few thousand posts uses a few hundred thousand): fitting on the used columns
+    alone gives the same solution, since an empty column's L2-penalised coefficient is zero, several
+    times faster.
+    """
+    used = np.flatnonzero(np.diff(x.tocsc().indptr))
+    lr = _lr(config).fit(x[:, used], y)
+    coef = np.zeros(x.shape[1], dtype=np.float64)
+    coef[used] = lr.coef_.ravel()
+    return coef, float(lr.intercept_[0])
+
+
+def fit(counts: Sequence[sp.csr_matrix], y: IntArray, config: Config) -> Fitted:
+    idfs, dfs = [], []
+    for c in counts:
+        tf = TfidfTransformer(smooth_idf=True).fit(c)
+        idfs.append(np.asarray(tf.idf_, dtype=np.float64))
+        dfs.append(np.asarray((c > 0).sum(axis=0)).ravel().astype(np.int64))
+    weighted = [weight_block(c, idf, b.sublinear_tf) for c, idf, b in zip(counts, idfs, config.blocks, strict=True)]
+    if config.combine == "average":
+        coefs, intercepts = [], []
+        for block_x in weighted:
+            block_coef, intercept = _fit_lr(block_x, y, config)
+            # Averaging log-odds keeps the model linear in the features, so the runtime formula holds.
+            coefs.append(block_coef / len(weighted))
+            intercepts.append(intercept)
+        return Fitted(idfs, dfs, coefs, float(np.mean(intercepts)))
+    flat, intercept = _fit_lr(sp.csr_matrix(sp.hstack(weighted, format="csr")), y, config)
+    bounds = np.cumsum([0, *(b.n_features for b in config.blocks)])
+    coef = [np.array(flat[lo:hi], dtype=np.float64) for lo, hi in itertools.pairwise(bounds)]
+    return Fitted(idfs, dfs, coef, intercept)
+
+
+def predict(model: Fitted, counts: Sequence[sp.csr_matrix], blocks: Sequence[FeatureBlock]) -> FloatArray:
+    """P(complaint) per row, computed as the runtime computes it (a sum of per-block log-odds)."""
+    z = np.full(counts[0].shape[0], model.intercept)
+    for c, idf, coef, block in zip(counts, model.idf, model.coef, blocks, strict=True):
+        z += weight_block(c, idf, block.sublinear_tf) @ coef
+    return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+
+
+def rows(counts: Sequence[sp.csr_matrix], idx: IntArray) -> list[sp.csr_matrix]:
+    return [c[idx] for c in counts]
+
+
+def folds_of(y: IntArray, n_folds: int, seed: int) -> list[tuple[IntArray, IntArray]]:
+    split = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+    return [(np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)) for train, test in split]
+
+
+def oof_scores(
+    counts: Sequence[sp.csr_matrix], y: IntArray, config: Config, n_folds: int, seed: int = SEED
+) -> tuple[FloatArray, list[IntArray]]:
+    """Out-of-fold P(complaint): each row scored by the model of the one fold that did not train on it."""
+    oof = np.zeros(len(y))
+    test_folds = []
+    for train, test in folds_of(y, n_folds, seed):
+        oof[test] = predict(fit(rows(counts, train), y[train], config), rows(counts, test), config.blocks)
+        test_folds.append(test)
+    return oof, test_folds
