@@ -1,4 +1,4 @@
-"""Is a post asking the brand something? English rules, measured in docs/classifier-questions.md.
+"""Is a post asking the brand something? English rules, measured in docs/classifier.md ("Questions").
 
 A post is a question when one of its sentences ends in a question mark or opens the way requests do ("how do I",
 "can you", "is there", "when will", ...), and that sentence is not rhetorical. Rhetorical questions are how
