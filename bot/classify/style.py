@@ -96,17 +96,41 @@ class StyleSetting:
         return cls(alpha, lexicon, str(raw.get("lexicon_source", "")))
 
 
+# One dict lookup per token instead of one set test per word list: the cues run on every post the daemon scores.
+# The lists share no word, so each word has one class.
+_WORD_CLASS = {
+    word: i
+    for i, words in enumerate((_NEGATIONS, _SECOND_PERSON, _FIRST_PERSON, _TIME_WORDS, _INTENSIFIERS))
+    for word in words
+}
+
+
 def _row(text: str, lexicon: Mapping[str, float]) -> list[float]:
-    tokens = _TOKEN.findall(text)
-    lower = [t.lower() for t in tokens]
-    words = [t for t in tokens if t[0].isalpha()]
-    n_words = max(len(words), 1)
-    negations = sum(1 for w in lower if w in _NEGATIONS or w.endswith("n't"))
-    valences = [lexicon[w] for w in lower if w in lexicon]
+    classes = [0, 0, 0, 0, 0]
+    n_words = caps = ed = handles = 0
+    has_link = False
+    valences: list[float] = []
+    for token in _TOKEN.findall(text):
+        lower = token.lower()
+        if token[0].isalpha():
+            n_words += 1
+            caps += len(token) >= 2 and token.isupper()
+        word_class = _WORD_CLASS.get(lower)
+        if word_class is not None:
+            classes[word_class] += 1
+        elif lower.endswith("n't"):
+            classes[0] += 1
+        ed += len(lower) > 3 and lower.endswith("ed")
+        has_link = has_link or lower == "http"
+        handles += lower == "@user"
+        valence = lexicon.get(lower)
+        if valence is not None:
+            valences.append(valence)
     if valences:
+        total = math.fsum(valences)
         sentiment = [
-            math.fsum(valences) / 4,
-            math.fsum(valences) / len(valences),
+            total / 4,
+            total / len(valences),
             min(valences),
             max(valences),
             math.log1p(sum(1 for v in valences if v < 0)),
@@ -114,18 +138,15 @@ def _row(text: str, lexicon: Mapping[str, float]) -> list[float]:
         ]
     else:
         sentiment = [0.0] * 6
+    n_words = max(n_words, 1)
     return [
-        sum(1 for w in words if len(w) >= 2 and w.isupper()) / n_words,
+        caps / n_words,
         math.log1p(text.count("!")),
         math.log1p(text.count("?")),
-        math.log1p(negations),
-        math.log1p(sum(1 for w in lower if w in _SECOND_PERSON)),
-        math.log1p(sum(1 for w in lower if w in _FIRST_PERSON)),
-        math.log1p(sum(1 for w in lower if w in _TIME_WORDS)),
-        math.log1p(sum(1 for w in lower if w in _INTENSIFIERS)),
-        sum(1 for w in lower if len(w) > 3 and w.endswith("ed")) / n_words,
-        1.0 if "http" in lower else 0.0,
-        math.log1p(lower.count("@user")),
+        *(math.log1p(n) for n in classes),
+        ed / n_words,
+        1.0 if has_link else 0.0,
+        math.log1p(handles),
         math.log1p(len(text)),
         *sentiment,
     ]
@@ -133,10 +154,7 @@ def _row(text: str, lexicon: Mapping[str, float]) -> list[float]:
 
 def style_features(case_kept: Sequence[str], lexicon: Mapping[str, float]) -> npt.NDArray[np.float64]:
     """One row of ``STYLE_NAMES`` per text; texts as ``normalise_text(text, lowercase=False)`` gives them."""
-    out = np.zeros((len(case_kept), len(STYLE_NAMES)), dtype=np.float64)
-    for i, text in enumerate(case_kept):
-        out[i] = _row(text, lexicon)
-    return out
+    return np.array([_row(text, lexicon) for text in case_kept], dtype=np.float64).reshape(-1, len(STYLE_NAMES))
 
 
 def style_scores(
