@@ -232,20 +232,21 @@ def test_a_batch_of_maximal_posts_is_scored_in_bounded_memory(clf: ComplaintClas
 # --------------------------------------------------------------------------- what the daemon imports
 
 
-def test_the_daemon_loads_the_model_without_sklearn_or_scipy() -> None:
+def test_the_daemon_loads_the_model_without_sklearn_scipy_or_vader() -> None:
     code = (
         "import json, sys\n"
         "import mentiondesk.bot.daemon\n"
         "from mentiondesk.bot.classify.model import ComplaintClassifier\n"
         "ComplaintClassifier.load().score_many(['my parcel is late 😡'])\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy'))))\n"
+        "training = ('sklearn', 'scipy', 'vaderSentiment')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in training)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout) == []
 
 
-# The modules that import scikit-learn (the `train` extra) at their top.
-TRAINING_SIDE = ("training", "recipe", "retrain")
+# The modules that import scikit-learn or vaderSentiment (the `train` extra) at their top.
+TRAINING_SIDE = ("training", "recipe", "retrain", "vader")
 
 
 def test_only_training_code_imports_the_sklearn_helpers() -> None:
