@@ -27,7 +27,8 @@ SCRIPT: list[tuple[float, str, str, int | None]] = [
         "the phone. Really disappointed.",
         None,
     ),
-    (1.5, "theo", "@acme just wanted to say the new app update is lovely, great work!", None),
+    # Mixed: praise with a small grievance, the kind of post the triage band is for.
+    (1.5, "theo", "@acme the new app update is lovely, though the basket button took me a while to find", None),
     (1.5, "maya", "@acme order number is 88123 if that helps", 0),
     (
         1.5,

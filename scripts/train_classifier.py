@@ -36,14 +36,16 @@ try:
 
     from mentiondesk.bot.classify.export import runtime_classifier, write_artifact
     from mentiondesk.bot.classify.recipe import Outcome, train
-    from mentiondesk.bot.classify.training import PUNCT_TOKENS, SEED, Config, Fitted, block_counts, oof_scores, predict
+    from mentiondesk.bot.classify.training import PUNCT_TOKENS, SEED, Config, Fitted, model_inputs, oof_scores, predict
     from mentiondesk.bot.classify.tuning import best_threshold, per_fold_metrics
+    from mentiondesk.bot.classify.vader import vader_lexicon
 except ImportError as exc:  # the daemon's install leaves scikit-learn out
     raise SystemExit(
         f"{Path(__file__).name}: training needs scikit-learn ({exc}); install it with: pip install -e '.[train]'"
     ) from exc
 
 from mentiondesk.bot.classify.features import FeatureBlock
+from mentiondesk.bot.classify.style import StyleSetting
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The data set is kept outside the repository (never copy it in), next to the checkout.
@@ -69,7 +71,11 @@ def char(analyzer: str, lo: int, hi: int, *, lowercase: bool = True, n_features:
 
 def candidate_configs() -> list[Config]:
     """A deliberately small grid: each extra setting tried makes the best CV figure more optimistic."""
+    lexicon, source = vader_lexicon()
+    shipped = (word(1, 2, 2**18), char("char", 2, 5, lowercase=False, n_features=2**18))
     return [
+        # The format 2 model's setting plus the style cues (format 3), at three strengths.
+        *(Config(shipped, 10.0, style=StyleSetting(alpha, lexicon, source)) for alpha in (0.01, 0.03, 0.05)),
         # The shipped model of format 1, for comparison.
         Config((word(1, 2, 2**18), char("char", 2, 5, n_features=2**18)), 10.0),
         Config((word(1, 2, 2**18), char("char", 2, 5, lowercase=False, n_features=2**18)), 10.0),
@@ -99,7 +105,7 @@ def search(configs: list[Config], texts: list[str], y: np.ndarray) -> list[dict[
     tried = []
     for n, config in enumerate(configs, 1):
         t0 = time.perf_counter()
-        oof, folds = oof_scores(block_counts(cache, config.blocks, texts), y, config, N_FOLDS, SEED)
+        oof, folds = oof_scores(model_inputs(cache, config, texts), y, config, N_FOLDS, SEED)
         th = best_threshold(y, oof, folds)
         at_best = per_fold_metrics(y, oof, folds, [th] * N_FOLDS)["macro_f1"]
         tried.append({"config": config, "threshold": th, "macro_f1": at_best})
@@ -145,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threshold=outcome.threshold,
         triage_threshold=outcome.triage_threshold,
         metadata=metadata(args.data, data_sha, y, outcome.config, outcome.cv, tried),
+        style=outcome.config.style,
     )
     checks = verify(args.out.with_suffix(".npz"), outcome, posts.texts)
     json_path = args.out.with_suffix(".json")
@@ -165,14 +172,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def verify(npz: Path, outcome: Outcome, texts: list[str]) -> dict[str, Any]:
     """The runtime's scores on every training text against the fitted model and the scikit-learn path."""
     blocks = outcome.config.blocks
-    counts = block_counts({}, blocks, texts)
-    clf = runtime_classifier(npz, blocks, outcome.threshold)
+    counts = model_inputs({}, outcome.config, texts)
+    clf = runtime_classifier(npz, blocks, outcome.threshold, outcome.config.style)
     runtime = np.array(clf.score_many(texts))
     # The fitted model in float64: the artifact stores float32, so scores may differ by ~1e-7.
     vs_fitted = float(np.max(np.abs(predict(outcome.model, counts, blocks) - runtime)))
     # The same stored (float32) arrays through scikit-learn's hashing and scipy's weighting: equal to 1e-9.
     arrays = clf._arrays  # the runtime's own densified arrays, exactly what it scores with
     stored = Fitted(arrays.idf, [np.zeros(0, dtype=np.int64)] * len(blocks), arrays.coef, arrays.intercept)
+    if arrays.style is not None:
+        stored.style_mean, stored.style_scale, stored.style_coef = arrays.style
     vs_sklearn = float(np.max(np.abs(predict(stored, counts, blocks) - runtime)))
     if vs_fitted > 1e-4 or vs_sklearn > 1e-9:
         raise SystemExit(
@@ -197,7 +206,9 @@ def metadata(
             "TF-IDF (sublinear tf, smoothed idf, L2 norm per block) over hashed word and character n-grams, "
             "logistic regression (liblinear, L2). P(complaint) = sigmoid(intercept + sum over blocks of "
             "coef . tfidf). Sparse arrays in the .npz: idf_index_i/idf_value_i (columns seen in training), "
-            "idf_default_i (all other columns), coef_index_i/coef_value_i, intercept."
+            "idf_default_i (all other columns), coef_index_i/coef_value_i, intercept. With style cues "
+            "(features.style): + (cues - style_mean) / style_scale . style_coef, the cues computed by "
+            "mentiondesk.bot.classify.style.style_features on the case-kept normalised text."
         ),
         "features": {
             "preprocessing": (

@@ -34,12 +34,14 @@ from mentiondesk.bot.classify.model import (
     _sigmoid,
     normalise_text,
 )
-from mentiondesk.bot.classify.training import make_hashers, weight_block
+from mentiondesk.bot.classify.style import StyleSetting, style_scores
+from mentiondesk.bot.classify.training import make_hashers, style_matrix, weight_block
 from tests.test_layers import imports_of, source_files
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACT_META = json.loads(DEFAULT_MODEL_PATH.with_suffix(".json").read_text(encoding="utf-8"))
 ARTIFACT_BLOCKS = [FeatureBlock.from_json(raw) for raw in ARTIFACT_META["features"]["blocks"]]
+ARTIFACT_STYLE = StyleSetting.from_json(ARTIFACT_META["features"]["style"])
 # Settings the shipped model does not use, so that a retrain with any of them scores right too; the tiny
 # n_features make hash collisions (summed counts) common.
 OTHER_BLOCKS = [
@@ -170,13 +172,15 @@ def test_an_empty_batch_and_empty_texts() -> None:
 
 def sklearn_path_scores(texts: Sequence[str]) -> npt.NDArray[np.float64]:
     """Scores as the classifier computed them with scikit-learn and scipy, before features.py."""
-    arrays = _densify(_read_npz(DEFAULT_MODEL_PATH), ARTIFACT_BLOCKS, DEFAULT_MODEL_PATH)
+    arrays = _densify(_read_npz(DEFAULT_MODEL_PATH), ARTIFACT_BLOCKS, DEFAULT_MODEL_PATH, with_style=True)
     z = np.full(len(texts), arrays.intercept)
     for block, hasher, idf, coef in zip(
         ARTIFACT_BLOCKS, make_hashers(ARTIFACT_BLOCKS), arrays.idf, arrays.coef, strict=True
     ):
         normalised = [normalise_text(t, lowercase=block.lowercase) for t in texts]
         z += weight_block(sp.csr_matrix(hasher.transform(normalised)), idf, block.sublinear_tf) @ coef
+    assert arrays.style is not None
+    z += style_scores(style_matrix(texts, ARTIFACT_STYLE), *arrays.style)
     return _sigmoid(z)
 
 
@@ -184,8 +188,8 @@ def sklearn_path_scores(texts: Sequence[str]) -> npt.NDArray[np.float64]:
 def clf() -> ComplaintClassifier:
     # Built as the training script builds it, without load()'s probe check: a scoring change must fail
     # here by the difference it makes, however small, not stop at the probes' coarser tolerance.
-    arrays = _densify(_read_npz(DEFAULT_MODEL_PATH), ARTIFACT_BLOCKS, DEFAULT_MODEL_PATH)
-    return ComplaintClassifier(ARTIFACT_BLOCKS, arrays, ARTIFACT_META["threshold"], {})
+    arrays = _densify(_read_npz(DEFAULT_MODEL_PATH), ARTIFACT_BLOCKS, DEFAULT_MODEL_PATH, with_style=True)
+    return ComplaintClassifier(ARTIFACT_BLOCKS, arrays, ARTIFACT_META["threshold"], {}, style=ARTIFACT_STYLE)
 
 
 def test_scores_equal_the_sklearn_path(clf: ComplaintClassifier) -> None:
@@ -228,20 +232,21 @@ def test_a_batch_of_maximal_posts_is_scored_in_bounded_memory(clf: ComplaintClas
 # --------------------------------------------------------------------------- what the daemon imports
 
 
-def test_the_daemon_loads_the_model_without_sklearn_or_scipy() -> None:
+def test_the_daemon_loads_the_model_without_sklearn_scipy_or_vader() -> None:
     code = (
         "import json, sys\n"
         "import mentiondesk.bot.daemon\n"
         "from mentiondesk.bot.classify.model import ComplaintClassifier\n"
         "ComplaintClassifier.load().score_many(['my parcel is late 😡'])\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy'))))\n"
+        "training = ('sklearn', 'scipy', 'vaderSentiment')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in training)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout) == []
 
 
-# The modules that import scikit-learn (the `train` extra) at their top.
-TRAINING_SIDE = ("training", "recipe", "retrain")
+# The modules that import scikit-learn or vaderSentiment (the `train` extra) at their top.
+TRAINING_SIDE = ("training", "recipe", "retrain", "vader")
 
 
 def test_only_training_code_imports_the_sklearn_helpers() -> None:

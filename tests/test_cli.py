@@ -300,7 +300,7 @@ async def test_demo_shows_tickets_arriving() -> None:
     maya = re.search(r"@maya +complaint score [0-9.]+ +ticket #([0-9]+)", text)
     assert maya is not None
     assert text.count(f"--- [dry run] would post to #support (thread of ticket #{maya[1]}'s card) ---") == 1
-    # Theo's praise scores in the default model's triage band (0.16 to 0.41): one triage message, and his
+    # Theo's mixed post scores in the default model's triage band (0.16 to 0.41): one triage message, and his
     # question joins that post's ticket (a thread message and a card update).
     assert text.count("--- [dry run] would post to #support (triage: ") == 1
     assert text.count("--- [dry run]") == 7

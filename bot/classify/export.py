@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from mentiondesk.bot.classify.features import FeatureBlock
 from mentiondesk.bot.classify.model import ARTIFACT_FORMAT, ComplaintClassifier, _densify, _read_npz, _sha256
+from mentiondesk.bot.classify.style import StyleSetting
 
 __all__ = ["PROBE_TEXTS", "LinearModel", "probe_scores", "sparse_arrays", "write_artifact", "write_npz"]
 
@@ -41,6 +42,9 @@ class LinearModel(Protocol):
     df: list[npt.NDArray[np.int64]]
     coef: list[npt.NDArray[np.float64]]
     intercept: float
+    style_mean: npt.NDArray[np.float64] | None
+    style_scale: npt.NDArray[np.float64] | None
+    style_coef: npt.NDArray[np.float64] | None
 
 
 def sparse_arrays(model: LinearModel, blocks: Sequence[FeatureBlock]) -> dict[str, npt.NDArray[Any]]:
@@ -58,6 +62,11 @@ def sparse_arrays(model: LinearModel, blocks: Sequence[FeatureBlock]) -> dict[st
         arrays[f"coef_index_{i}"] = nz
         arrays[f"coef_value_{i}"] = block_coef[nz].astype(np.float32)
     arrays["intercept"] = np.array(float(model.intercept), dtype=np.float64)
+    if model.style_coef is not None and model.style_mean is not None and model.style_scale is not None:
+        # A few dozen numbers: kept in float64, so the style block adds no storage error at all.
+        arrays["style_mean"] = np.asarray(model.style_mean, dtype=np.float64)
+        arrays["style_scale"] = np.asarray(model.style_scale, dtype=np.float64)
+        arrays["style_coef"] = np.asarray(model.style_coef, dtype=np.float64)
     return arrays
 
 
@@ -75,14 +84,19 @@ def write_npz(path: Path, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
                 np.lib.format.write_array(fh, np.asanyarray(arrays[name]), allow_pickle=False)
 
 
-def runtime_classifier(npz_path: Path, blocks: Sequence[FeatureBlock], threshold: float) -> ComplaintClassifier:
+def runtime_classifier(
+    npz_path: Path, blocks: Sequence[FeatureBlock], threshold: float, style: StyleSetting | None = None
+) -> ComplaintClassifier:
     """The runtime scorer over the arrays as stored (float32), without load()'s probe check."""
-    return ComplaintClassifier(blocks, _densify(_read_npz(npz_path), blocks, npz_path), threshold, {})
+    arrays = _densify(_read_npz(npz_path), blocks, npz_path, with_style=style is not None)
+    return ComplaintClassifier(blocks, arrays, threshold, {}, style=style)
 
 
-def probe_scores(npz_path: Path, blocks: Sequence[FeatureBlock], threshold: float) -> list[dict[str, Any]]:
+def probe_scores(
+    npz_path: Path, blocks: Sequence[FeatureBlock], threshold: float, style: StyleSetting | None = None
+) -> list[dict[str, Any]]:
     # Scored through the runtime code on the arrays as stored, so load-time checks match.
-    clf = runtime_classifier(npz_path, blocks, threshold)
+    clf = runtime_classifier(npz_path, blocks, threshold, style)
     return [{"text": t, "score": round(s, 6)} for t, s in zip(PROBE_TEXTS, clf.score_many(PROBE_TEXTS), strict=True)]
 
 
@@ -100,6 +114,7 @@ def write_artifact(
     threshold: float,
     triage_threshold: float,
     metadata: Mapping[str, Any],
+    style: StyleSetting | None = None,
 ) -> dict[str, Any]:
     """Write the pair at ``npz_path`` (and its ``.json``) and return the metadata written.
 
@@ -119,13 +134,14 @@ def write_artifact(
             "features": {
                 **dict(metadata.get("features", {})),
                 "blocks": [b.to_json() for b in blocks],
+                **({} if style is None else {"style": style.to_json()}),
             },
             "threshold": threshold,
             "triage_threshold": triage_threshold,
             # The training data are English posts; other languages go to triage (see docs/classifier.md).
             "languages": list(metadata.get("languages", ["en"])),
             "artifact_sha256": _sha256(tmp_npz),
-            "probes": probe_scores(tmp_npz, blocks, threshold),
+            "probes": probe_scores(tmp_npz, blocks, threshold, style),
         }
         tmp_json.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _replace(tmp_npz, npz_path)

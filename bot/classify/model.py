@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mentiondesk.bot.classify.features import BlockCounts, FeatureBlock, hash_counts
+from mentiondesk.bot.classify.style import STYLE_NAMES, StyleSetting, style_features, style_scores
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -43,9 +44,11 @@ __all__ = [
     "normalised_views",
 ]
 
-ARTIFACT_FORMAT = "mentiondesk-complaint-tfidf-lr/2"
+ARTIFACT_FORMAT = "mentiondesk-complaint-tfidf-lr/3"
 # Format 1 had no triage threshold nor languages; its models still load (no triage band, English assumed).
-READABLE_FORMATS = frozenset({"mentiondesk-complaint-tfidf-lr/1", ARTIFACT_FORMAT})
+# Format 2 had no style cues; format 3 may add them (``features.style`` and the ``style_*`` arrays).
+READABLE_FORMATS = frozenset({"mentiondesk-complaint-tfidf-lr/1", "mentiondesk-complaint-tfidf-lr/2", ARTIFACT_FORMAT})
+TRIAGE_FORMATS = frozenset({"mentiondesk-complaint-tfidf-lr/2", ARTIFACT_FORMAT})
 DEFAULT_MODEL_PATH = Path(__file__).parent / "artifacts" / "complaint_model.npz"
 COMPLAINT = "complaint"
 OTHER = "other"
@@ -178,6 +181,8 @@ class _Arrays:
     idf: list[npt.NDArray[np.float64]]
     coef: list[npt.NDArray[np.float64]]
     intercept: float
+    # The style block's (mean, scale, coef), or None for a model without one.
+    style: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
 
 
 def _read_npz(npz_path: Path) -> dict[str, npt.NDArray[Any]]:
@@ -188,7 +193,13 @@ def _read_npz(npz_path: Path) -> dict[str, npt.NDArray[Any]]:
         raise ClassifierError(f"{npz_path}: cannot read model arrays ({exc})") from exc
 
 
-def _densify(arrays: Mapping[str, npt.NDArray[Any]], blocks: Sequence[FeatureBlock], npz_path: Path) -> _Arrays:
+def _densify(
+    arrays: Mapping[str, npt.NDArray[Any]],
+    blocks: Sequence[FeatureBlock],
+    npz_path: Path,
+    *,
+    with_style: bool = False,
+) -> _Arrays:
     def get(name: str) -> npt.NDArray[Any]:
         if name not in arrays:
             raise ClassifierError(f"{npz_path}: array {name!r} is missing")
@@ -220,7 +231,14 @@ def _densify(arrays: Mapping[str, npt.NDArray[Any]], blocks: Sequence[FeatureBlo
     intercept = get("intercept")
     if intercept.shape != () or not math.isfinite(float(intercept)):
         raise ClassifierError(f"{npz_path}: intercept is malformed")
-    return _Arrays(idfs, coefs, float(intercept))
+    if not with_style:
+        return _Arrays(idfs, coefs, float(intercept))
+    style = tuple(np.asarray(get(f"style_{part}"), dtype=np.float64) for part in ("mean", "scale", "coef"))
+    if any(a.shape != (len(STYLE_NAMES),) or not np.all(np.isfinite(a)) for a in style) or np.any(style[1] == 0.0):
+        raise ClassifierError(f"{npz_path}: the style arrays are malformed")
+    for a in style:
+        a.setflags(write=False)
+    return _Arrays(idfs, coefs, float(intercept), (style[0], style[1], style[2]))
 
 
 def _read_metadata(json_path: Path) -> dict[str, Any]:
@@ -257,7 +275,7 @@ def _parse_threshold(meta: Mapping[str, Any], json_path: Path) -> float:
 
 
 def _parse_triage_threshold(meta: Mapping[str, Any], threshold: float, json_path: Path) -> float:
-    if meta.get("format") != ARTIFACT_FORMAT and "triage_threshold" not in meta:
+    if meta.get("format") not in TRIAGE_FORMATS and "triage_threshold" not in meta:
         return threshold  # an older artifact: no triage band
     triage = meta.get("triage_threshold")
     if isinstance(triage, bool) or not isinstance(triage, int | float) or not 0.0 < triage <= threshold:
@@ -265,6 +283,16 @@ def _parse_triage_threshold(meta: Mapping[str, Any], threshold: float, json_path
             f"{json_path}: triage_threshold {triage!r} is not a number in (0, threshold {threshold:g}]"
         )
     return float(triage)
+
+
+def _parse_style(meta: Mapping[str, Any], json_path: Path) -> StyleSetting | None:
+    raw = meta.get("features", {}).get("style")
+    if raw is None:
+        return None
+    try:
+        return StyleSetting.from_json(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClassifierError(f"{json_path}: style settings are invalid ({exc!r})") from exc
 
 
 def _parse_languages(meta: Mapping[str, Any], json_path: Path) -> tuple[str, ...]:
@@ -286,7 +314,11 @@ class ComplaintClassifier:
         *,
         triage_threshold: float | None = None,
         languages: Sequence[str] = ("en",),
+        style: StyleSetting | None = None,
     ):
+        if (style is None) != (arrays.style is None):
+            raise ClassifierError("the style setting and the style arrays must come together")
+        self._style = style
         self._blocks = tuple(blocks)
         self._arrays = arrays
         self._threshold = threshold
@@ -309,7 +341,8 @@ class ComplaintClassifier:
                 f"{npz_path}: checksum does not match {json_path.name} (artifact corrupt or files mismatched)"
             )
         blocks = _parse_blocks(meta, json_path)
-        arrays = _densify(_read_npz(npz_path), blocks, npz_path)
+        style = _parse_style(meta, json_path)
+        arrays = _densify(_read_npz(npz_path), blocks, npz_path, with_style=style is not None)
         threshold = _parse_threshold(meta, json_path)
         clf = cls(
             blocks,
@@ -318,6 +351,7 @@ class ComplaintClassifier:
             meta,
             triage_threshold=_parse_triage_threshold(meta, threshold, json_path),
             languages=_parse_languages(meta, json_path),
+            style=style,
         )
         clf._check_probes(json_path)
         return clf
@@ -362,7 +396,9 @@ class ComplaintClassifier:
 
     def decision_function(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
         """Raw log-odds; callers wanting probabilities use ``score_many``."""
-        views = normalised_views(texts, {block.lowercase for block in self._blocks})
+        cases = {block.lowercase for block in self._blocks}
+        # The style cues read the case-kept text (shouting is a cue).
+        views = normalised_views(texts, cases | {False} if self._style is not None else cases)
         # The views differ only by case folding, so one view's lengths serve to cut batches for both.
         cut_by = views[True] if True in views else views[False]
         parts = (self._log_odds({case: view[part] for case, view in views.items()}) for part in _batches(cut_by))
@@ -373,6 +409,9 @@ class ComplaintClassifier:
         z = np.full(n, self._arrays.intercept, dtype=np.float64)
         for block, idf, coef in zip(self._blocks, self._arrays.idf, self._arrays.coef, strict=True):
             z += block_scores(hash_counts(block, views[block.lowercase]), idf, coef, block.sublinear_tf)
+        if self._style is not None and self._arrays.style is not None:
+            mean, scale, coef = self._arrays.style
+            z += style_scores(style_features(views[False], self._style.lexicon), mean, scale, coef)
         return z
 
     def score_many(self, texts: Sequence[str]) -> list[float]:

@@ -14,13 +14,14 @@ import numpy as np
 import numpy.typing as npt
 
 from mentiondesk.bot.classify.features import FeatureBlock
+from mentiondesk.bot.classify.style import StyleSetting
 from mentiondesk.bot.classify.training import (
     SEED,
     Config,
     Fitted,
-    block_counts,
     fit,
     folds_of,
+    model_inputs,
     oof_scores,
     predict,
     rows,
@@ -62,7 +63,9 @@ def config_from_metadata(meta: dict[str, Any]) -> Config:
     combine = classifier.get("combine", "joint")
     if combine not in ("joint", "average"):
         raise ValueError(f"unknown combine {combine!r}")
-    return Config(blocks, float(classifier["C"]), classifier.get("class_weight") == "balanced", combine)
+    raw_style = meta["features"].get("style")
+    style = None if raw_style is None else StyleSetting.from_json(raw_style)
+    return Config(blocks, float(classifier["C"]), classifier.get("class_weight") == "balanced", combine, style)
 
 
 def nested_cv(
@@ -104,7 +107,7 @@ def train(
 
     ``brand`` marks the brand-addressed rows for their own figures; ``inner_folds=0`` skips the nested CV.
     """
-    counts = block_counts({}, config.blocks, texts)
+    counts = model_inputs({}, config, texts)
     progress(f"{n_folds}-fold cross-validation of {config.describe()}")
     oof, folds = oof_scores(counts, y, config, n_folds)
     threshold = best_threshold(y, oof, folds)

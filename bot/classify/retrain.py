@@ -161,6 +161,7 @@ def retrain(
         metadata=_metadata(
             installed, base_path, base, labels, outcome, version, before_team, before_cv, after_team, drops, force
         ),
+        style=outcome.config.style,
     )
     if accepted:
         _install(version_npz, folder)

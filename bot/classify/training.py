@@ -23,18 +23,22 @@ from sklearn.model_selection import StratifiedKFold
 
 from mentiondesk.bot.classify.features import FeatureBlock
 from mentiondesk.bot.classify.model import normalised_views
+from mentiondesk.bot.classify.style import StyleSetting, style_features, style_scores
 
 __all__ = [
     "PUNCT_TOKENS",
     "SEED",
     "Config",
     "Fitted",
+    "StyleSetting",
     "block_counts",
     "fit",
     "hash_counts",
     "make_hashers",
+    "model_inputs",
     "oof_scores",
     "predict",
+    "style_matrix",
     "weight_block",
 ]
 
@@ -59,6 +63,11 @@ class Config:
     C: float
     balanced: bool = False
     combine: Literal["joint", "average"] = "joint"
+    style: StyleSetting | None = None
+
+    def __post_init__(self) -> None:
+        if self.style is not None and self.combine != "joint":
+            raise ValueError("the style block is fitted jointly with the n-gram blocks only")
 
     def describe(self) -> str:
         parts = [
@@ -73,6 +82,7 @@ class Config:
             + f" | C={self.C:g}"
             + (" balanced" if self.balanced else "")
             + (" | log-odds average" if self.combine == "average" else "")
+            + (f" | style cues x{self.style.alpha:g}" if self.style is not None else "")
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -92,6 +102,10 @@ class Fitted:
     df: list[IntArray]
     coef: list[FloatArray]
     intercept: float
+    # The style block (None without one): (features - mean) / scale . coef adds to the log-odds.
+    style_mean: FloatArray | None = None
+    style_scale: FloatArray | None = None
+    style_coef: FloatArray | None = None
 
 
 def make_hashers(blocks: Sequence[FeatureBlock]) -> list[HashingVectorizer]:
@@ -134,6 +148,19 @@ def block_counts(
     return [cache[b] for b in blocks]
 
 
+def style_matrix(texts: Sequence[str], style: StyleSetting) -> FloatArray:
+    """The style cues of the raw ``texts``, from the case-kept view the runtime computes them on."""
+    return style_features(normalised_views(texts, {False})[False], style.lexicon)
+
+
+def model_inputs(cache: dict[FeatureBlock, sp.csr_matrix], config: Config, texts: Sequence[str]) -> list[Any]:
+    """What ``fit`` and ``predict`` take: each block's counts, then the style cues if the setting has them."""
+    inputs: list[Any] = list(block_counts(cache, config.blocks, texts))
+    if config.style is not None:
+        inputs.append(style_matrix(texts, config.style))
+    return inputs
+
+
 def weight_block(counts: sp.csr_matrix, idf: FloatArray, sublinear_tf: bool) -> sp.csr_matrix:
     """TF-IDF with per-row L2 normalisation, matching sklearn's TfidfVectorizer(norm="l2")."""
     weighted = counts.copy()
@@ -171,7 +198,8 @@ def _fit_lr(x: sp.csr_matrix, y: IntArray, config: Config) -> tuple[FloatArray, 
     return coef, float(lr.intercept_[0])
 
 
-def fit(counts: Sequence[sp.csr_matrix], y: IntArray, config: Config) -> Fitted:
+def fit(inputs: Sequence[Any], y: IntArray, config: Config) -> Fitted:
+    counts: list[sp.csr_matrix] = list(inputs[: len(config.blocks)])
     idfs, dfs = [], []
     for c in counts:
         tf = TfidfTransformer(smooth_idf=True).fit(c)
@@ -186,22 +214,39 @@ def fit(counts: Sequence[sp.csr_matrix], y: IntArray, config: Config) -> Fitted:
             coefs.append(block_coef / len(weighted))
             intercepts.append(intercept)
         return Fitted(idfs, dfs, coefs, float(np.mean(intercepts)))
+    style_mean = style_scale = None
+    if config.style is not None:
+        cues = np.asarray(inputs[len(config.blocks)], dtype=np.float64)
+        style_mean = cues.mean(axis=0)
+        sd = cues.std(axis=0)
+        # A cue constant in training carries no information; a unit scale keeps it at zero, not NaN.
+        sd[sd == 0.0] = 1.0
+        style_scale = sd / config.style.alpha
+        weighted.append(sp.csr_matrix((cues - style_mean) / style_scale))
     flat, intercept = _fit_lr(sp.csr_matrix(sp.hstack(weighted, format="csr")), y, config)
     bounds = np.cumsum([0, *(b.n_features for b in config.blocks)])
     coef = [np.array(flat[lo:hi], dtype=np.float64) for lo, hi in itertools.pairwise(bounds)]
-    return Fitted(idfs, dfs, coef, intercept)
+    if config.style is None:
+        return Fitted(idfs, dfs, coef, intercept)
+    style_coef = np.array(flat[bounds[-1] :], dtype=np.float64)
+    return Fitted(idfs, dfs, coef, intercept, style_mean, style_scale, style_coef)
 
 
-def predict(model: Fitted, counts: Sequence[sp.csr_matrix], blocks: Sequence[FeatureBlock]) -> FloatArray:
+def predict(model: Fitted, inputs: Sequence[Any], blocks: Sequence[FeatureBlock]) -> FloatArray:
     """P(complaint) per row, computed as the runtime computes it (a sum of per-block log-odds)."""
+    counts = inputs[: len(blocks)]
     z = np.full(counts[0].shape[0], model.intercept)
     for c, idf, coef, block in zip(counts, model.idf, model.coef, blocks, strict=True):
         z += weight_block(c, idf, block.sublinear_tf) @ coef
+    if model.style_coef is not None:
+        if len(inputs) <= len(blocks) or model.style_mean is None or model.style_scale is None:
+            raise ValueError("a model with style cues needs them among its inputs")
+        z += style_scores(np.asarray(inputs[len(blocks)]), model.style_mean, model.style_scale, model.style_coef)
     return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
 
 
-def rows(counts: Sequence[sp.csr_matrix], idx: IntArray) -> list[sp.csr_matrix]:
-    return [c[idx] for c in counts]
+def rows(inputs: Sequence[Any], idx: IntArray) -> list[Any]:
+    return [c[idx] for c in inputs]
 
 
 def folds_of(y: IntArray, n_folds: int, seed: int) -> list[tuple[IntArray, IntArray]]:
@@ -210,7 +255,7 @@ def folds_of(y: IntArray, n_folds: int, seed: int) -> list[tuple[IntArray, IntAr
 
 
 def oof_scores(
-    counts: Sequence[sp.csr_matrix], y: IntArray, config: Config, n_folds: int, seed: int = SEED
+    counts: Sequence[Any], y: IntArray, config: Config, n_folds: int, seed: int = SEED
 ) -> tuple[FloatArray, list[IntArray]]:
     """Out-of-fold P(complaint): each row scored by the model of the one fold that did not train on it."""
     oof = np.zeros(len(y))
