@@ -24,6 +24,7 @@ from mentiondesk.bot.cli import main
 from mentiondesk.storage.db import create_engine, session_factory, transaction, upgrade
 from mentiondesk.storage.labels import record_label
 from mentiondesk.storage.models import LabelSource, TicketKind
+from tests.test_database_setup import write_config as database_config
 from tests.test_storage import mention
 
 COMPLAINTS = [
@@ -65,22 +66,7 @@ def write_base(path: Path, n: int = 160) -> Path:
 
 def write_config(folder: Path, db_url: str, **classifier: str) -> Path:
     lines = "\n".join(f'{key} = "{value}"' for key, value in classifier.items())
-    path = folder / "config.toml"
-    path.write_text(
-        f"""
-[mastodon]
-base_url = "http://127.0.0.1:9"
-[slack]
-default_channel = "#support"
-dry_run = true
-[database]
-url = "{db_url}"
-[classifier]
-{lines}
-""",
-        encoding="utf-8",
-    )
-    return path
+    return database_config(folder, db_url, more=f"[classifier]\n{lines}\n")
 
 
 async def _store_posts(db_url: str, texts: list[str]) -> list[int]:

@@ -18,8 +18,11 @@ from mentiondesk.storage.db import head_revision
 EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 
 
-def write_config(folder: Path, db_url: str, *, auto_migrate: bool = True) -> Path:
-    """A config whose Mastodon refuses connections and whose Slack is a dry run: only the database is real."""
+def write_config(folder: Path, db_url: str, *, auto_migrate: bool = True, more: str = "") -> Path:
+    """A config whose Mastodon refuses connections and whose Slack is a dry run: only the database is real.
+
+    ``more`` is TOML appended after the [database] section (other sections).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.toml"
     path.write_text(
@@ -32,7 +35,7 @@ dry_run = true
 [database]
 url = "{db_url}"
 auto_migrate = {str(auto_migrate).lower()}
-""",
+{more}""",
         encoding="utf-8",
     )
     return path
