@@ -108,7 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         "be used (the message names the line or column).",
     )
     evaluate.add_argument("--data", type=Path, required=True, metavar="CSV", help="the labelled posts")
-    evaluate.add_argument("--model", type=Path, default=None, help="model artifact (.npz); default: the packaged one")
+    evaluate.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="default, embeddings (needs the ml extra) or a model path (.npz, or an embeddings directory or .onnx); "
+        "default: classifier.model's default, the packaged default model",
+    )
     evaluate.add_argument(
         "--threshold", type=_unit_interval, default=None, help="complaint threshold, 0 to 1 (default: the model's)"
     )
@@ -328,14 +334,14 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 def _cmd_classifier(args: argparse.Namespace) -> int:
     from mentiondesk.bot.classify.evaluation import EvalDataError, as_json, as_table, evaluate, read_labelled
-    from mentiondesk.bot.classify.model import ComplaintClassifier
+    from mentiondesk.bot.classify.loading import load_classifier
 
     try:
         posts = read_labelled(args.data)
     except EvalDataError as exc:
         print(f"mentiondesk: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    classifier = ComplaintClassifier.load(args.model)
+    classifier = load_classifier(args.model)
     threshold = classifier.threshold if args.threshold is None else args.threshold
     result = evaluate(classifier, posts, threshold=threshold)
     if args.json:

@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from mentiondesk.bot.classify.model import ComplaintClassifier
+from mentiondesk.bot.classify.loading import Classifier
 from mentiondesk.bot.config import Settings
 from mentiondesk.bot.events import AccountRef
 from mentiondesk.bot.mastodon.client import MastodonClient, StatusLimits
@@ -48,7 +48,7 @@ class AppContext:
         *,
         settings: Settings,
         sessions: async_sessionmaker[AsyncSession],
-        classifier: ComplaintClassifier,
+        classifier: Classifier,
         threshold: float,
         mastodon: MastodonClient,
         brand: AccountRef,
