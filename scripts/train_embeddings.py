@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import itertools
 import json
 import math
 import platform
@@ -440,13 +441,17 @@ def run_fold(
     states: Sequence[torch.Tensor],
     s: Settings,
     work: Path,
-) -> dict[str, npt.NDArray[Any]]:
+    cached_only: bool = False,
+) -> dict[str, npt.NDArray[Any]] | None:
     cache = work / f"fold{k}-{s.key()}.npz"
     if cache.is_file():
         with np.load(cache) as saved:
             if np.array_equal(saved["test"], test_idx):
                 print(f"  fold {k}: cached in {cache}", flush=True)
                 return {name: saved[name] for name in saved.files}
+    if cached_only:
+        print(f"  fold {k}: not run yet, left out", flush=True)
+        return None
     t0 = time.perf_counter()
     prepared = [prepare_text(t) for t in data.texts]
     net = train([states[i] for i in train_idx], data.labels[train_idx], s, SEED + k)
@@ -514,42 +519,59 @@ def triage_threshold(labels: npt.NDArray[np.int64], scores: npt.NDArray[np.float
     return float(max(ok)) if ok else float(candidates[0])
 
 
-FoldScores = Callable[[int, npt.NDArray[np.int64], npt.NDArray[np.int64]], dict[str, npt.NDArray[Any]]]
+FoldScores = Callable[[int, npt.NDArray[np.int64], npt.NDArray[np.int64]], dict[str, npt.NDArray[Any]] | None]
 
 
 def cross_validate(data: Data, fold_scores: FoldScores, n_folds: int) -> dict[str, Any]:
     splitter = StratifiedKFold(n_folds, shuffle=True, random_state=SEED)
-    folds, oof_int8, oof_fp32, seconds = [], np.zeros(len(data.labels)), np.zeros(len(data.labels)), []
-    for k, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(data.labels)), data.labels)):
+    n = len(data.labels)
+    tests, int8_parts, fp32_parts, seconds, evaluated = [], [], [], [], []
+    for k, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(n), data.labels)):
         result = fold_scores(k, train_idx, test_idx)
-        oof_int8[test_idx] = result["int8"]
-        oof_fp32[test_idx] = result["fp32"]
-        folds.append(test_idx)
+        if result is None:  # --cached-folds-only: a fold not run yet is left out, and the figures say so
+            continue
+        tests.append(test_idx)
+        int8_parts.append(result["int8"])
+        fp32_parts.append(result["fp32"])
         seconds.append(float(result["seconds"]))
+        evaluated.append(k)
+    if not tests:
+        raise SystemExit("no fold has been run yet")
+    # The figures below are over the evaluated folds' posts only, re-indexed 0..m-1.
+    done = np.concatenate(tests)
+    data = Data([data.texts[i] for i in done], data.labels[done], data.brand[done])
+    oof_int8, oof_fp32 = np.concatenate(int8_parts), np.concatenate(fp32_parts)
+    bounds = np.cumsum([0, *(len(t) for t in tests)])
+    folds = [np.arange(a, b) for a, b in itertools.pairwise(bounds)]
+    n_folds_done = len(folds)
     th = best_threshold(data.labels, oof_int8)
-    # Honest threshold: each fold at the threshold its nine siblings' out-of-fold scores choose.
+    # Honest threshold: each fold at the threshold the other folds' out-of-fold scores choose.
     crossfit = []
     for test in folds:
         rest = np.setdiff1d(np.arange(len(data.labels)), test)
         crossfit.append(best_threshold(data.labels[rest], oof_int8[rest]))
     triage = triage_threshold(data.labels, oof_int8, th)
     labels = data.labels
+    scheme = f"stratified {n_folds}-fold, shuffle, random_state={SEED}; 8-bit ONNX model of each fold"
+    if n_folds_done < n_folds:
+        scheme += f"; only folds {evaluated} of 0..{n_folds - 1} evaluated ({len(done)} of {n} posts)"
     return {
-        "scheme": f"stratified {n_folds}-fold, shuffle, random_state={SEED}; int8 ONNX model of each fold",
+        "scheme": scheme,
+        "folds_evaluated": evaluated,
         "threshold": th,
         "triage_threshold": triage,
         "triage": {
             "complaints_below": round(float(np.mean(oof_int8[labels == 1] < triage)), 4),
             "others_below": round(float(np.mean(oof_int8[labels == 0] < triage)), 4),
         },
-        "int8_at_threshold": evaluate(data, folds, oof_int8, [th] * n_folds),
+        "int8_at_threshold": evaluate(data, folds, oof_int8, [th] * n_folds_done),
         "int8_crossfit_threshold": {
             "description": "each fold scored at the threshold chosen on the other folds' out-of-fold scores",
             "thresholds": crossfit,
             **evaluate(data, folds, oof_int8, crossfit),
         },
-        "int8_at_0.5": evaluate(data, folds, oof_int8, [0.5] * n_folds),
-        "fp32_at_threshold": evaluate(data, folds, oof_fp32, [th] * n_folds),
+        "int8_at_0.5": evaluate(data, folds, oof_int8, [0.5] * n_folds_done),
+        "fp32_at_threshold": evaluate(data, folds, oof_fp32, [th] * n_folds_done),
         "int8_vs_fp32": {
             "max_abs_score_diff": round(float(np.max(np.abs(oof_int8 - oof_fp32))), 5),
             "mean_abs_score_diff": round(float(np.mean(np.abs(oof_int8 - oof_fp32))), 5),
@@ -724,6 +746,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--folds", type=int, default=10)
     ap.add_argument("--only-folds", type=int, default=None, help="stop after this many folds (timing runs)")
     ap.add_argument(
+        "--cached-folds-only",
+        action="store_true",
+        help="CV figures from the folds already in --work-dir only (the scheme in model.json names them)",
+    )
+    ap.add_argument(
         "--final-only", action="store_true", help="fit the final model into --work-dir and stop (run beside the CV)"
     )
     ap.add_argument("--max-len", type=int, default=64)
@@ -774,13 +801,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             if k >= args.only_folds:
                 break
             r = run_fold(k, tr, te, data, states, settings, args.work_dir)
+            assert r is not None
             th = best_threshold(data.labels[te], r["int8"])
             print(f"  fold {k}: int8 {metrics(data.labels[te], r['int8'], th)} @ {th} (fold-tuned)")
             print(f"  fold {k}: int8 @0.5 {metrics(data.labels[te], r['int8'], 0.5)}")
             print(f"  fold {k}: fp32 @0.5 {metrics(data.labels[te], r['fp32'], 0.5)}")
             print(f"  fold {k}: int8-fp32 max {np.max(np.abs(r['int8'] - r['fp32'])):.4f}")
         return 0
-    cv = cross_validate(data, lambda k, tr, te: run_fold(k, tr, te, data, states, settings, args.work_dir), args.folds)
+    cv = cross_validate(
+        data,
+        lambda k, tr, te: run_fold(k, tr, te, data, states, settings, args.work_dir, args.cached_folds_only),
+        args.folds,
+    )
     print(json.dumps({k: cv[k] for k in ("threshold", "triage_threshold", "int8_at_threshold")}, indent=1))
     final = final_fit(data, states, settings, args.out, args.work_dir)
     write_metadata(args, settings, data, cv, final, time.perf_counter() - started)
