@@ -790,7 +790,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.out} in {time.perf_counter() - started:.0f}s")
         return 0
     t0 = time.perf_counter()
-    states = bottom_states([prepare_text(t) for t in data.texts], settings)
+    # Only training needs them: figures from cached folds with a cached final model do not.
+    cached = args.cached_folds_only and (args.work_dir / f"final-{settings.key()}.pt").is_file()
+    states = [] if cached else bottom_states([prepare_text(t) for t in data.texts], settings)
     print(f"frozen layers' outputs for every post: {time.perf_counter() - t0:.0f}s", flush=True)
     if args.final_only:
         final_net(data, states, settings, args.work_dir)

@@ -1,9 +1,9 @@
-"""The optional embeddings model: a fine-tuned MiniLM sentence encoder served through ONNX Runtime (int8).
+"""The optional embeddings model: a fine-tuned MiniLM sentence encoder served through ONNX Runtime (8-bit).
 
 Installed with ``pip install 'mentiondesk[ml]'`` (onnxruntime and tokenizers; no PyTorch, no transformers).
 ``scripts/train_embeddings.py`` fine-tunes all-MiniLM-L6-v2 with a mean-pooling classification head, exports
-it to ONNX and quantises its weights to int8; the artifact directory holds ``model.onnx``, the encoder's
-``tokenizer.json`` and ``model.json`` (settings, checksum, threshold, probe texts and their scores).
+it to ONNX and stores its weights in 8 bits; the artifact directory holds ``model.onnx``, the encoder's
+``tokenizer.json`` and ``model.json`` (settings, checksum, thresholds, probe texts and their scores).
 
 The public interface is the one of ``model.ComplaintClassifier`` (see ``loading.Classifier``), so the daemon
 and the CLI take either model.
@@ -46,7 +46,7 @@ INSTALL_HINT = "pip install 'mentiondesk[ml]'"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 # Attention costs grow with the square of the padded length, so a batch is cut both by its number of posts and
-# by its padded size: 64 posts amortise the per-call overhead (batch 32 and 256 run at the same rate per post).
+# by its padded size; 64 posts of similar length already amortise the per-call overhead.
 SCORE_BATCH = 64
 SCORE_BATCH_TOKENS = SCORE_BATCH * 64
 # int8 matrix products can round differently on CPUs with and without VNNI instructions; 2e-3 in probability
