@@ -20,11 +20,13 @@ import platform
 import re
 import statistics
 import time
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
 
@@ -98,17 +100,18 @@ def _size_bytes(names: Iterable[str]) -> int:
     return total
 
 
-def install_sizes() -> dict[str, float]:
-    mentiondesk = metadata.distribution("mentiondesk")
-    base = [Requirement(r).name for r in mentiondesk.requires or [] if "extra ==" not in r]
-    ml = [Requirement(r).name for r in mentiondesk.requires or [] if re.search(r"""extra\s*==\s*["']ml["']""", r)]
+def install_sizes() -> dict[str, Any]:
+    # From pyproject.toml, not the installed metadata: an editable install keeps the extras it was made with.
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    base = [Requirement(r).name for r in project["dependencies"]]
+    ml = [Requirement(r).name for r in project["optional-dependencies"]["ml"]]
     default = _closure(base)
     added = _closure(ml) - default
     return {
         "default_mib": _size_bytes(default) / 2**20,
         "ml_added_mib": _size_bytes(added) / 2**20,
         "ml_added_packages": len(added),
-        "ml_added_names": ", ".join(sorted(added)),  # type: ignore[dict-item]
+        "ml_added_names": ", ".join(sorted(added)),
     }
 
 
@@ -152,8 +155,8 @@ def render(texts_note: str, n_texts: int, rates: dict[int, list[Rate]], loads: t
         "",
         "| what | embeddings model | default model |",
         "|---|---:|---:|",
-        f"| model files | {onnx.stat().st_size / 2**20:.1f} MiB int8 ONNX + {tokenizer.stat().st_size / 2**20:.1f} MiB "
-        f"tokenizer | {npz.stat().st_size / 2**20:.1f} MiB .npz |",
+        f"| model files | {onnx.stat().st_size / 2**20:.1f} MiB 8-bit ONNX + "
+        f"{tokenizer.stat().st_size / 2**20:.1f} MiB tokenizer | {npz.stat().st_size / 2**20:.1f} MiB .npz |",
         f"| load time (median, with probe checks) | {loads[0]:.2f} s | {loads[1]:.2f} s |",
         f"| installed packages | default + {sizes['ml_added_mib']:.0f} MiB "
         f"({sizes['ml_added_packages']} packages) | {sizes['default_mib']:.0f} MiB |",

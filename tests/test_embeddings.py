@@ -69,11 +69,11 @@ def test_complaints_score_above_the_threshold_and_other_posts_below(shipped: Emb
 def test_scores_keep_input_order_whatever_the_batching(shipped: EmbeddingsClassifier) -> None:
     # More texts than one batch, of very different lengths, so the length sort and the split both happen.
     texts = [
-        f"{COMPLAINTS[i % 3]} {'and again ' * (i % 5)}" if i % 2 else OTHERS[i % 3] for i in range(2 * SCORE_BATCH + 2)
+        f"{COMPLAINTS[i % 3]} {'and again ' * (i % 5)}" if i % 2 else OTHERS[i % 3] for i in range(SCORE_BATCH + 2)
     ]
     together = np.array(shipped.score_many(texts))
-    alone = np.array([shipped.score_many([t])[0] for t in texts[:10]])
-    assert np.max(np.abs(together[:10] - alone)) < BATCH_TOLERANCE
+    alone = np.array([shipped.score_many([t])[0] for t in texts[:6]])
+    assert np.max(np.abs(together[:6] - alone)) < BATCH_TOLERANCE
     # Input order is kept: equal texts get (near) equal scores wherever they sit in the sorted batches.
     assert together[0] == pytest.approx(together[6], abs=BATCH_TOLERANCE)
     assert (together[1::2] > shipped.threshold).all() and (together[0::2] < shipped.threshold).all()
