@@ -68,9 +68,8 @@ def test_complaints_score_above_the_threshold_and_other_posts_below(shipped: Emb
 
 def test_scores_keep_input_order_whatever_the_batching(shipped: EmbeddingsClassifier) -> None:
     # More texts than one batch, of very different lengths, so the length sort and the split both happen.
-    texts = [
-        f"{COMPLAINTS[i % 3]} {'and again ' * (i % 5)}" if i % 2 else OTHERS[i % 3] for i in range(SCORE_BATCH + 2)
-    ]
+    texts = [f"{COMPLAINTS[i % 3]} {'and again ' * (i % 5)}" if i % 2 else OTHERS[i % 3] for i in range(40)]
+    assert len(texts) > 2 * SCORE_BATCH
     together = np.array(shipped.score_many(texts))
     alone = np.array([shipped.score_many([t])[0] for t in texts[:6]])
     assert np.max(np.abs(together[:6] - alone)) < BATCH_TOLERANCE

@@ -45,9 +45,10 @@ TOKENIZER_NAME = "tokenizer.json"
 INSTALL_HINT = "pip install 'mentiondesk[ml]'"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
-# Attention costs grow with the square of the padded length, so a batch is cut both by its number of posts and
-# by its padded size; 64 posts of similar length already amortise the per-call overhead.
-SCORE_BATCH = 64
+# On one thread ONNX Runtime gains nothing from wide batches at tweet lengths, while every padded word piece
+# costs as much as a real one: measured on one idle core, runs of 64 posts scored 100-122 posts/s, runs of 2
+# (posts sorted by length, so hardly any padding) 171-185. A call still scores a whole ingest batch at once.
+SCORE_BATCH = 2
 SCORE_BATCH_TOKENS = SCORE_BATCH * 64
 # int8 matrix products can round differently on CPUs with and without VNNI instructions; 2e-3 in probability
 # is far below any difference in decisions yet catches a different tokenizer, preprocessing or graph.
