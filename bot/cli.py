@@ -101,7 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="complaint threshold, 0 to 1 (default: the config's, else the model's)",
     )
     classify.add_argument(
-        "--model", type=Path, default=None, help="model artifact (.npz); default: the config's, else the packaged one"
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="default, embeddings (needs the ml extra) or a model path; default: the config's classifier.model, "
+        "else the packaged default model",
     )
 
     classifier = sub.add_parser(
@@ -118,7 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         "be used (the message names the line or column).",
     )
     evaluate.add_argument("--data", type=Path, required=True, metavar="CSV", help="the labelled posts")
-    evaluate.add_argument("--model", type=Path, default=None, help="model artifact (.npz); default: the packaged one")
+    evaluate.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="default, embeddings (needs the ml extra) or a model path (.npz, or an embeddings directory or .onnx); "
+        "default: classifier.model's default, the packaged default model",
+    )
     evaluate.add_argument(
         "--threshold", type=_unit_interval, default=None, help="complaint threshold, 0 to 1 (default: the model's)"
     )
@@ -358,14 +368,14 @@ def _cmd_classifier(args: argparse.Namespace) -> int:
     if args.classifier_command == "train":
         return _cmd_classifier_train(args)
     from mentiondesk.bot.classify.evaluation import EvalDataError, as_json, as_table, evaluate, read_labelled
-    from mentiondesk.bot.classify.model import ComplaintClassifier
+    from mentiondesk.bot.classify.loading import load_classifier
 
     try:
         posts = read_labelled(args.data)
     except EvalDataError as exc:
         print(f"mentiondesk: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    classifier = ComplaintClassifier.load(args.model)
+    classifier = load_classifier(args.model)
     threshold = classifier.threshold if args.threshold is None else args.threshold
     result = evaluate(classifier, posts, threshold=threshold)
     if args.json:
@@ -394,7 +404,7 @@ def _cmd_classifier_train(args: argparse.Namespace) -> int:
             retrain.run(
                 database_url=settings.database.url,
                 data=args.data or retrain.DEFAULT_BASE_DATA,
-                model_path=settings.classifier.model_path,
+                model_choice=settings.classifier.model_choice(),
                 models_dir=settings.classifier.models_dir,
                 force=args.force,
                 n_folds=args.folds,
@@ -414,7 +424,7 @@ def _cmd_classifier_train(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     current = result.version_path.with_name("current.npz")
-    print(f'installed {result.version_path.name} as {current}; set classifier.model_path = "{current}" and restart')
+    print(f'installed {result.version_path.name} as {current}; set classifier.model = "{current}" and restart')
     return EXIT_OK
 
 

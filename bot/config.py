@@ -185,6 +185,10 @@ class RoutingSettings(_Section):
 
 class ClassifierSettings(_Section):
     threshold: float | None = Field(default=None, ge=0, le=1)
+    # "default", "embeddings" (the optional fine-tuned encoder: pip install 'mentiondesk[ml]') or a path to a model
+    # artifact; read once at start (bot/classify/loading.py).
+    model: str = Field(default="default", min_length=1)
+    # The older key for a model path: still accepted so that existing files keep working.
     model_path: Path | None = None
     high_priority_score: float = Field(default=0.9, ge=0, le=1)
     triage_threshold: float | None = Field(default=None, ge=0, le=1)
@@ -213,6 +217,19 @@ class ClassifierSettings(_Section):
         if value is not None and not value.strip():
             raise ValueError("must name a channel (ID like C0123 or #name), or be left out")
         return value.strip() if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_model_key(self) -> ClassifierSettings:
+        if self.model_path is not None and "model" in self.model_fields_set:
+            raise ValueError(
+                "classifier.model and classifier.model_path are both set; keep classifier.model "
+                "(model_path is its older name for a path)"
+            )
+        return self
+
+    def model_choice(self) -> str | Path:
+        """What ``load_classifier`` takes: the model_path when the older key is used, else model."""
+        return self.model_path if self.model_path is not None else self.model
 
 
 class TicketSettings(_Section):

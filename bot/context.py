@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from mentiondesk.bot.classify.assess import Judge
-from mentiondesk.bot.classify.model import ComplaintClassifier
+from mentiondesk.bot.classify.loading import Classifier
 from mentiondesk.bot.config import ConfigError, Settings
 from mentiondesk.bot.events import AccountRef
 from mentiondesk.bot.mastodon.client import MastodonClient, StatusLimits
@@ -50,7 +50,7 @@ class Tuning:
         return cls(settings=settings, judge=judge, sla=sla_book(settings.sla))
 
 
-def model_rules(classifier: ComplaintClassifier) -> dict[str, Any]:
+def model_rules(classifier: Classifier) -> dict[str, Any]:
     """The model's metadata with the threshold it was loaded with, which its loader has already checked."""
     return {**classifier.metadata, "threshold": classifier.threshold}
 
@@ -66,7 +66,7 @@ class AppContext:
         *,
         settings: Settings,
         sessions: async_sessionmaker[AsyncSession],
-        classifier: ComplaintClassifier,
+        classifier: Classifier,
         mastodon: MastodonClient,
         brand: AccountRef,
         # Nudges the Slack sender after a commit so a new card goes out at once instead of at the next poll.

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from mentiondesk.bot.classify.model import ComplaintClassifier
+from mentiondesk.bot.classify.loading import load_classifier
 from mentiondesk.bot.config import Config, ConfigError, Settings
 from mentiondesk.bot.context import AppContext, Tuning, model_rules
 from mentiondesk.bot.dispatch import Dispatcher
@@ -153,7 +153,7 @@ class Daemon:
         # Policies or calendars may have changed since the last run: open tickets' due times follow them.
         await recompute_open_clocks(sessions, sla_book(settings.sla))
 
-        classifier = await asyncio.to_thread(ComplaintClassifier.load, settings.classifier.model_path)
+        classifier = await asyncio.to_thread(load_classifier, settings.classifier.model_choice())
 
         assert secrets.mastodon_token is not None
         mastodon = self._mastodon = MastodonClient(

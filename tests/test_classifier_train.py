@@ -127,7 +127,7 @@ def test_retrain_installs_a_better_model_refuses_a_worse_one_and_force_installs_
     # Agents now decide the opposite about every post (a later decision wins): trained on that, the model
     # is worse by cross-validation, so it is written but not installed.
     asyncio.run(_label(db_url, ids, [not c for c in truth], agent="U2"))
-    config = write_config(tmp_path, db_url, model_path=str(models / "current.npz"))
+    config = write_config(tmp_path, db_url, model=str(models / "current.npz"))
     before = (models / "current.npz").read_bytes()
     assert main(train) == 1
     captured = capsys.readouterr()

@@ -14,11 +14,11 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from itertools import islice
-from pathlib import Path
 from typing import Any, TextIO
 
 from mentiondesk.bot.classify.assess import Cues, Judge
-from mentiondesk.bot.classify.model import COMPLAINT, OTHER, ComplaintClassifier
+from mentiondesk.bot.classify.loading import Classifier, load_classifier
+from mentiondesk.bot.classify.model import COMPLAINT, OTHER
 from mentiondesk.bot.config import ClassifierSettings
 
 __all__ = ["load_model", "make_judge", "run_classify"]
@@ -31,12 +31,12 @@ _COUNTS = ("followers_count", "reblogs_count", "favourites_count")
 Echo = dict[str, Any]
 
 
-def load_model(settings: ClassifierSettings, override: Path | None = None) -> ComplaintClassifier:
+def load_model(settings: ClassifierSettings, override: str | None = None) -> Classifier:
     """The model the config names (or `--model`'s), loaded once; the one place the CLI loads one."""
-    return ComplaintClassifier.load(override if override is not None else settings.model_path)
+    return load_classifier(override if override is not None else settings.model_choice())
 
 
-def make_judge(settings: ClassifierSettings, classifier: ComplaintClassifier, threshold: float | None = None) -> Judge:
+def make_judge(settings: ClassifierSettings, classifier: Classifier, threshold: float | None = None) -> Judge:
     """The config's rules for this model; `--threshold` moves the complaint threshold (and a triage band above it)."""
     judge = Judge.from_settings(settings, classifier.metadata)
     if threshold is None:
@@ -88,9 +88,7 @@ def _batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def _score_batch(
-    batch: list[str], first_lineno: int, classifier: ComplaintClassifier, judge: Judge
-) -> tuple[list[str], bool]:
+def _score_batch(batch: list[str], first_lineno: int, classifier: Classifier, judge: Judge) -> tuple[list[str], bool]:
     parsed = [_parse(line, first_lineno + i) for i, line in enumerate(batch)]
     scores = iter(classifier.score_many([post[0] for _, post, _ in parsed if post is not None]))
     out, any_bad = [], False
@@ -118,7 +116,7 @@ def _score_batch(
 def run_classify(
     stdin: TextIO,
     stdout: TextIO,
-    classifier: ComplaintClassifier,
+    classifier: Classifier,
     *,
     judge: Judge | None = None,
     threshold: float | None = None,

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mentiondesk.bot.classify.model import ComplaintClassifier
+from mentiondesk.bot.classify.loading import Classifier
 
 GENERAL_DOMAINS = frozenset({"random_tweet", "random_reply"})
 REQUIRED_COLUMNS = ("text", "complaint")
@@ -107,7 +107,7 @@ def figures(labels: Sequence[int], predicted: Sequence[int]) -> Figures:
     )
 
 
-def evaluate(classifier: ComplaintClassifier, posts: LabelledPosts, *, threshold: float) -> dict[str, Figures]:
+def evaluate(classifier: Classifier, posts: LabelledPosts, *, threshold: float) -> dict[str, Figures]:
     """Figures for every post ("all") and, with a domain column, for the brand-addressed ones ("brand")."""
     scores = classifier.score_many(posts.texts)
     predicted = [1 if score >= threshold else 0 for score in scores]

@@ -25,6 +25,7 @@ import numpy as np
 
 from mentiondesk.bot.classify.evaluation import GENERAL_DOMAINS, LabelledPosts, read_labelled
 from mentiondesk.bot.classify.export import write_artifact
+from mentiondesk.bot.classify.loading import load_classifier
 from mentiondesk.bot.classify.model import DEFAULT_MODEL_PATH, ClassifierError, ComplaintClassifier
 from mentiondesk.bot.classify.recipe import Outcome, config_from_metadata, train
 from mentiondesk.bot.classify.tuning import metrics
@@ -251,18 +252,25 @@ def load_base(path: Path) -> LabelledPosts:
     return read_labelled(path)
 
 
-def load_installed(path: Path | None) -> ComplaintClassifier:
+def load_installed(choice: str | Path | None) -> ComplaintClassifier:
+    """The installed model (classifier.model) to compare with: only the default kind is retrained here."""
     try:
-        return ComplaintClassifier.load(path)
+        installed = load_classifier(choice)
     except ClassifierError as exc:
         raise RetrainError(f"cannot load the installed model to compare with: {exc}") from exc
+    if not isinstance(installed, ComplaintClassifier):
+        raise RetrainError(
+            f"classifier.model is {str(choice)!r}, the embeddings model: `classifier train` retrains the default "
+            "(n-gram) model; the embeddings model is trained by scripts/train_embeddings.py (docs/classifier.md)"
+        )
+    return installed
 
 
 async def run(
     *,
     database_url: str,
     data: Path,
-    model_path: Path | None,
+    model_choice: str | Path | None,
     models_dir: Path | None,
     force: bool,
     n_folds: int = 10,
@@ -271,7 +279,7 @@ async def run(
     """The whole command, the database read async and the CPU-bound training in a worker thread."""
     folder = models_folder(models_dir, database_url)
     base = await asyncio.to_thread(load_base, data)
-    installed = await asyncio.to_thread(load_installed, model_path)
+    installed = await asyncio.to_thread(load_installed, model_choice)
     labels = await read_team_labels(database_url)
     progress(f"{len(base.texts)} base posts from {data}, {len(labels)} labelled by the team")
     return await asyncio.to_thread(
