@@ -157,6 +157,18 @@ def test_retrain_without_labels_or_data_says_so(tmp_path: Path, capsys: pytest.C
     assert not (tmp_path / "models").exists()
 
 
+def test_retrain_with_the_embeddings_model_configured_says_which_script_trains_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'mentiondesk.db'}"
+    asyncio.run(_store_posts(db_url, ["my parcel is late"]))
+    config = write_config(tmp_path, db_url, model="embeddings")
+    base = write_base(tmp_path / "base.csv", n=20)
+    assert main(["classifier", "train", "--config", str(config), "--data", str(base)]) == 2
+    assert "the embeddings model is trained by scripts/train_embeddings.py" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
 def test_retrain_on_a_database_not_yet_upgraded_says_to_upgrade(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
