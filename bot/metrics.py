@@ -42,11 +42,13 @@ BUILD.info({"version": VERSION})
 
 MENTIONS_INGESTED = Counter(
     "mentiondesk_mentions_ingested_total",
-    "Posts stored, by the feed that brought them and the classifier's label.",
+    "Posts stored, by the feed that brought them and their kind (complaint, question, other).",
     ["source", "label"],
     registry=REGISTRY,
 )
-TICKETS_OPENED = Counter("mentiondesk_tickets_opened_total", "Tickets opened for complaints.", registry=REGISTRY)
+TICKETS_OPENED = Counter(
+    "mentiondesk_tickets_opened_total", "Tickets opened (not items put in triage).", registry=REGISTRY
+)
 TICKETS_RESOLVED = Counter(
     "mentiondesk_tickets_resolved_total", "Tickets resolved by an agent in Slack.", registry=REGISTRY
 )
