@@ -87,7 +87,12 @@ TABLES: dict[str, Any] = {
     "replies": Reply,
     "ticket_events": TicketEvent,
 }
-COLUMNS = {name: [c.name for c in model.__table__.columns] for name, model in TABLES.items()}
+# The classifier's tags, priority cues and triage columns are left to the database's defaults: no report reads them.
+DEFAULTED = {"categories", "priority_reasons", "triage_reason", "triage_channel", "triage_ts"}
+COLUMNS = {
+    name: [c.name for c in model.__table__.columns if name != "tickets" or c.name not in DEFAULTED]
+    for name, model in TABLES.items()
+}
 
 
 # --- a year of a busy desk -----------------------------------------------------------------------------------

@@ -104,6 +104,12 @@ def ticket_row(ticket_id: int, post: Post, score: float, now: datetime) -> dict[
         "closed_reason": None,
         "last_customer_activity_at": post.created_at,
         "previous_ticket_id": None,
+        # Written by the app from the classifier's rules; a plain complaint has neither, and was never in triage.
+        "categories": [],
+        "priority_reasons": [],
+        "triage_reason": None,
+        "triage_channel": None,
+        "triage_ts": None,
     }
 
 
