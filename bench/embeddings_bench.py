@@ -73,9 +73,9 @@ def throughput(clf: EmbeddingsClassifier, texts: list[str], batch: int, repeats:
 def _closure(names: Iterable[str]) -> set[str]:
     """Installed distributions reachable from names through their unconditional requirements."""
     seen: set[str] = set()
-    todo = list(names)
-    while todo:
-        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+    pending = list(names)
+    while pending:
+        name = re.sub(r"[-_.]+", "-", pending.pop()).lower()
         if name in seen:
             continue
         try:
@@ -86,7 +86,7 @@ def _closure(names: Iterable[str]) -> set[str]:
         for raw in dist.requires or []:
             req = Requirement(raw)
             if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
+                pending.append(req.name)
     return seen
 
 
