@@ -36,7 +36,10 @@ from mentiondesk.bot.classify.model import DEFAULT_MODEL_PATH, ComplaintClassifi
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "RESULTS.md"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "complaints-train.csv"
-SECTION = "# Embeddings model benchmark"
+SECTION = "## Embeddings model"
+# Its own part of RESULTS.md lies between these markers; the other benchmarks write theirs.
+SECTION_START = "<!-- embeddings-bench:start -->"
+SECTION_END = "<!-- embeddings-bench:end -->"
 BATCH_SIZES = (1, 32, 256)
 TARGET_POSTS_S = 150
 FALLBACK = [
@@ -171,14 +174,14 @@ def render(texts_note: str, n_texts: int, rates: dict[int, list[Rate]], loads: t
 
 
 def write_section(text: str) -> None:
-    """Replace this benchmark's own section of RESULTS.md (up to the next top-level heading), keep the rest."""
+    """Replace this benchmark's own section of RESULTS.md (between its markers), keep the rest."""
     old = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else ""
-    start = old.find(SECTION)
-    if start == -1:
-        new = old.rstrip("\n") + "\n\n" + text if old else text
+    section = f"{SECTION_START}\n{text.rstrip()}\n{SECTION_END}"
+    start, end = old.find(SECTION_START), old.find(SECTION_END)
+    if start == -1 or end == -1:
+        new = old.rstrip("\n") + "\n\n" + section + "\n" if old else section + "\n"
     else:
-        end = old.find("\n# ", start + len(SECTION))
-        new = old[:start] + text + (old[end + 1 :] if end != -1 else "")
+        new = old[:start] + section + old[end + len(SECTION_END) :]
     RESULTS.write_text(new, encoding="utf-8")
 
 
