@@ -36,7 +36,8 @@ from mentiondesk.bot.classify.model import DEFAULT_MODEL_PATH, ComplaintClassifi
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "RESULTS.md"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "complaints-train.csv"
-SECTION = "# Embeddings model benchmark"
+# The section sits among RESULTS.md's second-level headings, under the one top-level "# Ingest benchmark".
+SECTION = "## Embeddings model"
 BATCH_SIZES = (1, 32, 256)
 TARGET_POSTS_S = 150
 FALLBACK = [
@@ -171,13 +172,14 @@ def render(texts_note: str, n_texts: int, rates: dict[int, list[Rate]], loads: t
 
 
 def write_section(text: str) -> None:
-    """Replace this benchmark's own section of RESULTS.md (up to the next top-level heading), keep the rest."""
+    """Replace this benchmark's own section of RESULTS.md (up to the next heading of its level or above)."""
     old = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else ""
     start = old.find(SECTION)
     if start == -1:
         new = old.rstrip("\n") + "\n\n" + text if old else text
     else:
-        end = old.find("\n# ", start + len(SECTION))
+        ends = [i for i in (old.find(h, start + len(SECTION)) for h in ("\n# ", "\n## ")) if i != -1]
+        end = min(ends) if ends else -1
         new = old[:start] + text + (old[end + 1 :] if end != -1 else "")
     RESULTS.write_text(new, encoding="utf-8")
 
