@@ -22,7 +22,14 @@ import numpy as np
 import numpy.typing as npt
 
 from mentiondesk.bot.classify.embedding_text import prepare_text
-from mentiondesk.bot.classify.model import COMPLAINT, OTHER, Classification, ClassifierError, _sha256
+from mentiondesk.bot.classify.model import (
+    COMPLAINT,
+    OTHER,
+    Classification,
+    ClassifierError,
+    _sha256,
+    check_probes,
+)
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -267,23 +274,13 @@ class EmbeddingsClassifier:
         return clf
 
     def _check_probes(self, json_path: Path) -> None:
-        # A different tokenizer, preprocessing or graph would not fail loudly, it would give quietly wrong
-        # scores: the probes scored at training time must come out the same here.
-        probes = self._metadata.get("probes")
-        if not isinstance(probes, list) or not probes:
-            raise ClassifierError(f"{json_path}: no probe texts to verify the model")
-        try:
-            texts = [str(p["text"]) for p in probes]
-            expected = np.array([float(p["score"]) for p in probes])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ClassifierError(f"{json_path}: probe entries are malformed ({exc!r})") from exc
-        got = np.array(self.score_many(texts))
-        worst = float(np.max(np.abs(got - expected)))
-        if not worst <= PROBE_TOLERANCE:
-            raise ClassifierError(
-                f"{json_path}: probe scores differ from training by up to {worst:.4g}; "
-                "the tokenizer, preprocessing or graph differ from those the model was trained with"
-            )
+        check_probes(
+            self.score_many,
+            self._metadata,
+            json_path,
+            tolerance=PROBE_TOLERANCE,
+            differs="the tokenizer, preprocessing or graph differ from those the model was trained with",
+        )
 
     @property
     def threshold(self) -> float:

@@ -21,7 +21,7 @@ import math
 import re
 import unicodedata
 import zipfile
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,6 +302,32 @@ def _parse_languages(meta: Mapping[str, Any], json_path: Path) -> tuple[str, ...
     return tuple(languages)
 
 
+def check_probes(
+    score_many: Callable[[Sequence[str]], list[float]],
+    metadata: Mapping[str, Any],
+    json_path: Path,
+    *,
+    tolerance: float,
+    differs: str,
+) -> None:
+    """Score the probe texts recorded at training time and refuse the model unless they come out the same.
+
+    A model whose input handling drifted from training does not fail loudly: it gives quietly wrong scores. Every
+    model kind checks its probes at load through this; ``differs`` says what would have changed.
+    """
+    probes = metadata.get("probes")
+    if not isinstance(probes, list) or not probes:
+        raise ClassifierError(f"{json_path}: no probe texts to verify the model")
+    try:
+        texts = [str(p["text"]) for p in probes]
+        expected = np.array([float(p["score"]) for p in probes])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClassifierError(f"{json_path}: probe entries are malformed ({exc!r})") from exc
+    worst = float(np.max(np.abs(np.array(score_many(texts)) - expected)))
+    if not worst <= tolerance:  # written so that NaN fails too
+        raise ClassifierError(f"{json_path}: probe scores differ from training by up to {worst:.4g}; {differs}")
+
+
 class ComplaintClassifier:
     """Scores posts; immutable after construction, so one instance can serve many threads."""
 
@@ -358,23 +384,14 @@ class ComplaintClassifier:
 
     def _check_probes(self, json_path: Path) -> None:
         # Guards against features that differ from the training-time ones (a change to features.py, or a
-        # retrain with a scikit-learn that hashes or tokenises differently): that would not fail loudly,
-        # it would just give quietly wrong scores.
-        probes = self._metadata.get("probes")
-        if not isinstance(probes, list) or not probes:
-            raise ClassifierError(f"{json_path}: no probe texts to verify the feature space")
-        try:
-            texts = [str(p["text"]) for p in probes]
-            expected = np.array([float(p["score"]) for p in probes])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ClassifierError(f"{json_path}: probe entries are malformed ({exc!r})") from exc
-        got = np.array(self.score_many(texts))
-        if not np.allclose(got, expected, atol=PROBE_TOLERANCE, rtol=0.0):
-            worst = float(np.max(np.abs(got - expected)))
-            raise ClassifierError(
-                f"{json_path}: probe scores differ from training by up to {worst:.4g}; "
-                "the features computed here differ from those the model was trained on"
-            )
+        # retrain with a scikit-learn that hashes or tokenises differently).
+        check_probes(
+            self.score_many,
+            self._metadata,
+            json_path,
+            tolerance=PROBE_TOLERANCE,
+            differs="the features computed here differ from those the model was trained on",
+        )
 
     @property
     def threshold(self) -> float:
