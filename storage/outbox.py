@@ -61,10 +61,11 @@ async def pending_after(session: AsyncSession, *, after_id: int, limit: int = 50
     return [(row, ticket) for row, ticket in await session.exec(stmt)]
 
 
-async def next_due_at(session: AsyncSession) -> datetime | None:
+async def next_due_at(session: AsyncSession, *, after: datetime) -> datetime | None:
+    """When the next unsent message that is not yet due (its time after ``after``) comes due."""
     stmt = (
         select(SlackOutbox.next_attempt_at)
-        .where(col(SlackOutbox.state).in_(_UNSENT))
+        .where(col(SlackOutbox.state).in_(_UNSENT), col(SlackOutbox.next_attempt_at) > after)
         .order_by(col(SlackOutbox.next_attempt_at))
         .limit(1)
     )

@@ -16,7 +16,7 @@ from mentiondesk.bot.config import SlackSettings
 from mentiondesk.bot.slack.sender import SlackSender
 from mentiondesk.storage.db import transaction
 from mentiondesk.storage.models import Mention, OutboxKind, OutboxState, SlackOutbox, Ticket
-from mentiondesk.storage.outbox import AMBIGUOUS, enqueue
+from mentiondesk.storage.outbox import AMBIGUOUS, enqueue, mark_retry
 from tests.conftest import eventually
 from tests.fakeslack import FakeSlack
 
@@ -318,3 +318,32 @@ async def test_a_message_slack_will_never_take_is_parked_alone(slack: FakeSlack,
     row = await get(sessions, SlackOutbox, too_long)
     assert row.state == OutboxState.PARKED and "msg_too_long" in (row.last_error or "")
     assert len(slack.thread("C0SUPPORT", slack.messages("C0SUPPORT")[0]["ts"])) == 1
+
+
+async def test_a_card_backing_off_goes_out_at_its_retry_time_while_its_follow_up_waits_for_it(
+    slack: FakeSlack, sessions: Sessions
+) -> None:
+    # The follow-up is due but has no thread until its card is in Slack; the card's retry is a moment away. The
+    # sender must wake for the card then, not sleep its idle poll (30 s) because the follow-up was due.
+    ticket_id, card_row = await new_ticket(sessions)
+    await new_followup(sessions, ticket_id)
+    async with transaction(sessions) as session:
+        await mark_retry(session, row_id=card_row, at=datetime.now(UTC) + timedelta(seconds=0.5), error="HTTP 503")
+    sender = sender_for(slack, sessions)
+
+    wait_s = await sender.send_due()
+    assert 0 < wait_s <= 0.5, f"the sender would next look in {wait_s:.1f}s, after the card's retry was due"
+    assert slack.call_count("chat.postMessage") == 0
+
+    running = asyncio.create_task(sender.run())
+    try:
+        await eventually(in_state(sessions, OutboxState.SENT, card_row), timeout_s=5, what="the card sent")
+        [card] = slack.messages("C0SUPPORT")
+        await eventually(lambda: _thread_has(slack, card["ts"]), timeout_s=5, what="the follow-up in its thread")
+    finally:
+        sender.stop()
+        await running
+
+
+async def _thread_has(slack: FakeSlack, ts: str) -> bool:
+    return len(slack.thread("C0SUPPORT", ts)) == 1

@@ -130,12 +130,12 @@ async def test_outbox_due_retry_and_sent(sessions: Any) -> None:
         await mark_retry(session, row_id=row.id, at=now + timedelta(minutes=5), error="Slack answered HTTP 503")
     async with transaction(sessions) as session:
         assert await due_messages(session, now=now) == []
-        assert await next_due_at(session) == now + timedelta(minutes=5)
+        assert await next_due_at(session, after=now) == now + timedelta(minutes=5)
         await mark_sent(session, row_id=row.id, channel="C0SUPPORT", ts="1.000100")
     async with sessions() as session:
         stored = await session.get(Ticket, t.id)
         assert (stored.channel, stored.slack_ts) == ("C0SUPPORT", "1.000100")
-        assert await next_due_at(session) is None
+        assert await next_due_at(session, after=now) is None
 
 
 async def test_only_one_sender_can_claim_a_message(sessions: Any) -> None:

@@ -190,9 +190,12 @@ class SlackSender:
         """Send every message that is due and whose channel is free; returns seconds until the next one."""
         if (everything := self._parking.hold_on(None)) is not None:
             return everything.until - time.monotonic()
+        now = utcnow()
         async with self._sessions() as session:
-            due = await due_messages(session, now=utcnow())
-        soonest = IDLE_POLL_S
+            due = await due_messages(session, now=now)
+            # Asked even when rows are due: those may all wait for a card whose retry is a moment away.
+            next_at = await next_due_at(session, after=now)
+        soonest = IDLE_POLL_S if next_at is None else min(IDLE_POLL_S, max(0.0, (next_at - utcnow()).total_seconds()))
         for row, ticket in due:
             if self._stopping or self._flush_failed:
                 break
@@ -209,11 +212,6 @@ class SlackSender:
                 continue
             await self._send(row, ticket)
             soonest = min(soonest, self._settings.post_interval_s)
-        if not due:
-            async with self._sessions() as session:
-                next_at = await next_due_at(session)
-            if next_at is not None:
-                soonest = min(soonest, max(0.0, (next_at - utcnow()).total_seconds()))
         return soonest
 
     def _target(self, row: SlackOutbox, ticket: Ticket) -> tuple[str, str | None] | None:
