@@ -424,7 +424,7 @@ def _cmd_classifier_train(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     current = result.version_path.with_name("current.npz")
-    print(f'installed {result.version_path.name} as {current}; set classifier.model = "{current}" and restart')
+    print(f'installed {result.version_path.name} as {current}; set classifier.model = "{current}" and reload')
     return EXIT_OK
 
 

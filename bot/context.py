@@ -34,20 +34,26 @@ class Tuning:
     judge: Judge
     # The SLA policies and calendars, built from settings.sla.
     sla: SlaBook
+    # The complaint model the judge's thresholds belong to; None only where a Tuning is built without one (tests).
+    classifier: Classifier | None = None
 
     @property
     def threshold(self) -> float:
         return self.judge.threshold
 
     @classmethod
-    def of(cls, settings: Settings, model_metadata: Mapping[str, Any]) -> Tuning:
+    def of(cls, settings: Settings, model_metadata: Mapping[str, Any], classifier: Classifier | None = None) -> Tuning:
         """Build everything from settings; thresholds and languages the config leaves out come from the model."""
         try:
             judge = Judge.from_settings(settings.classifier, model_metadata)
         except (ValueError, KeyError, TypeError) as exc:
             # Only now are the config's classifier keys and the model's own thresholds seen together.
             raise ConfigError(f"[classifier] with this model: {exc}") from exc
-        return cls(settings=settings, judge=judge, sla=sla_book(settings.sla))
+        return cls(settings=settings, judge=judge, sla=sla_book(settings.sla), classifier=classifier)
+
+    @classmethod
+    def with_model(cls, settings: Settings, classifier: Classifier) -> Tuning:
+        return cls.of(settings, model_rules(classifier), classifier)
 
 
 def model_rules(classifier: Classifier) -> dict[str, Any]:
@@ -76,13 +82,12 @@ class AppContext:
         slack: AsyncWebClient | None = None,
     ) -> None:
         self.sessions = sessions
-        self.classifier = classifier
         self.mastodon = mastodon
         self.brand = brand
         self.wake_outbox = wake_outbox
         self.limits = limits
         self.slack = slack
-        self._tuning = Tuning.of(settings, model_rules(classifier))
+        self._tuning = Tuning.with_model(settings, classifier)
         # Pinned views in use, by the Tuning they pinned: a reload waits for the old one's to end.
         self._pins: Counter[Tuning] = Counter()
         self._unpinned = asyncio.Event()
@@ -94,6 +99,12 @@ class AppContext:
     @property
     def settings(self) -> Settings:
         return self._tuning.settings
+
+    @property
+    def classifier(self) -> Classifier:
+        """The model in force; swapped with its thresholds by a reload, so a pinned batch keeps both."""
+        assert self._tuning.classifier is not None
+        return self._tuning.classifier
 
     @property
     def threshold(self) -> float:

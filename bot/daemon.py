@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 import aiohttp
@@ -18,9 +19,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from mentiondesk.bot.classify.loading import load_classifier
+from mentiondesk.bot.classify.loading import CHOICES, Classifier, load_classifier
+from mentiondesk.bot.classify.model import ClassifierError
 from mentiondesk.bot.config import Config, ConfigError, Settings
-from mentiondesk.bot.context import AppContext, Tuning, model_rules
+from mentiondesk.bot.context import AppContext, Tuning
 from mentiondesk.bot.dispatch import Dispatcher
 from mentiondesk.bot.erasure import retention_job
 from mentiondesk.bot.events import MentionReceived, MentionsReceived, Post, PostChange, PostEdited
@@ -527,7 +529,8 @@ class Daemon:
         plan = plan_reload(self.config.settings, config.settings)
         settings = plan.settings
         # Everything built before anything is swapped: a failure leaves the running config whole.
-        tuning = Tuning.of(settings, model_rules(self.context.classifier))
+        classifier = await self._model_for(settings.classifier.model_choice())
+        tuning = Tuning.with_model(settings, classifier)
         old = self.context.swap(tuning)
         self.config = Config(settings=settings, secrets=self.config.secrets, source=config.source)
         if "sla" in plan.changed:
@@ -535,6 +538,27 @@ class Daemon:
         if "reports" in plan.changed:
             await self._apply_reports(settings)
         return plan
+
+    async def _model_for(self, choice: str | Path) -> Classifier:
+        """The model a reload puts in force: the running one unless the choice, or the file behind it, changed.
+
+        A path is read again on every reload, since `mentiondesk classifier train` replaces current.npz in place.
+        """
+        assert self.context is not None
+        running = self.context.classifier
+        if choice == self.config.settings.classifier.model_choice() and choice in CHOICES:
+            return running  # a built-in model does not change under a running daemon
+        try:
+            loaded = await asyncio.to_thread(load_classifier, choice)
+        except ClassifierError as exc:
+            reason = str(exc)
+            raise ConfigError(
+                reason if reason.startswith("classifier.model") else f"classifier.model = {str(choice)!r}: {reason}"
+            ) from exc
+        if dict(loaded.metadata) == dict(running.metadata):
+            return running
+        logger.info("classifier: now using the model %s (its ticket threshold %.2f)", choice, loaded.threshold)
+        return loaded
 
     async def _follow_sla(self, old: Tuning, tuning: Tuning) -> None:
         """New SLA book: alerts follow it, and so do open tickets' clocks, once no batch still uses the old one."""

@@ -1,8 +1,8 @@
 """Reloading the config file (SIGHUP, `systemctl reload`): what a running daemon can take on, one reload at a time.
 
 The file is read and validated whole; a bad one changes nothing. Keys the daemon only reads while starting (the
-database, the Mastodon server and feeds, the Slack connection, the HTTP server, the ingest queue, the model file)
-keep their running values until a restart, and are named in a warning; the rest apply to work that starts after
+database, the Mastodon server and feeds, the Slack connection, the HTTP server, the ingest queue) keep their
+running values until a restart, and are named in a warning; the rest apply to work that starts after
 the reload. Secrets are never re-read: they are the ones the daemon started with.
 """
 
@@ -33,6 +33,9 @@ RELOADABLE = frozenset(
         "classifier.triage_threshold",
         "classifier.triage_channel",
         "classifier.tickets_for",
+        # The model is loaded (and checked) before anything is swapped; batches begun before keep the old one.
+        "classifier.model",
+        "classifier.model_path",
         # Read by `mentiondesk classifier train` only; the running daemon has nothing to redo.
         "classifier.models_dir",
         # Pure rules, rebuilt into a new Judge with the thresholds.

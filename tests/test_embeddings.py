@@ -187,10 +187,10 @@ def test_classifier_model_in_the_config_and_its_older_spelling(tmp_path: Path) -
         _settings(tmp_path, 'model = ""\n')
 
 
-def test_changing_the_model_waits_for_a_restart(tmp_path: Path) -> None:
+def test_changing_the_model_is_applied_by_a_reload(tmp_path: Path) -> None:
     plan = plan_reload(_settings(tmp_path, ""), _settings(tmp_path, 'model = "embeddings"\n'))
-    assert plan.restart_needed == ("classifier.model",)
-    assert plan.settings.classifier.model == "default"
+    assert plan.restart_needed == () and plan.changed == ("classifier",)
+    assert plan.settings.classifier.model == "embeddings"
 
 
 def test_classifier_eval_takes_the_same_model_choices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import re
+import shutil
 import signal
 import time
 from collections import Counter
@@ -18,7 +19,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from mastodon_mock.testing.server import MockServer
 
-from mentiondesk.bot.config import Config, Secrets, Settings, load_settings, parse_settings
+import mentiondesk.bot.classify.model
+from mentiondesk.bot.config import Config, ConfigError, Secrets, Settings, load_settings, parse_settings
 from mentiondesk.bot.daemon import Daemon
 from mentiondesk.bot.reload import Reload, Reloader, plan_reload
 from mentiondesk.storage.models import Mention, ReportSummary, Ticket
@@ -284,6 +286,57 @@ async def test_reload_moves_open_tickets_due_times_and_applies_the_threshold(
     await settled(daemon)
     bob = [m for m in await rows(daemon, Mention) if m.account_acct == "bob"]
     assert [m.label for m in bob] == ["other"] and len(await rows(daemon, Ticket)) == 1
+
+
+def _model_copy(directory: Path, *, threshold: float) -> Path:
+    """The shipped default model under another name, deciding at ``threshold``: what `classifier train` installs."""
+    shipped = Path(mentiondesk.bot.classify.model.__file__).parent / "artifacts" / "complaint_model"
+    directory.mkdir(exist_ok=True)
+    npz = directory / "current.npz"
+    shutil.copyfile(shipped.with_suffix(".npz"), npz)
+    meta = json.loads(shipped.with_suffix(".json").read_text(encoding="utf-8"))
+    meta.update(threshold=threshold, triage_threshold=threshold)
+    npz.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+    return npz
+
+
+async def test_reload_takes_up_a_retrained_model_and_refuses_one_that_does_not_load(
+    mastodon: MockServer,
+    slack: FakeSlack,
+    db_url: str,
+    tmp_path: Path,
+    make_config: Callable[..., Config],
+    start_daemon: Start,
+) -> None:
+    # The retraining workflow: `classifier train` installs current.npz, then `systemctl reload` puts it in force.
+    model = _model_copy(tmp_path / "models", threshold=0.5)
+    data = settings_dict(mastodon_url=mastodon.base_url, slack_url=slack.base_url, db_url=db_url)
+    data["classifier"] = {"model": str(model)}
+    daemon = await start_daemon(make_config(classifier={"model": str(model)}))
+    await post(mastodon, "alice", COMPLAINT)
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 1, timeout_s=20)
+
+    # The same path, a new model behind it (one that opens no ticket): the reload loads it.
+    _model_copy(tmp_path / "models", threshold=0.99)
+    result = await _reload(daemon, data)
+    assert result.restart_needed == ()
+    await post(mastodon, "bob", COMPLAINT_2)
+    await settled(daemon)
+    bob = [m for m in await rows(daemon, Mention) if m.account_acct == "bob"]
+    assert [m.label for m in bob] == ["other"] and len(await rows(daemon, Ticket)) == 1
+
+    # A model that cannot load is refused, naming the key; the one in force stays.
+    data["classifier"] = {"model": str(tmp_path / "missing.npz")}
+    with pytest.raises(ConfigError, match=r"classifier\.model .*missing\.npz.*no such file"):
+        await _reload(daemon, data)
+    assert daemon.context is not None and daemon.context.classifier.threshold == 0.99
+
+    # Back to the shipped model by name.
+    data["classifier"] = {"model": "default"}
+    result = await _reload(daemon, data)
+    assert result.changed == ("classifier",) and daemon.context.classifier.threshold < 0.5
+    await post(mastodon, "carol", COMPLAINT)
+    await slack.wait_for(lambda: len(slack.messages("C0SUPPORT")) == 2, timeout_s=20)
 
 
 async def test_reload_moves_the_next_summary_to_the_new_schedule(
