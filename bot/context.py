@@ -27,7 +27,7 @@ DEFAULT_LIMITS = StatusLimits(max_characters=500, characters_reserved_per_url=23
 
 @dataclass(frozen=True, eq=False)
 class Tuning:
-    """The settings in force and what is built from them; a reload replaces the whole object, never a part."""
+    """The settings and model in force and what is built from them; a reload replaces the whole object, never a part."""
 
     settings: Settings
     # The rules that turn a post's score into a band (ticket, triage, stored), a kind and a priority.
@@ -62,7 +62,7 @@ def model_rules(classifier: Classifier) -> dict[str, Any]:
 
 
 class AppContext:
-    """The shared resources, and the current Tuning (settings, judge, SLA book), which a reload swaps.
+    """The shared resources, and the current Tuning (settings, model, judge, SLA book), which a reload swaps.
 
     A unit of work that reads settings more than once takes a pinned() view, so it sees one Tuning throughout.
     """
