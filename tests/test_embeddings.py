@@ -32,8 +32,8 @@ OTHERS = [
     "Does the winter sale include the kids' range?",
     "Congratulations on the new store opening! 🎉",
 ]
-# The int8 MatMuls quantise activations per row and block, so a post's score must not depend on its batchmates
-# (ONNX Runtime may still sum in another order for another batch shape).
+# The int8 MatMuls quantise activations by one range per run and each post runs on its own, so a post's score
+# must not depend on the other posts of a call.
 BATCH_TOLERANCE = 1e-5
 
 

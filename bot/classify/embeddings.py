@@ -52,10 +52,11 @@ TOKENIZER_NAME = "tokenizer.json"
 INSTALL_HINT = "pip install 'mentiondesk[ml]'"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
-# On one thread ONNX Runtime gains nothing from wide batches at tweet lengths, while every padded word piece
-# costs as much as a real one: measured on one idle core, runs of 64 posts scored 100-122 posts/s, runs of 2
-# (posts sorted by length, so hardly any padding) 171-185. A call still scores a whole ingest batch at once.
-SCORE_BATCH = 2
+# One post per run of the graph. Its int8 MatMuls quantise activations by one range per run, so a post run with
+# others could score differently than alone; on its own its score is its own, and nothing is padded. On one
+# thread ONNX Runtime gains little from batches at tweet lengths anyway: runs of 1 scored 195 posts/s on one
+# core, runs of 2 204, runs of 64 100-122. A call still scores a whole ingest batch.
+SCORE_BATCH = 1
 SCORE_BATCH_TOKENS = SCORE_BATCH * 64
 # int8 matrix products can round differently on CPUs with and without VNNI instructions; 2e-3 in probability
 # is far below any difference in decisions yet catches a different tokenizer, preprocessing or graph.
