@@ -20,6 +20,9 @@ from tests.test_slack_setup import check, tokens, write_config
 TIMEOUT_S = 1.0
 # What the loop and a loaded machine may add to a call given up at TIMEOUT_S.
 MARGIN_S = 2.0
+# About how long slack-sdk's Socket Mode client waits after a failed connect before the next try (its ping
+# interval, 5 s, once in its connect loop and once in its session monitor).
+SDK_RETRY_S = 10.0
 
 
 async def test_an_agents_action_whose_slack_call_never_answers_is_given_up_at_request_timeout_s(
@@ -55,8 +58,10 @@ async def test_a_socket_mode_connection_whose_upgrade_never_answers_is_given_up_
         await start_daemon(make_config(slack={"request_timeout_s": TIMEOUT_S}))
         await slack.wait_for(lambda: "Failed to connect" in caplog.text, timeout_s=TIMEOUT_S + MARGIN_S)
         assert time.monotonic() - started >= TIMEOUT_S
-        # slack-sdk tries again after its ping interval (10 s), and this time the upgrade is answered.
-        await slack.wait_connected(timeout_s=20)
+        # slack-sdk tries again, and this time the upgrade is answered. Three tries are allowed: in a loaded test
+        # process a 1 s upgrade can time out again (seen in CI: two more tries, neither within 1 s), and the point
+        # here is that the connection comes back, not how soon.
+        await slack.wait_connected(timeout_s=3 * (SDK_RETRY_S + TIMEOUT_S) + MARGIN_S)
 
 
 async def test_check_gives_up_on_a_slack_that_never_answers_at_request_timeout_s(
