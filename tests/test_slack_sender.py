@@ -25,6 +25,9 @@ pytestmark = pytest.mark.slack_fast("post_interval_s=0; pacing against Slack's l
 
 CLIENT_TIMEOUT_S = 1
 SLOWER_THAN_CLIENT_S = 1.5
+# A card's retry time in the future: long enough that it is surely not due yet when the sender first looks, on a
+# loaded machine too, and far below the sender's 30 s idle poll.
+CARD_RETRY_IN_S = 2.0
 NOW = datetime.now(UTC)
 
 Sessions = Any
@@ -328,18 +331,19 @@ async def test_a_card_backing_off_goes_out_at_its_retry_time_while_its_follow_up
     ticket_id, card_row = await new_ticket(sessions)
     await new_followup(sessions, ticket_id)
     async with transaction(sessions) as session:
-        await mark_retry(session, row_id=card_row, at=datetime.now(UTC) + timedelta(seconds=0.5), error="HTTP 503")
+        retry_at = datetime.now(UTC) + timedelta(seconds=CARD_RETRY_IN_S)
+        await mark_retry(session, row_id=card_row, at=retry_at, error="Slack answered HTTP 503")
     sender = sender_for(slack, sessions)
 
     wait_s = await sender.send_due()
-    assert 0 < wait_s <= 0.5, f"the sender would next look in {wait_s:.1f}s, after the card's retry was due"
+    assert 0 < wait_s <= CARD_RETRY_IN_S, f"the sender would next look in {wait_s:.1f}s, after the card's retry is due"
     assert slack.call_count("chat.postMessage") == 0
 
     running = asyncio.create_task(sender.run())
     try:
-        await eventually(in_state(sessions, OutboxState.SENT, card_row), timeout_s=5, what="the card sent")
+        await eventually(in_state(sessions, OutboxState.SENT, card_row), timeout_s=10, what="the card sent")
         [card] = slack.messages("C0SUPPORT")
-        await eventually(lambda: _thread_has(slack, card["ts"]), timeout_s=5, what="the follow-up in its thread")
+        await eventually(lambda: _thread_has(slack, card["ts"]), timeout_s=10, what="the follow-up in its thread")
     finally:
         sender.stop()
         await running
