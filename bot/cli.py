@@ -367,7 +367,14 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 def _cmd_classifier(args: argparse.Namespace) -> int:
     if args.classifier_command == "train":
         return _cmd_classifier_train(args)
-    from mentiondesk.bot.classify.evaluation import EvalDataError, as_json, as_table, evaluate, read_labelled
+    from mentiondesk.bot.classify.evaluation import (
+        EvalDataError,
+        as_json,
+        as_table,
+        evaluate,
+        read_labelled,
+        training_file_note,
+    )
     from mentiondesk.bot.classify.loading import load_classifier
 
     try:
@@ -378,6 +385,9 @@ def _cmd_classifier(args: argparse.Namespace) -> int:
     classifier = load_classifier(args.model)
     threshold = classifier.threshold if args.threshold is None else args.threshold
     result = evaluate(classifier, posts, threshold=threshold)
+    # On stderr, so that --json output stays one object a script can read.
+    if note := training_file_note(args.data, classifier.metadata):
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(as_json(result, threshold=threshold)))
     else:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+import mentiondesk.bot.classify.model
 from mentiondesk.bot.classify.evaluation import EvalDataError, figures, read_labelled
 from mentiondesk.bot.cli import main
 
@@ -95,3 +98,28 @@ def test_a_missing_or_undecodable_file_says_so(tmp_path: Path) -> None:
     latin1.write_bytes("text,complaint\nna\xefve,0\n".encode("latin-1"))
     with pytest.raises(EvalDataError, match="not UTF-8"):
         read_labelled(latin1)
+
+
+def test_the_models_own_training_file_is_flagged_as_training_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Scoring a model on the posts it learned from gives near-perfect figures that say nothing of new posts.
+    data = _write(tmp_path, f'text,complaint\n"{COMPLAINT}",1\n"{PRAISE}",0\n')
+    shipped = Path(mentiondesk.bot.classify.model.__file__).parent / "artifacts" / "complaint_model"
+    model = tmp_path / "model.npz"
+    shutil.copyfile(shipped.with_suffix(".npz"), model)
+    meta = json.loads(shipped.with_suffix(".json").read_text(encoding="utf-8"))
+    meta["training_set"]["sha256"] = hashlib.sha256(data.read_bytes()).hexdigest()
+    model.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+
+    assert main(["classifier", "eval", "--data", str(data), "--model", str(model)]) == 0
+    captured = capsys.readouterr()
+    assert "macro-F1" in captured.out
+    assert f"{data} is the file this model was trained on" in captured.err
+    assert "training figures, not a measure of posts it has not seen" in captured.err
+
+    # Any other file: no such note.
+    other = tmp_path / "other.csv"
+    other.write_text(f'text,complaint\n"{PRAISE}",0\n"{COMPLAINT}",1\n', encoding="utf-8")
+    assert main(["classifier", "eval", "--data", str(other), "--model", str(model)]) == 0
+    assert "trained on" not in capsys.readouterr().err

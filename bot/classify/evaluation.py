@@ -10,7 +10,8 @@ brand-addressed posts that the product sees.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,18 @@ def evaluate(classifier: Classifier, posts: LabelledPosts, *, threshold: float) 
         if brand:
             result["brand"] = figures([posts.labels[i] for i in brand], [predicted[i] for i in brand])
     return result
+
+
+def training_file_note(path: Path, metadata: Mapping[str, Any]) -> str | None:
+    """A warning when ``path`` is the very file the model was trained on (its metadata keeps the checksum)."""
+    trained = metadata.get("training_set")
+    expected = trained.get("sha256") if isinstance(trained, dict) else None
+    if not isinstance(expected, str) or hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        return None
+    return (
+        f"note: {path} is the file this model was trained on: these are training figures, not a measure of posts "
+        "it has not seen (docs/classifier.md has the cross-validated ones)"
+    )
 
 
 def as_json(result: dict[str, Figures], *, threshold: float) -> dict[str, Any]:
